@@ -1,0 +1,5 @@
+import sys
+
+from openmatch_persistence.cli import main
+
+sys.exit(main())

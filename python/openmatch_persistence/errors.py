@@ -1,0 +1,146 @@
+"""The package's exception hierarchy.
+
+Every error the package raises on purpose derives from
+:class:`OpenMatchPersistenceError`. The Rust core raises these same classes
+(it imports them from here), so a caller never sees a bare ``Exception`` or a
+Rust panic. Where a standard base fits, it is a second base: a bad value is
+also a ``ValueError``, a wrong type also a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+
+class OpenMatchPersistenceError(Exception):
+    """The root of every error raised by openmatch_persistence."""
+
+
+# --- values and types given by the caller --------------------------------
+
+
+class InvalidValueError(OpenMatchPersistenceError, ValueError):
+    """A value that the engine's types cannot hold exactly (a Decimal past
+    rust_decimal's range, a naive datetime, a node id that is not 32 bytes)."""
+
+
+class InvalidTypeError(OpenMatchPersistenceError, TypeError):
+    """An argument of the wrong type."""
+
+
+class JsonFormatError(InvalidValueError):
+    """Text that is not the JSON form of an operation (aof-format.md §4)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+# --- frames ---------------------------------------------------------------
+
+
+class FrameError(OpenMatchPersistenceError, ValueError):
+    """A frame that cannot be read. ``offset`` is the byte where the frame
+    starts in the input; ``cause`` names the kind of damage."""
+
+    cause: str = "frame"
+
+    def __init__(self, message: str, offset: int, path: str | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.path = path
+
+
+class TornFrameError(FrameError):
+    """The frame runs past the end of the input: an interrupted append."""
+
+    cause = "torn"
+
+
+class CorruptFrameError(FrameError):
+    """A complete frame that is damaged: never the result of a clean crash."""
+
+    cause = "corrupt"
+
+
+class ChecksumMismatchError(CorruptFrameError):
+    cause = "checksum_mismatch"
+
+
+class OversizedFrameError(CorruptFrameError):
+    """The length field exceeds the reader's bound (or is zero)."""
+
+    cause = "oversized_length"
+
+
+class UndecodablePayloadError(CorruptFrameError):
+    """The checksum matched but the payload is not an operation."""
+
+    cause = "undecodable_payload"
+
+
+class TrailingBytesError(CorruptFrameError):
+    """Bytes left over after an operation, inside a payload or after a frame."""
+
+    cause = "trailing_bytes"
+
+
+# --- the durable writer and the directory ----------------------------------
+
+
+class AofError(OpenMatchPersistenceError, OSError):
+    """An I/O failure of the AOF (open, write, fsync, rotate)."""
+
+
+class WriterFailedError(AofError):
+    """The writer lost durability (a failed write or fsync) and accepts no
+    more appends; reopen it to recover from what is on disk."""
+
+
+class WriterLockedError(AofError):
+    """Another writer holds the AOF directory."""
+
+
+class WriterClosedError(OpenMatchPersistenceError):
+    """An append on a writer that was closed."""
+
+
+# --- storage ---------------------------------------------------------------
+
+
+class StoreError(OpenMatchPersistenceError):
+    """A failure of the database store."""
+
+
+class MigrationError(StoreError):
+    """A migration that cannot be applied, or an applied one whose file
+    changed since."""
+
+
+class ConsistencyError(OpenMatchPersistenceError):
+    """State that breaks an invariant; names the entity and the position."""
+
+
+class RecoveryError(OpenMatchPersistenceError):
+    """Recovery cannot produce a trustworthy state."""
+
+
+__all__ = [
+    "AofError",
+    "ChecksumMismatchError",
+    "ConsistencyError",
+    "CorruptFrameError",
+    "FrameError",
+    "InvalidTypeError",
+    "InvalidValueError",
+    "JsonFormatError",
+    "MigrationError",
+    "OpenMatchPersistenceError",
+    "OversizedFrameError",
+    "RecoveryError",
+    "StoreError",
+    "TornFrameError",
+    "TrailingBytesError",
+    "UndecodablePayloadError",
+    "WriterClosedError",
+    "WriterFailedError",
+    "WriterLockedError",
+]

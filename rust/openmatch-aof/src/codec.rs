@@ -1,0 +1,311 @@
+//! The frame codec: `[length u32 LE][crc32 u32 LE][bincode 1.3 payload]`.
+//!
+//! `shared/aof-format.md` §1–2 is the normative description of these bytes.
+//! The payload is exactly `bincode::serialize(&op)`; the header is computed
+//! with `crc32fast` over the payload only.
+
+use std::fmt;
+
+use bincode::Options;
+
+use crate::types::AofOperation;
+
+/// Bytes of the frame header: length then checksum.
+pub const HEADER_LEN: usize = 8;
+
+/// The default bound on a payload's length. An Order is about 400 bytes; a
+/// length far past this is corruption, and must not become an allocation.
+pub const DEFAULT_MAX_PAYLOAD_LEN: u32 = 16 * 1024 * 1024;
+
+/// Why a frame could not be read. Each names its cause precisely because
+/// recovery treats them differently: a torn tail is expected after a crash,
+/// the rest are corruption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameErrorKind {
+    /// The header or the payload runs past the end of the input.
+    Torn { needed: u64, available: u64 },
+    /// The stored CRC-32 does not match the payload's.
+    ChecksumMismatch { stored: u32, computed: u32 },
+    /// The length field exceeds the reader's bound.
+    Oversized { length: u32, max: u32 },
+    /// The length field is zero: no valid frame has an empty payload.
+    ZeroLength,
+    /// The checksum matched but the payload is not an `AofOperation`.
+    Undecodable { reason: String },
+    /// The payload decoded to one operation with bytes left over in it.
+    TrailingBytes { left: u64 },
+}
+
+impl FrameErrorKind {
+    /// A short stable name, used as the error's `cause` in Python and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FrameErrorKind::Torn { .. } => "torn",
+            FrameErrorKind::ChecksumMismatch { .. } => "checksum_mismatch",
+            FrameErrorKind::Oversized { .. } => "oversized_length",
+            FrameErrorKind::ZeroLength => "zero_length",
+            FrameErrorKind::Undecodable { .. } => "undecodable_payload",
+            FrameErrorKind::TrailingBytes { .. } => "trailing_bytes",
+        }
+    }
+
+    pub fn is_torn(&self) -> bool {
+        matches!(self, FrameErrorKind::Torn { .. })
+    }
+}
+
+impl fmt::Display for FrameErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameErrorKind::Torn { needed, available } => write!(
+                f,
+                "torn frame: needs {needed} bytes but only {available} remain"
+            ),
+            FrameErrorKind::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "checksum mismatch: stored {stored:#010x}, payload has {computed:#010x}"
+            ),
+            FrameErrorKind::Oversized { length, max } => write!(
+                f,
+                "oversized length: {length} bytes exceeds the maximum of {max}"
+            ),
+            FrameErrorKind::ZeroLength => write!(f, "zero length: a payload is never empty"),
+            FrameErrorKind::Undecodable { reason } => {
+                write!(f, "undecodable payload: {reason}")
+            }
+            FrameErrorKind::TrailingBytes { left } => {
+                write!(f, "bytes left over: {left} bytes after the operation")
+            }
+        }
+    }
+}
+
+/// A frame that could not be read, at `offset` (the byte where the frame
+/// starts, counted from the start of the input given to the decoder).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad frame at byte offset {offset}: {kind}")]
+pub struct FrameError {
+    pub offset: u64,
+    pub kind: FrameErrorKind,
+}
+
+/// An operation that cannot be written as a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("payload of {length} bytes exceeds the maximum frame payload of {max}")]
+    TooLarge { length: usize, max: u32 },
+    #[error("cannot serialize operation: {0}")]
+    Serialize(String),
+}
+
+/// The bincode configuration of `bincode::serialize` (fixed-width integers,
+/// little-endian), with a byte limit so that a corrupt string length inside a
+/// payload fails instead of allocating.
+fn payload_options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(limit)
+}
+
+/// Appends one frame for `op` to `out` and returns the frame's length in bytes.
+/// On error, `out` is left as it was.
+pub fn encode_frame_into(op: &AofOperation, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
+    encode_frame_into_bounded(op, out, DEFAULT_MAX_PAYLOAD_LEN)
+}
+
+/// As [`encode_frame_into`], refusing payloads longer than `max_payload`.
+pub fn encode_frame_into_bounded(
+    op: &AofOperation,
+    out: &mut Vec<u8>,
+    max_payload: u32,
+) -> Result<usize, EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if let Err(e) = bincode::serialize_into(&mut *out, op) {
+        out.truncate(start);
+        return Err(EncodeError::Serialize(e.to_string()));
+    }
+    let payload_len = out.len() - start - HEADER_LEN;
+    if payload_len > max_payload as usize {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge {
+            length: payload_len,
+            max: max_payload,
+        });
+    }
+    let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
+    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(HEADER_LEN + payload_len)
+}
+
+/// One frame for `op`, as a new buffer.
+pub fn encode_frame(op: &AofOperation) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(512);
+    encode_frame_into(op, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a payload whose checksum has already been checked.
+pub fn decode_payload(payload: &[u8]) -> Result<AofOperation, FrameErrorKind> {
+    let mut rest = payload;
+    let op: AofOperation = payload_options(payload.len() as u64)
+        .deserialize_from(&mut rest)
+        .map_err(|e| FrameErrorKind::Undecodable {
+            reason: e.to_string(),
+        })?;
+    if !rest.is_empty() {
+        return Err(FrameErrorKind::TrailingBytes {
+            left: rest.len() as u64,
+        });
+    }
+    Ok(op)
+}
+
+/// A frame whose header and checksum are good, located in its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    pub payload: &'a [u8],
+    /// Header plus payload.
+    pub frame_len: usize,
+}
+
+/// Checks the header and checksum of the frame starting at `buf[0]`, without
+/// decoding the payload. Errors carry offsets relative to `buf` plus `base`.
+pub fn check_frame(buf: &[u8], base: u64, max_payload: u32) -> Result<RawFrame<'_>, FrameError> {
+    let err = |kind| FrameError { offset: base, kind };
+    if buf.len() < HEADER_LEN {
+        return Err(err(FrameErrorKind::Torn {
+            needed: HEADER_LEN as u64,
+            available: buf.len() as u64,
+        }));
+    }
+    let length = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
+    let stored = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if length == 0 {
+        return Err(err(FrameErrorKind::ZeroLength));
+    }
+    if length > max_payload {
+        return Err(err(FrameErrorKind::Oversized {
+            length,
+            max: max_payload,
+        }));
+    }
+    let frame_len = HEADER_LEN + length as usize;
+    if buf.len() < frame_len {
+        return Err(err(FrameErrorKind::Torn {
+            needed: frame_len as u64,
+            available: buf.len() as u64,
+        }));
+    }
+    let payload = &buf[HEADER_LEN..frame_len];
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Err(err(FrameErrorKind::ChecksumMismatch { stored, computed }));
+    }
+    Ok(RawFrame { payload, frame_len })
+}
+
+/// Decodes the frame at the start of `buf`; returns the operation and the
+/// frame's length. `base` is the offset of `buf[0]` in the caller's input.
+pub fn decode_frame(
+    buf: &[u8],
+    base: u64,
+    max_payload: u32,
+) -> Result<(AofOperation, usize), FrameError> {
+    let raw = check_frame(buf, base, max_payload)?;
+    let op = decode_payload(raw.payload).map_err(|kind| FrameError { offset: base, kind })?;
+    Ok((op, raw.frame_len))
+}
+
+/// Decodes a buffer that holds exactly one frame.
+pub fn decode_one(buf: &[u8], max_payload: u32) -> Result<AofOperation, FrameError> {
+    let (op, used) = decode_frame(buf, 0, max_payload)?;
+    if used != buf.len() {
+        return Err(FrameError {
+            offset: used as u64,
+            kind: FrameErrorKind::TrailingBytes {
+                left: (buf.len() - used) as u64,
+            },
+        });
+    }
+    Ok(op)
+}
+
+/// Decodes a buffer that is a whole number of frames. The first bad frame
+/// fails the call; nothing after it is looked at.
+pub fn decode_all(buf: &[u8], max_payload: u32) -> Result<Vec<AofOperation>, FrameError> {
+    let mut ops = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let (op, used) = decode_frame(&buf[pos..], pos as u64, max_payload)?;
+        ops.push(op);
+        pos += used;
+    }
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::*;
+
+    #[test]
+    fn frame_header_is_length_then_crc_of_payload() {
+        let op = AofOperation::EpochAdvanced(EpochId(7), EpochPhase::Seal);
+        let frame = encode_frame(&op).unwrap();
+        let payload = bincode::serialize(&op).unwrap();
+        assert_eq!(payload, [5, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&frame[0..4], &(payload.len() as u32).to_le_bytes());
+        assert_eq!(&frame[4..8], &crc32fast::hash(&payload).to_le_bytes());
+        assert_eq!(&frame[8..], &payload[..]);
+        assert_eq!(decode_one(&frame, DEFAULT_MAX_PAYLOAD_LEN).unwrap(), op);
+    }
+
+    #[test]
+    fn errors_name_offset_and_cause() {
+        let op = AofOperation::EpochAdvanced(EpochId(1), EpochPhase::Collect);
+        let mut two = encode_frame(&op).unwrap();
+        let first_len = two.len();
+        two.extend(encode_frame(&op).unwrap());
+        let last = two.len() - 1;
+        two[last] ^= 1;
+        let e = decode_all(&two, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.offset, first_len as u64);
+        assert_eq!(e.kind.name(), "checksum_mismatch");
+
+        let e = decode_all(&two[..first_len + 3], DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.offset, first_len as u64);
+        assert!(e.kind.is_torn());
+
+        let mut huge = vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        huge.extend([0u8; 16]);
+        let e = decode_all(&huge, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.kind.name(), "oversized_length");
+    }
+
+    #[test]
+    fn payload_with_bytes_left_over_is_corrupt() {
+        let op = AofOperation::EpochAdvanced(EpochId(1), EpochPhase::Collect);
+        let mut payload = bincode::serialize(&op).unwrap();
+        payload.push(0);
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend(crc32fast::hash(&payload).to_le_bytes());
+        frame.extend(&payload);
+        let e = decode_one(&frame, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.kind, FrameErrorKind::TrailingBytes { left: 1 });
+    }
+
+    #[test]
+    fn corrupt_inner_string_length_does_not_allocate() {
+        // OrderCancelled's uuid is `serialize_bytes`: a u64 length then bytes.
+        let mut payload = vec![1, 0, 0, 0];
+        payload.extend(u64::MAX.to_le_bytes());
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend(crc32fast::hash(&payload).to_le_bytes());
+        frame.extend(&payload);
+        let e = decode_one(&frame, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.kind.name(), "undecodable_payload");
+    }
+}

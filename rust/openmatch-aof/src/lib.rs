@@ -1,0 +1,18 @@
+//! openmatch-aof: the durable core of openmatch-persistence, free of Python.
+//!
+//! What the OpenMatch Rust engine itself could link: its types ([`types`]),
+//! the frame codec ([`codec`]), the durable segment writer and the replay
+//! scanner. The PyO3 binding lives in a separate crate.
+
+pub mod codec;
+pub mod scanner;
+pub mod segment;
+pub mod state;
+pub mod types;
+pub mod writer;
+
+pub use codec::{
+    decode_all, decode_frame, decode_one, encode_frame, encode_frame_into, EncodeError, FrameError,
+    FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
+};
+pub use types::*;

@@ -1,0 +1,1 @@
+//! The replay scanner (issue 4). Placeholder until it lands.

@@ -1,0 +1,1 @@
+//! In-memory engine state (issue 6). Placeholder until it lands.

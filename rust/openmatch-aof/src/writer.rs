@@ -1,0 +1,1 @@
+//! The durable segment writer (issue 3). Placeholder until it lands.
