@@ -2,10 +2,9 @@
 
 import datetime
 import decimal
-import enum
 import uuid
 from collections.abc import Iterable
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 __version__: Final[str]
 DEFAULT_MAX_PAYLOAD_LEN: Final[int]
@@ -19,32 +18,36 @@ DecimalLike = decimal.Decimal | int
 # --- model -------------------------------------------------------------------
 
 @final
-class OrderSide(enum.Enum):
-    BUY = ...
-    SELL = ...
+class OrderSide:
+    BUY: ClassVar[OrderSide]
+    SELL: ClassVar[OrderSide]
+    def __int__(self) -> int: ...
 
 @final
-class OrderType(enum.Enum):
-    LIMIT = ...
-    MARKET = ...
-    CANCEL = ...
+class OrderType:
+    LIMIT: ClassVar[OrderType]
+    MARKET: ClassVar[OrderType]
+    CANCEL: ClassVar[OrderType]
+    def __int__(self) -> int: ...
 
 @final
-class OrderStatus(enum.Enum):
-    PENDING_ESCROW = ...
-    ACTIVE = ...
-    PARTIALLY_FILLED = ...
-    FILLED = ...
-    CANCELLED = ...
-    REJECTED = ...
-    EXPIRED = ...
+class OrderStatus:
+    PENDING_ESCROW: ClassVar[OrderStatus]
+    ACTIVE: ClassVar[OrderStatus]
+    PARTIALLY_FILLED: ClassVar[OrderStatus]
+    FILLED: ClassVar[OrderStatus]
+    CANCELLED: ClassVar[OrderStatus]
+    REJECTED: ClassVar[OrderStatus]
+    EXPIRED: ClassVar[OrderStatus]
+    def __int__(self) -> int: ...
 
 @final
-class EpochPhase(enum.Enum):
-    COLLECT = ...
-    SEAL = ...
-    MATCH = ...
-    FINALIZE = ...
+class EpochPhase:
+    COLLECT: ClassVar[EpochPhase]
+    SEAL: ClassVar[EpochPhase]
+    MATCH: ClassVar[EpochPhase]
+    FINALIZE: ClassVar[EpochPhase]
+    def __int__(self) -> int: ...
 
 @final
 class MarketPair:

@@ -298,16 +298,16 @@ impl Order {
     fn __repr__(&self) -> String {
         let o = &self.inner;
         format!(
-            "Order(id={}, market={}, side={:?}, order_type={:?}, status={:?}, price={}, quantity={}, remaining_qty={}, epoch_id={:?}, sequence={})",
+            "Order(id={}, market={:?}, side={:?}, order_type={:?}, status={:?}, price={}, quantity={}, remaining_qty={}, epoch_id={}, sequence={})",
             o.id.0,
             o.market.symbol(),
             o.side,
             o.order_type,
             o.status,
-            o.price.map(|p| p.to_string()).unwrap_or_else(|| "None".into()),
+            o.price.map(|p| format!("'{p}'")).unwrap_or_else(|| "None".into()),
             o.quantity,
             o.remaining_qty,
-            o.epoch_id.map(|e| e.0),
+            o.epoch_id.map(|e| e.0.to_string()).unwrap_or_else(|| "None".into()),
             o.sequence
         )
     }
@@ -442,7 +442,7 @@ impl Trade {
     fn __repr__(&self) -> String {
         let x = &self.inner;
         format!(
-            "Trade(id={}, epoch_id={}, market={}, taker_order_id={}, maker_order_id={}, price={}, quantity={}, quote_amount={}, taker_side={:?})",
+            "Trade(id={}, epoch_id={}, market={:?}, taker_order_id={}, maker_order_id={}, price={}, quantity={}, quote_amount={}, taker_side={:?})",
             x.id.0,
             x.epoch_id.0,
             x.market.symbol(),
