@@ -149,18 +149,34 @@ pub fn encode_frame(op: &AofOperation) -> Result<Vec<u8>, EncodeError> {
 
 /// Decodes a payload whose checksum has already been checked.
 pub fn decode_payload(payload: &[u8]) -> Result<AofOperation, FrameErrorKind> {
-    let mut rest = payload;
-    let op: AofOperation = payload_options(payload.len() as u64)
-        .deserialize_from(&mut rest)
-        .map_err(|e| FrameErrorKind::Undecodable {
-            reason: e.to_string(),
-        })?;
-    if !rest.is_empty() {
-        return Err(FrameErrorKind::TrailingBytes {
-            left: rest.len() as u64,
-        });
+    // Fast path: bincode's slice reader borrows strings in place. It cannot
+    // say how many bytes a payload has left over, so any failure is decoded
+    // again by the precise path below, which names the cause.
+    let fast = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .deserialize::<AofOperation>(payload);
+    match fast {
+        Ok(op) => Ok(op),
+        Err(_) => Err(explain_bad_payload(payload)),
     }
-    Ok(op)
+}
+
+/// Why a payload does not decode to exactly one operation.
+#[cold]
+fn explain_bad_payload(payload: &[u8]) -> FrameErrorKind {
+    let mut rest = payload;
+    match payload_options(payload.len() as u64).deserialize_from::<_, AofOperation>(&mut rest) {
+        Err(e) => FrameErrorKind::Undecodable {
+            reason: e.to_string(),
+        },
+        Ok(_) if !rest.is_empty() => FrameErrorKind::TrailingBytes {
+            left: rest.len() as u64,
+        },
+        Ok(_) => FrameErrorKind::Undecodable {
+            reason: "the decoders disagree on this payload".into(),
+        },
+    }
 }
 
 /// A frame whose header and checksum are good, located in its input.

@@ -6,6 +6,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::{frame_error, invalid_value, JsonFormatError};
+use crate::gc_pause::GcPause;
 use crate::model::Operation;
 
 fn encode_into(py: Python<'_>, obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
@@ -58,11 +59,12 @@ pub fn decode_all<'py>(
     let ops = py
         .detach(|| codec::decode_all(bytes, max_payload))
         .map_err(|e| frame_error(py, &e, None))?;
-    let list = PyList::empty(py);
-    for op in ops {
-        list.append(Operation::to_py(py, op)?)?;
-    }
-    Ok(list)
+    let _pause = GcPause::new(py)?;
+    let objects = ops
+        .into_iter()
+        .map(|op| Operation::to_py(py, op))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, objects)
 }
 
 /// The JSON form of an operation: what `serde_json::to_string` gives for the

@@ -36,9 +36,8 @@ fn utc(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 pub fn uuid_to_py<'py>(py: Python<'py>, u: &Uuid) -> PyResult<Bound<'py, PyAny>> {
     let cls = UUID_TYPE.import(py, "uuid", "UUID")?;
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("bytes", PyBytes::new(py, u.as_bytes()))?;
-    cls.call((), Some(&kwargs))
+    // UUID(int=...) positionally: the constructor's cheapest path.
+    cls.call1((py.None(), py.None(), py.None(), py.None(), u.as_u128()))
 }
 
 pub fn uuid_from_py(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Uuid> {

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod codec;
 mod convert;
 mod errors;
+mod gc_pause;
 mod model;
 mod scanner;
 mod state;
