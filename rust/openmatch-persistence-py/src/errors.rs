@@ -14,6 +14,7 @@ pyo3::import_exception!(openmatch_persistence.errors, ChecksumMismatchError);
 pyo3::import_exception!(openmatch_persistence.errors, OversizedFrameError);
 pyo3::import_exception!(openmatch_persistence.errors, UndecodablePayloadError);
 pyo3::import_exception!(openmatch_persistence.errors, TrailingBytesError);
+pyo3::import_exception!(openmatch_persistence.errors, AofError);
 
 pub fn invalid_value(msg: impl Into<String>) -> PyErr {
     InvalidValueError::new_err(msg.into())

@@ -12,6 +12,7 @@ mod errors;
 mod gc_pause;
 mod model;
 mod scanner;
+mod segments;
 mod state;
 mod writer;
 
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     writer::register(m)?;
     scanner::register(m)?;
     state::register(m)?;
+    segments::register(m)?;
     Ok(())
 }

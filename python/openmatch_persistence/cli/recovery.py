@@ -1,0 +1,98 @@
+"""``openmatch-persistence recover | snapshot | compact DATA_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from openmatch_persistence.persistence import Persistence
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dir", metavar="DATA_DIR", help="the data directory")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("OPENMATCH_DATABASE_URL"),
+        help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in DATA_DIR)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    recover = subparsers.add_parser(
+        "recover",
+        help="load the latest snapshot, replay the AOF after it, verify; say what happened",
+    )
+    _common(recover)
+    recover.add_argument(
+        "--ignore-snapshot",
+        action="store_true",
+        help="replay the whole AOF from its start instead (while compaction has kept it)",
+    )
+    recover.add_argument("--json", action="store_true", help="print one JSON object")
+    recover.set_defaults(handler=cmd_recover)
+
+    snapshot = subparsers.add_parser(
+        "snapshot", help="recover, then write the whole state to the database at its position"
+    )
+    _common(snapshot)
+    snapshot.set_defaults(handler=cmd_snapshot)
+
+    compact = subparsers.add_parser(
+        "compact", help="recover, snapshot, and delete the AOF segments the snapshot covers"
+    )
+    _common(compact)
+    compact.set_defaults(handler=cmd_compact)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    with Persistence.open(
+        args.data_dir, database_url=args.database_url, ignore_snapshot=args.ignore_snapshot
+    ) as p:
+        report = p.recovery
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "digest": report.digest,
+                        "orders": report.orders,
+                        "trades": report.trades,
+                        "balances": report.balances,
+                        "epochs": report.epochs,
+                        "replayed": report.replayed,
+                        "snapshot": report.snapshot,
+                        "snapshot_epoch": report.snapshot_epoch,
+                        "loaded": report.loaded,
+                        "replay_from": report.replay_from,
+                        "replay_to": report.replay_to,
+                        "torn_tail_cut": report.torn_tail_cut,
+                        "segments": report.segments,
+                        "database": p.database,
+                        "seconds": round(report.seconds, 6),
+                    },
+                    sort_keys=True,
+                )
+            )
+        else:
+            print(f"recovered {p.data_dir} (database {p.database})")
+            print(report.describe())
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    with Persistence.open(args.data_dir, database_url=args.database_url) as p:
+        position = p.snapshot()
+        print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    with Persistence.open(args.data_dir, database_url=args.database_url) as p:
+        report = p.compact()
+        print(
+            f"compacted {p.aof_dir}: rotated at {report.rotated_at}, snapshot at "
+            f"{report.snapshot_position}, deleted {report.deleted_segments} segment(s), "
+            f"{report.deleted_bytes} bytes"
+        )
+    return 0
