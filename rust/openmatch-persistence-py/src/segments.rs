@@ -1,13 +1,13 @@
 //! The segments of an AOF directory, for compaction and status.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use openmatch_aof::segment;
 use pyo3::prelude::*;
 
 use crate::errors::AofError;
 
-fn list(dir: &PathBuf) -> PyResult<Vec<segment::Segment>> {
+fn list(dir: &Path) -> PyResult<Vec<segment::Segment>> {
     segment::list_segments(dir)
         .map_err(|e| AofError::new_err(format!("{}: cannot list segments: {e}", dir.display())))
 }
