@@ -1,0 +1,253 @@
+"""The facade: write-ahead appends, recovery from snapshot + AOF, compaction,
+with the SQLite store and the PostgreSQL one; crashes are real process kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import openmatch_persistence as om
+from openmatch_persistence import _core
+from openmatch_persistence.compaction import CompactionPolicy
+from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.workload import take
+
+NO_COMPACTION = CompactionPolicy(max_bytes=None, max_age=None)
+
+
+def replay_digest(ops: list[om.Operation]) -> str:
+    """The digest of applying ``ops`` to an empty state, in order."""
+    state = _core.State()
+    position = 0
+    for op in ops:
+        position += len(om.encode(op))
+        state.apply(op, position)
+    return state.digest()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, database_url: str) -> Iterator[str | None]:
+    """None for the embedded SQLite store, else a PostgreSQL URL whose
+    search_path is a fresh schema, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    schema = f"test_persistence_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in database_url else "?"
+    try:
+        yield f"{database_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_appends_from_many_threads_apply_in_aof_order(tmp_path: Path) -> None:
+    ops = take(2000, seed=3)
+    # Operations of one thread keep their relative order; threads interleave.
+    chunks = [ops[i::8] for i in range(8)]
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+
+        def run(chunk: list[om.Operation]) -> None:
+            for op in chunk:
+                p.append(op)
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in chunks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert p.wait_applied(p._writer.position, timeout=10)
+        live = p.digest()
+        assert p.state.order_count == sum(1 for o in ops if o.kind == "OrderReceived")
+    # The state is the replay of the AOF as written, whatever the interleaving.
+    written = [op for _, op in _core.scan(tmp_path / "aof")]
+    assert sorted(map(om.encode, written)) == sorted(map(om.encode, ops))
+    assert live == replay_digest(written)
+
+
+def test_recovery_equals_full_replay(tmp_path: Path, database: str | None) -> None:
+    ops = take(3000, seed=5)
+    with Persistence.open(tmp_path, database_url=database, compaction=NO_COMPACTION) as p:
+        p.append_many(ops[:1000])
+        assert p.snapshot() == p.position
+        for op in ops[1000:]:
+            p.append(op)
+        digest = p.digest()
+    assert digest == replay_digest(ops)
+    # Reopen: the database now holds everything (close flushes), so nothing replays.
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.digest() == digest
+        assert p.recovery.replayed == 0
+        assert p.recovery.snapshot == p.position
+    with Persistence.open(tmp_path, database_url=database, ignore_snapshot=True) as p:
+        assert p.recovery.snapshot is None
+        assert p.recovery.replayed == len(ops)
+        assert p.digest() == digest
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from openmatch_persistence.persistence import Persistence
+    from openmatch_persistence.compaction import CompactionPolicy
+    from openmatch_persistence.workload import take
+    data_dir, url, n, snap_at = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
+    ops = take(n, seed=11)
+    p = Persistence.open(data_dir, database_url=url, flush_interval=3600,
+                         compaction=CompactionPolicy(max_bytes=None, max_age=None))
+    for i, op in enumerate(ops):
+        position = p.append(op)
+        if i + 1 == snap_at:
+            p.snapshot()
+        print(position, flush=True)
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+def run_and_kill(data_dir: Path, database: str | None, n: int, snap_at: int) -> list[int]:
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(data_dir), database or "", str(n), str(snap_at)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr
+    return [int(line) for line in run.stdout.split()]
+
+
+def test_killed_process_recovers_from_snapshot_plus_aof(
+    tmp_path: Path, database: str | None
+) -> None:
+    acknowledged = run_and_kill(tmp_path, database, 1500, snap_at=600)
+    assert len(acknowledged) == 1500
+    with Persistence.open(tmp_path, database_url=database) as p:
+        report = p.recovery
+        assert report.snapshot is not None and report.snapshot >= acknowledged[599]
+        assert report.replay_to == acknowledged[-1]
+        assert report.replayed >= 1500 - 600 - 1  # the flusher may have moved on
+        assert p.digest() == replay_digest(take(1500, seed=11))
+
+
+def test_torn_tail_is_cut_and_acknowledged_operations_survive(tmp_path: Path) -> None:
+    ops = take(300, seed=2)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        positions = [p.append(op) for op in ops]
+    segment = sorted((tmp_path / "aof").glob("*.aof"))[-1]
+    with open(segment, "ab") as f:
+        f.write(om.encode(ops[0])[:-3])  # an interrupted append
+    with Persistence.open(tmp_path, ignore_snapshot=True) as p:
+        assert p.recovery.torn_tail_cut == len(om.encode(ops[0])) - 3
+        assert p.position == positions[-1]
+        assert p.digest() == replay_digest(ops)
+
+
+def test_compaction_deletes_covered_segments_and_recovery_still_matches(
+    tmp_path: Path, database: str | None
+) -> None:
+    ops = take(3000, seed=9)
+    policy = CompactionPolicy(max_bytes=64 * 1024, max_age=None)
+    with Persistence.open(tmp_path, database_url=database, compaction=policy) as p:
+        for op in ops:
+            p.append(op)
+        p.compact()
+        digest = p.digest()
+        assert p._compactions >= 1
+    starts = [s for s, _, _ in _core.list_segments(tmp_path / "aof")]
+    assert starts[0] > 0, "the AOF's start was compacted away"
+    assert digest == replay_digest(ops)
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.digest() == digest
+    with pytest.raises(om.RecoveryError, match="compaction removed the AOF"):
+        Persistence.open(tmp_path, database_url=database, ignore_snapshot=True)
+
+
+CRASH_IN_COMPACTION = textwrap.dedent(
+    """
+    import os, sys
+    import openmatch_persistence.persistence as persistence
+    from openmatch_persistence.compaction import CompactionPolicy
+    from openmatch_persistence.workload import take
+    data_dir, step, first, last = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    p = persistence.Persistence.open(data_dir, flush_interval=3600,
+                                     compaction=CompactionPolicy(max_bytes=None, max_age=None))
+    p.append_many(take(last, seed=21)[first:])
+    die = lambda *a, **k: os.kill(os.getpid(), 9)
+    if step == "rotate":
+        p._writer.rotate(); die()
+    if step == "snapshot":
+        persistence.delete_covered_segments = die
+    if step == "delete":
+        real_unlink = os.unlink
+        def unlink_once(path):
+            real_unlink(path); die()
+        os.unlink = unlink_once
+    p.compact()
+    """
+)
+
+
+@pytest.mark.parametrize("step", ["rotate", "snapshot", "delete"])
+def test_crash_at_each_compaction_step_loses_nothing(tmp_path: Path, step: str) -> None:
+    for first, last in [(0, 1000), (1000, 2000)]:  # two rounds, several segments
+        run = subprocess.run(
+            [
+                sys.executable, "-c", CRASH_IN_COMPACTION, str(tmp_path), step,
+                str(first), str(last),
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == -9, run.stderr
+    with Persistence.open(tmp_path) as p:
+        assert p.digest() == replay_digest(take(2000, seed=21))
+
+
+def test_recover_cli_json(tmp_path: Path) -> None:
+    with Persistence.open(tmp_path) as p:
+        p.append_many(take(500, seed=4))
+        digest = p.digest()
+    run = subprocess.run(
+        [sys.executable, "-m", "openmatch_persistence", "recover", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(run.stdout)
+    assert report["digest"] == digest
+    assert {"orders", "trades", "balances", "epochs", "replayed", "snapshot"} <= report.keys()
+    assert report["snapshot"] is not None and report["replayed"] == 0
+
+
+def test_files_are_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Persistence.open(data) as p:
+        p.append_many(take(50))
+    assert data.stat().st_mode & 0o077 == 0
+    for path in [*data.rglob("*")]:
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_a_value_the_schema_cannot_hold_is_refused_before_the_append(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    with Persistence.open(tmp_path) as p:
+        before = p.position
+        with pytest.raises(om.InvalidValueError, match="available"):
+            p.append(om.BalanceUpdated(uuid.UUID(int=1), "USDT", Decimal("0.000000001"), 0))
+        assert p.position == before == p._writer.position
+    assert os.path.getsize(sorted((tmp_path / "aof").glob("*.aof"))[-1]) == before
