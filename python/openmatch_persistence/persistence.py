@@ -21,6 +21,7 @@ them), so the state is always the replay of a prefix of the AOF.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -231,7 +232,7 @@ class Persistence:
             "position": self._applied,
             "aof_bytes": aof_bytes,
             "writer": writer,
-            "flusher": flusher.__dict__ if hasattr(flusher, "__dict__") else flusher,
+            "flusher": dataclasses.asdict(flusher),
             "compactions": self._compactions,
             "last_compaction_error": self._last_compaction_error,
         }

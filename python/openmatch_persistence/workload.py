@@ -39,6 +39,8 @@ class Workload:
     orders_per_epoch: int = 40
     cancel_ratio: float = 0.1
     node: bytes = bytes(32)
+    #: Epoch ids continue after this one (a recovered state's newest).
+    first_epoch: int = 0
     _rng: random.Random = field(init=False, repr=False)
     _clock: int = field(init=False, default=START_NS)
     _epoch: int = field(init=False, default=0)
@@ -46,6 +48,7 @@ class Workload:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._epoch = self.first_epoch
         self._user_ids = [
             uuid.UUID(int=self._rng.getrandbits(128) | (4 << 76)) for _ in range(self.users)
         ]

@@ -1,0 +1,208 @@
+"""``openmatch-persistence simulate``: the whole pipeline under a realistic
+OpenMatch workload, ending with a recovery check; and ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from openmatch_persistence import _core
+from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
+from openmatch_persistence.persistence import AOF_DIRNAME, SQLITE_FILENAME, Persistence
+from openmatch_persistence.progress import Progress
+from openmatch_persistence.workload import Workload
+
+DEFAULT_DATA_DIR = "openmatch-data"
+
+
+def _database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("OPENMATCH_DATABASE_URL"),
+        help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in the data dir)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    sim = subparsers.add_parser(
+        "simulate",
+        help="drive an OpenMatch workload through AOF, state, flush and compaction",
+    )
+    sim.add_argument("--ops", type=int, default=20_000, help="operations to append (20000)")
+    sim.add_argument(
+        "--rate", type=float, default=None, help="operations per second (default: as fast as it goes)"
+    )
+    sim.add_argument("--fsync", choices=["always", "everysec", "no"], default="always")
+    sim.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="operations per append call, as an engine writes an epoch's changes (32)",
+    )
+    sim.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"(./{DEFAULT_DATA_DIR})")
+    _database(sim)
+    sim.add_argument(
+        "--compact-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"compact when the AOF passes this many bytes ({DEFAULT_MAX_BYTES})",
+    )
+    sim.add_argument(
+        "--compact-age",
+        type=float,
+        default=DEFAULT_MAX_AGE,
+        help=f"or when its oldest record is this many seconds old ({DEFAULT_MAX_AGE:.0f})",
+    )
+    sim.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
+    sim.add_argument(
+        "--crash-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="SIGKILL this process right after its N-th acknowledged operation",
+    )
+    sim.set_defaults(handler=cmd_simulate)
+
+    status = subparsers.add_parser(
+        "status", help="segments, last snapshot, flush position and lag of a data directory"
+    )
+    status.add_argument("data_dir", metavar="DATA_DIR")
+    _database(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=cmd_status)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, int(q * len(sorted_values)))
+    return sorted_values[index]
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.ops < 0 or args.batch < 1:
+        raise SystemExit("simulate: --ops must be >= 0 and --batch >= 1")
+    policy = CompactionPolicy(max_bytes=args.compact_bytes, max_age=args.compact_age)
+    p = Persistence.open(
+        args.data_dir, database_url=args.database_url, fsync=args.fsync, compaction=policy
+    )
+    crashed = False
+    try:
+        first_epoch = max((e.epoch_id for e in p.state.epochs()), default=0)
+        seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+        stream = iter(Workload(seed=seed, first_epoch=first_epoch))
+        progress = Progress(args.ops, unit="ops")
+        latencies: list[float] = []
+        done = 0
+        started = time.monotonic()
+        while done < args.ops:
+            size = min(args.batch, args.ops - done)
+            if args.crash_after is not None and done < args.crash_after:
+                size = min(size, args.crash_after - done)
+            batch = [next(stream) for _ in range(size)]
+            if args.rate:
+                # Pace to the requested rate: this batch is due at done/rate.
+                delay = started + done / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            t0 = time.perf_counter()
+            position = p.append_many(batch)
+            latencies.append(time.perf_counter() - t0)
+            done += size
+            if args.crash_after is not None and done == args.crash_after:
+                print(f"acknowledged {done} operations up to position {position}; crashing")
+                sys.stdout.flush()
+                crashed = True
+                os.kill(os.getpid(), signal.SIGKILL)
+            lag = p.stats()["flusher"]
+            progress.update(done, extra=f"flush lag {lag['seconds_behind']:.2f} s")
+        progress.finish()
+        elapsed = time.monotonic() - started
+        digest_before = p.digest()
+        stats = p.stats()
+    finally:
+        if not crashed:
+            p.close()
+    writer = stats["writer"]
+    flusher = stats["flusher"]
+    latencies.sort()
+    # The recovery check: reopen what was just closed and compare states.
+    with Persistence.open(args.data_dir, database_url=args.database_url) as again:
+        recovered = again.digest()
+        report = again.recovery
+    ok = recovered == digest_before
+    print(f"simulated {done} operations in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} ops/s)")
+    print(f"  data dir       {args.data_dir} (database {p.database}), fsync={args.fsync}")
+    print(f"  AOF            {writer['bytes']:,} bytes appended, {stats['aof_bytes']:,} held")
+    print(
+        f"  fsyncs         {writer['fsyncs']:,} ({writer['records_per_fsync']:.1f} operations each)"
+    )
+    print(
+        f"  append latency p50 {_percentile(latencies, 0.5) * 1e3:.2f} ms, "
+        f"p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms per call of up to {args.batch}"
+    )
+    print(
+        f"  flush          {flusher['flushes']} flushes, {flusher['rows_written']:,} rows; "
+        f"lag at the end {flusher['seconds_behind']:.3f} s"
+    )
+    print(f"  compactions    {stats['compactions']}")
+    print(
+        f"  recovery check {'OK' if ok else 'FAILED'}: snapshot at {report.snapshot}, "
+        f"{report.replayed} replayed, digest {recovered[:16]}"
+    )
+    return 0 if ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from openmatch_persistence.store import open_store
+
+    root = Path(args.data_dir)
+    aof_dir = root / AOF_DIRNAME
+    if not aof_dir.is_dir():
+        raise SystemExit(f"status: {aof_dir} does not exist: not a data directory")
+    segments = _core.list_segments(aof_dir)
+    end = segments[-1][0] + segments[-1][2] if segments else 0
+    checkpoint = None
+    sqlite_path = root / SQLITE_FILENAME
+    if args.database_url is not None or sqlite_path.exists():
+        store = open_store(args.database_url, sqlite_path=str(sqlite_path))
+        try:
+            checkpoint = store.checkpoint()
+        finally:
+            store.close()
+    info: dict[str, Any] = {
+        "data_dir": str(root),
+        "segments": [{"start": s, "path": path, "bytes": n} for s, path, n in segments],
+        "aof_bytes": sum(n for _, _, n in segments),
+        "aof_end": end,
+        "snapshot": None
+        if checkpoint is None
+        else {
+            "position": checkpoint.position,
+            "epoch": checkpoint.epoch_id,
+            "flushed_at": str(checkpoint.flushed_at),
+        },
+        "flush_lag_bytes": end - (checkpoint.position if checkpoint else 0),
+    }
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+        return 0
+    print(f"data dir {root}")
+    print(f"AOF: {len(segments)} segment(s), {info['aof_bytes']:,} bytes, end at {end}")
+    for s in info["segments"]:
+        print(f"  {Path(s['path']).name}  {s['bytes']:>12,} bytes")
+    if checkpoint is None:
+        print("snapshot: none yet")
+    else:
+        print(
+            f"snapshot: position {checkpoint.position}, epoch {checkpoint.epoch_id}, "
+            f"flushed at {checkpoint.flushed_at}"
+        )
+    print(f"flush lag: {info['flush_lag_bytes']:,} AOF bytes not in the database")
+    return 0
