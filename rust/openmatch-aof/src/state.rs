@@ -444,12 +444,15 @@ impl State {
         base: u64,
         max_payload: u32,
     ) -> Result<usize, FrameError> {
-        // Decoding everything first costs little memory: the decoded orders
-        // and trades move into the state rather than being copied.
-        let mut ops = Vec::with_capacity(data.len() / 64);
+        // All or nothing needs every operation decoded before the first is
+        // applied. The transient cost is the vector of decoded operations
+        // (about 300 bytes each); their strings move into the state rather
+        // than being copied. Callers with large files apply them in chunks.
+        let mut ops = Vec::with_capacity((data.len() / 256).min(1 << 16));
         let mut offset = 0usize;
         while offset < data.len() {
-            let at = base + offset as u64;
+            // Saturating: a position past 2^64 is nonsense, not a reason to panic.
+            let at = base.saturating_add(offset as u64);
             let (op, used) = decode_frame(&data[offset..], at, max_payload)?;
             ops.push((op, at));
             offset += used;
