@@ -10,6 +10,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openmatch_persistence import (
     Balance,
     BalanceUpdated,
@@ -338,3 +340,50 @@ def test_entities_compare_hash_and_show() -> None:
         Epoch(epoch_id=1, phase=EpochPhase.COLLECT, started_at=0, batch_hash=b"short")
     with pytest.raises(TypeError):
         pickle.dumps(State())
+
+
+# --- properties ---------------------------------------------------------------
+
+small = st.integers(min_value=0, max_value=5)
+amounts = st.decimals(min_value=-10, max_value=1000, places=3, allow_nan=False)
+phases = st.sampled_from(
+    [EpochPhase.COLLECT, EpochPhase.SEAL, EpochPhase.MATCH, EpochPhase.FINALIZE]
+)
+operations = st.one_of(
+    st.builds(lambda n, q: OrderReceived(order(n, str(q))), small, amounts),
+    st.builds(lambda n: OrderCancelled(oid(n)), small),
+    st.builds(
+        lambda n, a, b, q, e: TradeExecuted(trade(n, a, b, str(q), epoch=e)),
+        small,
+        small,
+        small,
+        amounts,
+        small,
+    ),
+    st.builds(lambda u, a, f: BalanceUpdated(uid(u), "X", a, f), small, amounts, amounts),
+    st.builds(EpochAdvanced, small, phases),
+    st.builds(lambda e, h: BufferSealed(e, bytes([h]) * 32), small, st.integers(0, 255)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(operations, max_size=40))
+def test_any_stream_applies_the_same_way_through_every_path(ops: list[Operation]) -> None:
+    """Valid or not, a stream gives one state whether applied op by op or as
+    frames, and that state survives a snapshot exactly."""
+    data = b"".join(encode(op) for op in ops)
+    by_frames = State()
+    assert by_frames.apply_frames(data, 7) == len(ops)
+
+    by_ops = State()
+    at = 7
+    for op in ops:
+        by_ops.apply(op, at)
+        at += len(encode(op))
+    assert by_ops.digest() == by_frames.digest()
+    assert [str(v) for v in by_ops.violations()] == [str(v) for v in by_frames.violations()]
+
+    restored = State.from_snapshot(
+        by_ops.orders(), by_ops.trades(), by_ops.balances(), by_ops.epochs(), by_ops.position
+    )
+    assert restored.digest() == by_ops.digest()

@@ -561,3 +561,14 @@ proptest! {
         let _ = s.take_changes();
     }
 }
+
+#[test]
+fn apply_time_violations_are_bounded() {
+    let mut s = State::new();
+    let n = MAX_RECORDED_VIOLATIONS as u64 + 10;
+    for i in 0..n {
+        s.apply(&Op::OrderCancelled(oid(1)), i);
+    }
+    assert_eq!(s.violations().len(), MAX_RECORDED_VIOLATIONS);
+    assert_eq!(s.violations_dropped(), 10);
+}

@@ -482,6 +482,12 @@ impl State {
         Ok(v.into_iter().map(|inner| Violation { inner }).collect())
     }
 
+    /// Apply-time violations past the first 1024, counted but not kept.
+    #[getter]
+    fn violations_dropped(&self) -> u64 {
+        self.inner.violations_dropped()
+    }
+
     /// The AOF position of the last applied operation; None before any.
     #[getter]
     fn position(&self) -> Option<u64> {
