@@ -226,7 +226,7 @@ def test_unknown_and_duplicate_references_are_violations() -> None:
 def test_take_changes_gives_each_entity_once() -> None:
     state = State()
     empty = state.take_changes()
-    assert len(empty) == 0 and empty.position is None
+    assert len(empty) == 0 and empty.position == 0
     state.apply_many([(op, i) for i, op in enumerate(stream())])
     assert state.has_changes
     changes = state.take_changes()
@@ -280,7 +280,7 @@ def test_snapshot_rebuilt_from_rows() -> None:
     assert state.epoch(3) == epoch
     assert state.balances() == [balance]
     assert state.position == 42
-    assert State.from_snapshot([], [], [], [], None).position is None
+    assert State.from_snapshot([], [], [], [], 0).position == 0
 
 
 def test_snapshot_refuses_duplicates_and_wrong_types() -> None:
@@ -299,7 +299,7 @@ def test_apply_rejects_bad_arguments_and_applies_nothing() -> None:
         state.apply(OrderCancelled(oid(1)), -1)
     with pytest.raises(InvalidTypeError, match=r"apply_many\[1\]"):
         state.apply_many([(OrderReceived(order(1, "1")), 0), "nope"])  # type: ignore[list-item]
-    assert state.order_count == 0 and state.position is None
+    assert state.order_count == 0 and state.position == 0
 
 
 def test_apply_frames_matches_apply_and_is_all_or_nothing() -> None:
@@ -311,18 +311,18 @@ def test_apply_frames_matches_apply_and_is_all_or_nothing() -> None:
     expected = State()
     at = 1000
     for op in ops:
-        expected.apply(op, at)
         at += len(encode(op))
+        expected.apply(op, at)  # an operation's position is just past its frame
     assert state.digest() == expected.digest()
-    assert state.position == expected.position
+    assert state.position == expected.position == 1000 + len(data)
 
     damaged = bytearray(data)
     damaged[-1] ^= 0xFF
     fresh = State()
     with pytest.raises(ChecksumMismatchError) as caught:
         fresh.apply_frames(bytes(damaged), 1000)
-    assert caught.value.offset == expected.position
-    assert fresh.order_count == 0 and fresh.position is None
+    assert caught.value.offset == 1000 + len(data) - len(encode(ops[-1]))  # the frame's start
+    assert fresh.order_count == 0 and fresh.position == 0
 
 
 def test_entities_compare_hash_and_show() -> None:
@@ -335,7 +335,7 @@ def test_entities_compare_hash_and_show() -> None:
     e = Epoch(epoch_id=1, phase=EpochPhase.COLLECT, started_at=0)
     assert e.started_at_ns == 0 and e.trade_count == 0
     assert "Epoch(epoch_id=1" in repr(e)
-    assert "State(position=None" in repr(State())
+    assert "State(position=0," in repr(State())
     with pytest.raises(InvalidValueError):
         Epoch(epoch_id=1, phase=EpochPhase.COLLECT, started_at=0, batch_hash=b"short")
     with pytest.raises(TypeError):
@@ -378,8 +378,8 @@ def test_any_stream_applies_the_same_way_through_every_path(ops: list[Operation]
     by_ops = State()
     at = 7
     for op in ops:
-        by_ops.apply(op, at)
         at += len(encode(op))
+        by_ops.apply(op, at)
     assert by_ops.digest() == by_frames.digest()
     assert [str(v) for v in by_ops.violations()] == [str(v) for v in by_frames.violations()]
 

@@ -211,9 +211,10 @@ pub struct Changes {
     pub trades: Vec<Trade>,
     pub balances: Vec<Balance>,
     pub epochs: Vec<Epoch>,
-    /// The position of the last applied operation: the changes cover the
-    /// stream up to and including it. `None` when nothing was ever applied.
-    pub position: Option<u64>,
+    /// The position of the last applied operation (the AOF position just
+    /// past its frame): the changes cover the AOF up to it. 0 when nothing
+    /// was ever applied.
+    pub position: u64,
 }
 
 impl Changes {
@@ -233,7 +234,8 @@ pub struct Snapshot {
     pub trades: Vec<Trade>,
     pub balances: Vec<Balance>,
     pub epochs: Vec<Epoch>,
-    pub position: Option<u64>,
+    /// The position the state covers (see [`State::position`]).
+    pub position: u64,
 }
 
 /// A snapshot that cannot be a state: the same key twice.
@@ -293,7 +295,7 @@ pub struct State {
     trade_index: Map<TradeId, usize>,
     balances: Table<(UserId, Asset), BalanceEntry>,
     epochs: Map<EpochId, EpochEntry>,
-    position: Option<u64>,
+    position: u64,
     /// The latest order or trade timestamp that entered the state.
     clock: DateTime<Utc>,
     /// The highest epoch id that reached `Finalize`.
@@ -325,7 +327,7 @@ impl State {
             trade_index: Map::default(),
             balances: Table::default(),
             epochs: Map::default(),
-            position: None,
+            position: 0,
             clock: clock_origin(),
             max_finalized: None,
             recorded: Vec::new(),
@@ -339,8 +341,11 @@ impl State {
 
     // --- reading ------------------------------------------------------------
 
-    /// The position of the last applied operation (`None`: none yet).
-    pub fn position(&self) -> Option<u64> {
+    /// The position of the last applied operation, 0 before any. By the
+    /// project's convention (`docs/recovery.md`) an operation's position is
+    /// the AOF position just past its frame, so this is where a replay
+    /// continues; [`State::apply_frames`] follows it.
+    pub fn position(&self) -> u64 {
         self.position
     }
 
@@ -409,7 +414,8 @@ impl State {
 
     // --- applying -------------------------------------------------------------
 
-    /// Applies one operation found at `position` in the AOF.
+    /// Applies one operation whose position (the AOF position just past its
+    /// frame) is `position`.
     pub fn apply(&mut self, op: &AofOperation, position: u64) {
         self.apply_owned(op.clone(), position);
     }
@@ -417,7 +423,7 @@ impl State {
     /// As [`State::apply`], taking the operation by value (no clone of the
     /// order or trade it carries).
     pub fn apply_owned(&mut self, op: AofOperation, position: u64) {
-        self.position = Some(position);
+        self.position = position;
         match op {
             AofOperation::OrderReceived(order) => self.order_received(order, position),
             AofOperation::OrderCancelled(id) => self.order_cancelled(id, position),
@@ -436,7 +442,8 @@ impl State {
     }
 
     /// Decodes `data`, a whole number of frames whose first byte is at AOF
-    /// position `base`, and applies them. All or nothing: a bad frame fails
+    /// position `base`, and applies them, each at the position just past its
+    /// frame. All or nothing: a bad frame fails
     /// the call before any operation is applied. Returns how many were applied.
     pub fn apply_frames(
         &mut self,
@@ -452,10 +459,10 @@ impl State {
         let mut offset = 0usize;
         while offset < data.len() {
             // Saturating: a position past 2^64 is nonsense, not a reason to panic.
-            let at = base.saturating_add(offset as u64);
-            let (op, used) = decode_frame(&data[offset..], at, max_payload)?;
-            ops.push((op, at));
+            let start = base.saturating_add(offset as u64);
+            let (op, used) = decode_frame(&data[offset..], start, max_payload)?;
             offset += used;
+            ops.push((op, base.saturating_add(offset as u64)));
         }
         let n = ops.len();
         for (op, at) in ops {
@@ -820,7 +827,7 @@ impl State {
     /// A state from its exported values. The bookkeeping is recomputed: each
     /// order's fills from the trades, the logical clock and the highest
     /// finalized epoch from the entities; every entity counts as last changed
-    /// at the snapshot's position (0 if it has none). The state starts with
+    /// at the snapshot's position. The state starts with
     /// no pending changes and no recorded violations.
     pub fn from_snapshot(snapshot: Snapshot) -> Result<State, SnapshotError> {
         let Snapshot {
@@ -830,7 +837,7 @@ impl State {
             epochs,
             position,
         } = snapshot;
-        let at = position.unwrap_or(0);
+        let at = position;
         let mut s = State::new();
         s.position = position;
         s.orders.reserve(orders.len());

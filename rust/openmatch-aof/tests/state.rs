@@ -119,7 +119,7 @@ fn order_received_inserts_and_a_second_receipt_is_kept_out() {
     again.sequence = 99;
     s.apply(&Op::OrderReceived(again), 40);
     assert_eq!(s.order(&oid(1)).unwrap().quantity, d("5"));
-    assert_eq!(s.position(), Some(40));
+    assert_eq!(s.position(), 40);
     assert_eq!(
         kinds(&s),
         vec![("duplicate_order", EntityRef::Order(oid(1)), 40)]
@@ -316,7 +316,7 @@ fn export_and_import_round_trip_exactly_and_replay_continues_identically() {
 fn import_recomputes_fills_and_reports_at_the_snapshot_position() {
     let mut snap = state_of(&base_stream()).export();
     snap.orders[0].remaining_qty = d("4"); // order 1 filled 3, so 2 expected
-    snap.position = Some(5000);
+    snap.position = 5000;
     let s = State::from_snapshot(snap).unwrap();
     assert_eq!(
         kinds(&s),
@@ -333,7 +333,7 @@ fn take_changes_gives_each_changed_entity_once_in_key_order() {
         s.apply(op, i as u64 * 100);
     }
     let c = s.take_changes();
-    assert_eq!(c.position, Some(800));
+    assert_eq!(c.position, 800);
     assert_eq!(
         c.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
         vec![oid(1), oid(2)]
@@ -346,14 +346,14 @@ fn take_changes_gives_each_changed_entity_once_in_key_order() {
 
     let again = s.take_changes();
     assert!(again.is_empty());
-    assert_eq!(again.position, Some(800));
+    assert_eq!(again.position, 800);
 
     s.apply(&Op::OrderCancelled(oid(1)), 900);
     s.apply(&Op::OrderCancelled(oid(1)), 901);
     let c = s.take_changes();
     assert_eq!(c.orders.len(), 1);
     assert!(c.trades.is_empty() && c.balances.is_empty() && c.epochs.is_empty());
-    assert_eq!(c.position, Some(901));
+    assert_eq!(c.position, 901);
 }
 
 #[test]
@@ -361,9 +361,11 @@ fn apply_frames_applies_at_frame_positions_all_or_nothing() {
     let ops = base_stream();
     let mut data = Vec::new();
     let mut positions = Vec::new();
+    let mut starts = Vec::new();
     for op in &ops {
-        positions.push(1000 + data.len() as u64);
+        starts.push(1000 + data.len() as u64);
         encode_frame_into(op, &mut data).unwrap();
+        positions.push(1000 + data.len() as u64); // just past the frame
     }
     let mut s = State::new();
     assert_eq!(
@@ -376,7 +378,7 @@ fn apply_frames_applies_at_frame_positions_all_or_nothing() {
         expected.apply(op, *at);
     }
     assert_eq!(s.digest(), expected.digest());
-    assert_eq!(s.position(), positions.last().copied());
+    assert_eq!(s.position(), 1000 + data.len() as u64);
 
     let mut bad = data.clone();
     let last = bad.len() - 1;
@@ -385,7 +387,11 @@ fn apply_frames_applies_at_frame_positions_all_or_nothing() {
     let e = t
         .apply_frames(&bad, 1000, DEFAULT_MAX_PAYLOAD_LEN)
         .unwrap_err();
-    assert_eq!(e.offset, *positions.last().unwrap());
+    assert_eq!(
+        e.offset,
+        *starts.last().unwrap(),
+        "errors name the frame's start"
+    );
     assert_eq!(t.digest(), State::new().digest(), "nothing applied");
 }
 

@@ -316,7 +316,7 @@ pub struct StateChanges {
     #[pyo3(get)]
     epochs: Py<PyList>,
     #[pyo3(get)]
-    position: Option<u64>,
+    position: u64,
     count: usize,
 }
 
@@ -329,7 +329,7 @@ impl StateChanges {
     fn __repr__(&self) -> String {
         Python::attach(|py| {
             format!(
-                "StateChanges(orders={}, trades={}, balances={}, epochs={}, position={:?})",
+                "StateChanges(orders={}, trades={}, balances={}, epochs={}, position={})",
                 self.orders.bind(py).len(),
                 self.trades.bind(py).len(),
                 self.balances.bind(py).len(),
@@ -345,7 +345,8 @@ impl StateChanges {
 /// The engine's state in memory, built by applying AOF operations in order.
 #[pyclass(module = "openmatch_persistence._core")]
 pub struct State {
-    inner: st::State,
+    /// Public for other binding modules (a Rust-side replay applies to it).
+    pub inner: st::State,
 }
 
 fn orders_list<'py>(
@@ -403,7 +404,8 @@ impl State {
         }
     }
 
-    /// Applies one operation found at AOF `position`.
+    /// Applies one operation; its `position` is the AOF position just past
+    /// its frame (docs/recovery.md).
     fn apply(&mut self, op: &Bound<'_, PyAny>, position: &Bound<'_, PyAny>) -> PyResult<()> {
         let op = Operation::from_py(op)?;
         let position = position_from_py(position, "position")?;
@@ -438,11 +440,12 @@ impl State {
         Ok(n)
     }
 
-    /// Decodes `data` (whole frames, the first at AOF position
-    /// `base_position`) and applies every operation, each at its frame's
-    /// position, without a Python object per operation. All or nothing: a
-    /// bad frame raises its `FrameError` (offset = its AOF position) and
-    /// nothing is applied. Returns how many operations were applied.
+    /// Decodes `data` (whole frames, the first starting at AOF position
+    /// `base_position`) and applies every operation, each at the position
+    /// just past its frame, without a Python object per operation. All or
+    /// nothing: a bad frame raises its `FrameError` (offset = the AOF
+    /// position where it starts) and nothing is applied. Returns how many
+    /// operations were applied.
     #[pyo3(signature = (data, base_position = 0, *, max_payload = openmatch_aof::DEFAULT_MAX_PAYLOAD_LEN))]
     fn apply_frames(
         &mut self,
@@ -488,9 +491,9 @@ impl State {
         self.inner.violations_dropped()
     }
 
-    /// The AOF position of the last applied operation; None before any.
+    /// The AOF position just past the last applied operation; 0 before any.
     #[getter]
-    fn position(&self) -> Option<u64> {
+    fn position(&self) -> u64 {
         self.inner.position()
     }
     #[getter]
@@ -602,11 +605,7 @@ impl State {
                     type_name(o)
                 ))),
             })?,
-            position: if position.is_none() {
-                None
-            } else {
-                Some(position_from_py(position, "position")?)
-            },
+            position: position_from_py(position, "position")?,
         };
         let inner = py
             .detach(|| st::State::from_snapshot(snapshot))
@@ -616,7 +615,7 @@ impl State {
 
     fn __repr__(&self) -> String {
         format!(
-            "State(position={:?}, orders={}, trades={}, balances={}, epochs={})",
+            "State(position={}, orders={}, trades={}, balances={}, epochs={})",
             self.inner.position(),
             self.inner.order_count(),
             self.inner.trade_count(),
