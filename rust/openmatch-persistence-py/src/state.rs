@@ -27,16 +27,17 @@ fn hash_of<T: Hash>(v: &T) -> u64 {
 /// `==`/`!=` by value between two objects of one class; anything else is
 /// NotImplemented so Python's fallbacks apply.
 fn richcmp<T: PartialEq>(py: Python<'_>, a: &T, b: Option<&T>, op: CompareOp) -> Py<PyAny> {
+    let answer = |eq: bool| {
+        pyo3::types::PyBool::new(py, eq)
+            .to_owned()
+            .into_any()
+            .unbind()
+    };
     match (b, op) {
-        (Some(b), CompareOp::Eq) => (a == b)
-            .into_pyobject(py)
-            .map(|v| v.to_owned().into_any().unbind()),
-        (Some(b), CompareOp::Ne) => (a != b)
-            .into_pyobject(py)
-            .map(|v| v.to_owned().into_any().unbind()),
-        _ => Ok(py.NotImplemented()),
+        (Some(b), CompareOp::Eq) => answer(a == b),
+        (Some(b), CompareOp::Ne) => answer(a != b),
+        _ => py.NotImplemented(),
     }
-    .unwrap_or_else(|_: std::convert::Infallible| unreachable!())
 }
 
 fn optional<'py, T>(
