@@ -9,6 +9,12 @@ also a ``ValueError``, a wrong type also a ``TypeError``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from openmatch_persistence._core import Violation
+
 
 class OpenMatchPersistenceError(Exception):
     """The root of every error raised by openmatch_persistence."""
@@ -116,7 +122,21 @@ class MigrationError(StoreError):
 
 
 class ConsistencyError(OpenMatchPersistenceError):
-    """State that breaks an invariant; names the entity and the position."""
+    """State that breaks an invariant; names the entity and the position.
+
+    ``violations`` lists every broken invariant (``Violation`` objects from
+    ``State.check()``, by position); ``kind``, ``entity``, ``entity_id`` and
+    ``position`` are the first one's, or None when raised without any.
+    """
+
+    def __init__(self, message: str, *, violations: Sequence[Violation] = ()) -> None:
+        super().__init__(message)
+        self.violations: list[Violation] = list(violations)
+        first = self.violations[0] if self.violations else None
+        self.kind: str | None = first.kind if first else None
+        self.entity: str | None = first.entity if first else None
+        self.entity_id: object = first.entity_id if first else None
+        self.position: int | None = first.position if first else None
 
 
 class RecoveryError(OpenMatchPersistenceError):

@@ -1,6 +1,636 @@
-//! Placeholder: filled in by its own issue.
-use pyo3::prelude::*;
+//! The in-memory engine state (`openmatch_aof::state`) as Python classes:
+//! `State`, its entities `Balance` and `Epoch` (orders and trades are the
+//! `Order`/`Trade` classes of `model`), `StateChanges` and `Violation`.
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use openmatch_aof::state as st;
+use openmatch_aof::types as t;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::convert::*;
+use crate::errors::{frame_error, invalid_type, invalid_value};
+use crate::model::{EpochPhase, Operation, Order, Trade};
+
+pyo3::import_exception!(openmatch_persistence.errors, ConsistencyError);
+
+fn hash_of<T: Hash>(v: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// `==`/`!=` by value between two objects of one class; anything else is
+/// NotImplemented so Python's fallbacks apply.
+fn richcmp<T: PartialEq>(py: Python<'_>, a: &T, b: Option<&T>, op: CompareOp) -> Py<PyAny> {
+    let answer = |eq: bool| {
+        pyo3::types::PyBool::new(py, eq)
+            .to_owned()
+            .into_any()
+            .unbind()
+    };
+    match (b, op) {
+        (Some(b), CompareOp::Eq) => answer(a == b),
+        (Some(b), CompareOp::Ne) => answer(a != b),
+        _ => py.NotImplemented(),
+    }
+}
+
+fn optional<'py, T>(
+    obj: Option<&Bound<'py, PyAny>>,
+    f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
+) -> PyResult<Option<T>> {
+    match obj {
+        Some(o) if !o.is_none() => f(o).map(Some),
+        _ => Ok(None),
+    }
+}
+
+// --- Balance ----------------------------------------------------------------
+
+/// One user's holding of one asset.
+#[pyclass(frozen, module = "openmatch_persistence._core")]
+#[derive(Clone)]
+pub struct Balance {
+    pub inner: st::Balance,
+}
+
+#[pymethods]
+impl Balance {
+    #[new]
+    #[pyo3(signature = (user_id, asset, available, frozen))]
+    fn new(
+        user_id: &Bound<'_, PyAny>,
+        asset: &Bound<'_, PyAny>,
+        available: &Bound<'_, PyAny>,
+        frozen: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Balance {
+            inner: st::Balance {
+                user_id: t::UserId(uuid_from_py(user_id, "Balance.user_id")?),
+                asset: string_from_py(asset, "Balance.asset")?,
+                available: decimal_from_py(available, "Balance.available")?,
+                frozen: decimal_from_py(frozen, "Balance.frozen")?,
+            },
+        })
+    }
+    #[getter]
+    fn user_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        uuid_to_py(py, &self.inner.user_id.0)
+    }
+    #[getter]
+    fn asset(&self) -> &str {
+        &self.inner.asset
+    }
+    #[getter]
+    fn available<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decimal_to_py(py, &self.inner.available)
+    }
+    #[getter]
+    fn frozen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decimal_to_py(py, &self.inner.frozen)
+    }
+    fn __repr__(&self) -> String {
+        let b = &self.inner;
+        format!(
+            "Balance(user_id={}, asset={:?}, available={}, frozen={})",
+            b.user_id.0, b.asset, b.available, b.frozen
+        )
+    }
+    fn __hash__(&self) -> u64 {
+        hash_of(&self.inner)
+    }
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny> {
+        let py = other.py();
+        let other = other.cast::<Balance>().ok();
+        richcmp(py, &self.inner, other.as_ref().map(|o| &o.get().inner), op)
+    }
+}
+
+// --- Epoch ------------------------------------------------------------------
+
+/// One epoch (= batch) of the auction.
+#[pyclass(frozen, module = "openmatch_persistence._core")]
+#[derive(Clone)]
+pub struct Epoch {
+    pub inner: st::Epoch,
+}
+
+#[pymethods]
+impl Epoch {
+    #[new]
+    #[pyo3(signature = (*, epoch_id, phase, started_at, batch_hash = None, result_hash = None,
+                        trade_count = None, completed_at = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        epoch_id: &Bound<'_, PyAny>,
+        phase: &Bound<'_, PyAny>,
+        started_at: &Bound<'_, PyAny>,
+        batch_hash: Option<&Bound<'_, PyAny>>,
+        result_hash: Option<&Bound<'_, PyAny>>,
+        trade_count: Option<&Bound<'_, PyAny>>,
+        completed_at: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Epoch {
+            inner: st::Epoch {
+                epoch_id: t::EpochId(u64_from_py(epoch_id, "Epoch.epoch_id")?),
+                phase: EpochPhase::from_py(phase, "Epoch.phase")?,
+                batch_hash: optional(batch_hash, |o| bytes32_from_py(o, "Epoch.batch_hash"))?,
+                result_hash: optional(result_hash, |o| bytes32_from_py(o, "Epoch.result_hash"))?,
+                trade_count: optional(trade_count, |o| u64_from_py(o, "Epoch.trade_count"))?
+                    .unwrap_or(0),
+                started_at: datetime_from_py(started_at, "Epoch.started_at")?,
+                completed_at: optional(completed_at, |o| {
+                    datetime_from_py(o, "Epoch.completed_at")
+                })?,
+            },
+        })
+    }
+    #[getter]
+    fn epoch_id(&self) -> u64 {
+        self.inner.epoch_id.0
+    }
+    #[getter]
+    fn phase(&self) -> EpochPhase {
+        self.inner.phase.into()
+    }
+    #[getter]
+    fn batch_hash<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.batch_hash.map(|h| PyBytes::new(py, &h))
+    }
+    #[getter]
+    fn result_hash<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.result_hash.map(|h| PyBytes::new(py, &h))
+    }
+    #[getter]
+    fn trade_count(&self) -> u64 {
+        self.inner.trade_count
+    }
+    #[getter]
+    fn started_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        datetime_to_py(py, &self.inner.started_at)
+    }
+    #[getter]
+    fn completed_at<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .completed_at
+            .as_ref()
+            .map(|c| datetime_to_py(py, c))
+            .transpose()
+    }
+    #[getter]
+    fn started_at_ns(&self) -> PyResult<i64> {
+        datetime_to_ns(&self.inner.started_at, "Epoch.started_at")
+    }
+    #[getter]
+    fn completed_at_ns(&self) -> PyResult<Option<i64>> {
+        self.inner
+            .completed_at
+            .as_ref()
+            .map(|c| datetime_to_ns(c, "Epoch.completed_at"))
+            .transpose()
+    }
+    fn __repr__(&self) -> String {
+        let e = &self.inner;
+        format!(
+            "Epoch(epoch_id={}, phase={:?}, trade_count={}, started_at={}, completed_at={})",
+            e.epoch_id.0,
+            e.phase,
+            e.trade_count,
+            e.started_at.to_rfc3339(),
+            e.completed_at
+                .map(|c| c.to_rfc3339())
+                .unwrap_or_else(|| "None".into())
+        )
+    }
+    fn __hash__(&self) -> u64 {
+        hash_of(&self.inner)
+    }
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> Py<PyAny> {
+        let py = other.py();
+        let other = other.cast::<Epoch>().ok();
+        richcmp(py, &self.inner, other.as_ref().map(|o| &o.get().inner), op)
+    }
+}
+
+// --- Violation --------------------------------------------------------------
+
+/// One broken invariant: `kind` (e.g. `"fill_mismatch"`), the `entity`
+/// (`"order"`, `"trade"`, `"balance"`, `"epoch"`) and its `entity_id`
+/// (a UUID, `(user_id, asset)` or an epoch number), and the AOF `position`
+/// of the operation that broke it.
+#[pyclass(frozen, module = "openmatch_persistence._core")]
+pub struct Violation {
+    inner: st::Violation,
+}
+
+#[pymethods]
+impl Violation {
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind.name()
+    }
+    #[getter]
+    fn entity(&self) -> &'static str {
+        self.inner.entity.kind()
+    }
+    #[getter]
+    fn entity_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        entity_id_to_py(py, &self.inner.entity)
+    }
+    #[getter]
+    fn position(&self) -> u64 {
+        self.inner.position
+    }
+    /// What is wrong, in words.
+    #[getter]
+    fn detail(&self) -> &str {
+        &self.inner.detail
+    }
+    fn __str__(&self) -> String {
+        self.inner.to_string()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Violation(kind={:?}, entity={:?}, position={}, detail={:?})",
+            self.inner.kind.name(),
+            self.inner.entity.to_string(),
+            self.inner.position,
+            self.inner.detail
+        )
+    }
+}
+
+fn entity_id_to_py<'py>(py: Python<'py>, e: &st::EntityRef) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match e {
+        st::EntityRef::Order(id) => uuid_to_py(py, &id.0)?,
+        st::EntityRef::Trade(id) => uuid_to_py(py, &id.0)?,
+        st::EntityRef::Balance(u, a) => {
+            PyTuple::new(py, [uuid_to_py(py, &u.0)?, a.into_pyobject(py)?.into_any()])?.into_any()
+        }
+        st::EntityRef::Epoch(id) => id.0.into_pyobject(py)?.into_any(),
+    })
+}
+
+/// `ConsistencyError` for these violations (at least one): the message
+/// names the first and how many there are; `violations` lists them all.
+fn consistency_error(py: Python<'_>, violations: Vec<st::Violation>) -> PyErr {
+    let n = violations.len();
+    let mut msg = match violations.first() {
+        Some(v) => v.to_string(),
+        None => "inconsistent state".to_string(),
+    };
+    if n > 1 {
+        msg.push_str(&format!(" (and {} more violations)", n - 1));
+    }
+    let build = || -> PyResult<PyErr> {
+        let list = PyList::empty(py);
+        for v in violations {
+            list.append(Violation { inner: v })?;
+        }
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("violations", list)?;
+        let cls = py.get_type::<ConsistencyError>();
+        Ok(PyErr::from_value(cls.call((msg.clone(),), Some(&kwargs))?))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+// --- StateChanges -----------------------------------------------------------
+
+/// The entities changed since the previous `State.take_changes()`, each
+/// once, as their current values: `orders`, `balances`, `epochs` sorted by
+/// key, `trades` in the order they were applied; `position` is the AOF
+/// position of the last applied operation, which the changes cover.
+#[pyclass(frozen, module = "openmatch_persistence._core")]
+pub struct StateChanges {
+    #[pyo3(get)]
+    orders: Py<PyList>,
+    #[pyo3(get)]
+    trades: Py<PyList>,
+    #[pyo3(get)]
+    balances: Py<PyList>,
+    #[pyo3(get)]
+    epochs: Py<PyList>,
+    #[pyo3(get)]
+    position: u64,
+    count: usize,
+}
+
+#[pymethods]
+impl StateChanges {
+    /// How many entities changed.
+    fn __len__(&self) -> usize {
+        self.count
+    }
+    fn __repr__(&self) -> String {
+        Python::attach(|py| {
+            format!(
+                "StateChanges(orders={}, trades={}, balances={}, epochs={}, position={})",
+                self.orders.bind(py).len(),
+                self.trades.bind(py).len(),
+                self.balances.bind(py).len(),
+                self.epochs.bind(py).len(),
+                self.position
+            )
+        })
+    }
+}
+
+// --- State ------------------------------------------------------------------
+
+/// The engine's state in memory, built by applying AOF operations in order.
+#[pyclass(module = "openmatch_persistence._core")]
+pub struct State {
+    /// Public for other binding modules (a Rust-side replay applies to it).
+    pub inner: st::State,
+}
+
+fn orders_list<'py>(
+    py: Python<'py>,
+    v: impl IntoIterator<Item = t::Order>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, v.into_iter().map(|inner| Order { inner }))
+}
+fn trades_list<'py>(
+    py: Python<'py>,
+    v: impl IntoIterator<Item = t::Trade>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, v.into_iter().map(|inner| Trade { inner }))
+}
+fn balances_list<'py>(
+    py: Python<'py>,
+    v: impl IntoIterator<Item = st::Balance>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, v.into_iter().map(|inner| Balance { inner }))
+}
+fn epochs_list<'py>(
+    py: Python<'py>,
+    v: impl IntoIterator<Item = st::Epoch>,
+) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, v.into_iter().map(|inner| Epoch { inner }))
+}
+
+fn position_from_py(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<u64> {
+    u64_from_py(obj, field)
+}
+
+/// Every item of an iterable, converted; the first bad one fails the call.
+fn collect<T>(
+    items: &Bound<'_, PyAny>,
+    what: &str,
+    mut f: impl FnMut(&Bound<'_, PyAny>, &str) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len().unwrap_or(0));
+    for (i, item) in items
+        .try_iter()
+        .map_err(|_| invalid_type(format!("{what}: expected an iterable")))?
+        .enumerate()
+    {
+        out.push(f(&item?, &format!("{what}[{i}]"))?);
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl State {
+    #[new]
+    fn new() -> Self {
+        State {
+            inner: st::State::new(),
+        }
+    }
+
+    /// Applies one operation; its `position` is the AOF position just past
+    /// its frame (docs/recovery.md).
+    fn apply(&mut self, op: &Bound<'_, PyAny>, position: &Bound<'_, PyAny>) -> PyResult<()> {
+        let op = Operation::from_py(op)?;
+        let position = position_from_py(position, "position")?;
+        self.inner.apply_owned(op, position);
+        Ok(())
+    }
+
+    /// Applies `(operation, position)` pairs in order; returns how many.
+    /// All or nothing: a bad item fails the call before anything is applied.
+    fn apply_many(&mut self, items: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ops = collect(items, "apply_many", |item, field| {
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                invalid_type(format!(
+                    "{field}: expected an (operation, position) tuple, got {}",
+                    type_name(item)
+                ))
+            })?;
+            if pair.len() != 2 {
+                return Err(invalid_value(format!(
+                    "{field}: expected an (operation, position) pair, got {} items",
+                    pair.len()
+                )));
+            }
+            let op = Operation::from_py(&pair.get_item(0)?)?;
+            let position = position_from_py(&pair.get_item(1)?, &format!("{field} position"))?;
+            Ok((op, position))
+        })?;
+        let n = ops.len();
+        for (op, position) in ops {
+            self.inner.apply_owned(op, position);
+        }
+        Ok(n)
+    }
+
+    /// Decodes `data` (whole frames, the first starting at AOF position
+    /// `base_position`) and applies every operation, each at the position
+    /// just past its frame, without a Python object per operation. All or
+    /// nothing: a bad frame raises its `FrameError` (offset = the AOF
+    /// position where it starts) and nothing is applied. Returns how many
+    /// operations were applied.
+    #[pyo3(signature = (data, base_position = 0, *, max_payload = openmatch_aof::DEFAULT_MAX_PAYLOAD_LEN))]
+    fn apply_frames(
+        &mut self,
+        py: Python<'_>,
+        data: PyBackedBytes,
+        base_position: u64,
+        max_payload: u32,
+    ) -> PyResult<usize> {
+        let bytes: &[u8] = &data;
+        let inner = &mut self.inner;
+        py.detach(|| inner.apply_frames(bytes, base_position, max_payload))
+            .map_err(|e| frame_error(py, &e, None))
+    }
+
+    /// SHA-256 of the state's content, as hex: equal content, equal digest.
+    fn digest(&self, py: Python<'_>) -> String {
+        let inner = &self.inner;
+        let d = py.detach(|| inner.digest());
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Raises `ConsistencyError` when an invariant is broken.
+    fn check(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = &self.inner;
+        let v = py.detach(|| inner.violations());
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(consistency_error(py, v))
+        }
+    }
+
+    /// Every broken invariant, by position.
+    fn violations(&self, py: Python<'_>) -> PyResult<Vec<Violation>> {
+        let inner = &self.inner;
+        let v = py.detach(|| inner.violations());
+        Ok(v.into_iter().map(|inner| Violation { inner }).collect())
+    }
+
+    /// Apply-time violations past the first 1024, counted but not kept.
+    #[getter]
+    fn violations_dropped(&self) -> u64 {
+        self.inner.violations_dropped()
+    }
+
+    /// The AOF position just past the last applied operation; 0 before any.
+    #[getter]
+    fn position(&self) -> u64 {
+        self.inner.position()
+    }
+    #[getter]
+    fn order_count(&self) -> usize {
+        self.inner.order_count()
+    }
+    #[getter]
+    fn trade_count(&self) -> usize {
+        self.inner.trade_count()
+    }
+    #[getter]
+    fn balance_count(&self) -> usize {
+        self.inner.balance_count()
+    }
+    #[getter]
+    fn epoch_count(&self) -> usize {
+        self.inner.epoch_count()
+    }
+    /// True when something changed since the last `take_changes()`.
+    #[getter]
+    fn has_changes(&self) -> bool {
+        self.inner.has_changes()
+    }
+
+    fn order(&self, order_id: &Bound<'_, PyAny>) -> PyResult<Option<Order>> {
+        let id = t::OrderId(uuid_from_py(order_id, "order_id")?);
+        Ok(self.inner.order(&id).map(|o| Order { inner: o.clone() }))
+    }
+    fn trade(&self, trade_id: &Bound<'_, PyAny>) -> PyResult<Option<Trade>> {
+        let id = t::TradeId(uuid_from_py(trade_id, "trade_id")?);
+        Ok(self.inner.trade(&id).map(|x| Trade { inner: x.clone() }))
+    }
+    fn balance(
+        &self,
+        user_id: &Bound<'_, PyAny>,
+        asset: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Balance>> {
+        let user = t::UserId(uuid_from_py(user_id, "user_id")?);
+        let asset = string_from_py(asset, "asset")?;
+        Ok(self
+            .inner
+            .balance(user, &asset)
+            .map(|b| Balance { inner: b.clone() }))
+    }
+    fn epoch(&self, epoch_id: &Bound<'_, PyAny>) -> PyResult<Option<Epoch>> {
+        let id = t::EpochId(u64_from_py(epoch_id, "epoch_id")?);
+        Ok(self.inner.epoch(id).map(|e| Epoch { inner: e.clone() }))
+    }
+
+    /// All orders, sorted by id.
+    fn orders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        orders_list(py, self.inner.orders_sorted().into_iter().cloned())
+    }
+    /// All trades, in the order they were applied.
+    fn trades<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        trades_list(py, self.inner.trades().cloned())
+    }
+    /// All balances, sorted by (user_id, asset).
+    fn balances<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        balances_list(py, self.inner.balances_sorted().into_iter().cloned())
+    }
+    /// All epochs, sorted by id.
+    fn epochs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        epochs_list(py, self.inner.epochs_sorted().into_iter().cloned())
+    }
+
+    /// The entities changed since the previous call; resets the tracking.
+    fn take_changes(&mut self, py: Python<'_>) -> PyResult<StateChanges> {
+        let c = self.inner.take_changes();
+        let count = c.orders.len() + c.trades.len() + c.balances.len() + c.epochs.len();
+        Ok(StateChanges {
+            orders: orders_list(py, c.orders)?.unbind(),
+            trades: trades_list(py, c.trades)?.unbind(),
+            balances: balances_list(py, c.balances)?.unbind(),
+            epochs: epochs_list(py, c.epochs)?.unbind(),
+            position: c.position,
+            count,
+        })
+    }
+
+    /// A state from exported entities (`orders()`, `trades()`, ... of
+    /// another state, or rows rebuilt by a store). Fills, the logical clock
+    /// and the epoch bookkeeping are recomputed; the state starts with no
+    /// pending changes. Raises `InvalidValueError` for a key given twice.
+    #[staticmethod]
+    #[pyo3(signature = (orders, trades, balances, epochs, position))]
+    fn from_snapshot(
+        py: Python<'_>,
+        orders: &Bound<'_, PyAny>,
+        trades: &Bound<'_, PyAny>,
+        balances: &Bound<'_, PyAny>,
+        epochs: &Bound<'_, PyAny>,
+        position: &Bound<'_, PyAny>,
+    ) -> PyResult<State> {
+        let snapshot = st::Snapshot {
+            orders: collect(orders, "orders", Order::from_py)?,
+            trades: collect(trades, "trades", Trade::from_py)?,
+            balances: collect(balances, "balances", |o, f| match o.cast::<Balance>() {
+                Ok(b) => Ok(b.get().inner.clone()),
+                Err(_) => Err(invalid_type(format!(
+                    "{f}: expected Balance, got {}",
+                    type_name(o)
+                ))),
+            })?,
+            epochs: collect(epochs, "epochs", |o, f| match o.cast::<Epoch>() {
+                Ok(e) => Ok(e.get().inner.clone()),
+                Err(_) => Err(invalid_type(format!(
+                    "{f}: expected Epoch, got {}",
+                    type_name(o)
+                ))),
+            })?,
+            position: position_from_py(position, "position")?,
+        };
+        let inner = py
+            .detach(|| st::State::from_snapshot(snapshot))
+            .map_err(|e| invalid_value(e.to_string()))?;
+        Ok(State { inner })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "State(position={}, orders={}, trades={}, balances={}, epochs={})",
+            self.inner.position(),
+            self.inner.order_count(),
+            self.inner.trade_count(),
+            self.inner.balance_count(),
+            self.inner.epoch_count()
+        )
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Balance>()?;
+    m.add_class::<Epoch>()?;
+    m.add_class::<Violation>()?;
+    m.add_class::<StateChanges>()?;
+    m.add_class::<State>()?;
     Ok(())
 }

@@ -1,0 +1,389 @@
+"""The in-memory engine state through the Python binding: applying
+operations, lookups and exports, the consistency check, change tracking,
+snapshots and the bytes bulk path. The semantics are in docs/state.md."""
+
+from __future__ import annotations
+
+import datetime
+import pickle
+import uuid
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openmatch_persistence import (
+    Balance,
+    BalanceUpdated,
+    BufferSealed,
+    ChecksumMismatchError,
+    ConsistencyError,
+    Epoch,
+    EpochAdvanced,
+    EpochPhase,
+    InvalidTypeError,
+    InvalidValueError,
+    MarketPair,
+    Operation,
+    Order,
+    OrderCancelled,
+    OrderReceived,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    State,
+    Trade,
+    TradeExecuted,
+    encode,
+    encode_many,
+)
+
+T0 = 1_700_000_000_000_000_000  # ns since 1970
+MARKET = MarketPair("BTC", "USDT")
+
+
+def oid(n: int) -> uuid.UUID:
+    return uuid.UUID(int=n)
+
+
+def tid(n: int) -> uuid.UUID:
+    return uuid.UUID(int=(1 << 100) + n)
+
+
+def uid(n: int) -> uuid.UUID:
+    return uuid.UUID(int=(1 << 120) + n)
+
+
+def order(n: int, qty: str, at: int = 0) -> Order:
+    return Order(
+        id=oid(n),
+        user_id=uid(n),
+        market=MARKET,
+        side=OrderSide.BUY,
+        order_type=OrderType.LIMIT,
+        status=OrderStatus.ACTIVE,
+        price=Decimal("100.5"),
+        quantity=Decimal(qty),
+        remaining_qty=Decimal(qty),
+        sr_id=uuid.UUID(int=(1 << 110) + n),
+        epoch_id=1,
+        origin_node=b"\x07" * 32,
+        sequence=n,
+        created_at=T0 + at,
+        updated_at=T0 + at,
+    )
+
+
+def trade(n: int, taker: int, maker: int, qty: str, epoch: int = 1, at: int = 0) -> Trade:
+    return Trade(
+        id=tid(n),
+        epoch_id=epoch,
+        market=MARKET,
+        taker_order_id=oid(taker),
+        taker_user_id=uid(taker),
+        maker_order_id=oid(maker),
+        maker_user_id=uid(maker),
+        price=Decimal("100.5"),
+        quantity=Decimal(qty),
+        quote_amount=Decimal("0"),
+        taker_side=OrderSide.BUY,
+        matcher_node=b"\x09" * 32,
+        executed_at=T0 + at,
+    )
+
+
+def stream() -> list[Operation]:
+    return [
+        EpochAdvanced(1, EpochPhase.COLLECT),
+        OrderReceived(order(1, "5", at=10)),
+        OrderReceived(order(2, "3", at=11)),
+        EpochAdvanced(1, EpochPhase.SEAL),
+        BufferSealed(1, b"\xab" * 32),
+        EpochAdvanced(1, EpochPhase.MATCH),
+        TradeExecuted(trade(1, 1, 2, "3", at=20)),
+        BalanceUpdated(uid(1), "BTC", Decimal("2.5"), Decimal("0.5")),
+        EpochAdvanced(1, EpochPhase.FINALIZE),
+    ]
+
+
+def applied(ops: list[Operation]) -> State:
+    state = State()
+    state.apply_many([(op, i * 100) for i, op in enumerate(ops)])
+    return state
+
+
+def test_operations_build_the_state() -> None:
+    state = applied(stream())
+    assert state.position == 800
+    assert (state.order_count, state.trade_count, state.balance_count, state.epoch_count) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    taker, maker = state.order(oid(1)), state.order(oid(2))
+    assert taker is not None and maker is not None
+    assert taker.remaining_qty == Decimal("2")
+    assert taker.status == OrderStatus.PARTIALLY_FILLED
+    assert taker.updated_at_ns == T0 + 20
+    assert maker.status == OrderStatus.FILLED
+    assert state.trade(tid(1)) == trade(1, 1, 2, "3", at=20)
+    assert state.balance(uid(1), "BTC") == Balance(uid(1), "BTC", Decimal("2.5"), Decimal("0.5"))
+    assert state.balance(uid(1), "ETH") is None
+    assert state.order(oid(99)) is None
+
+    epoch = state.epoch(1)
+    assert epoch is not None
+    assert epoch.phase == EpochPhase.FINALIZE
+    assert epoch.batch_hash == b"\xab" * 32
+    assert epoch.result_hash is None
+    assert epoch.trade_count == 1
+    # The logical clock: nothing seen before the first EpochAdvanced, the
+    # trade's executed_at by the Finalize.
+    assert epoch.started_at == datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    assert epoch.completed_at_ns == T0 + 20
+    state.check()
+    assert state.violations() == []
+
+
+def test_cancel_keeps_updated_at() -> None:
+    state = applied([OrderReceived(order(1, "5", at=10)), OrderCancelled(oid(1))])
+    cancelled = state.order(oid(1))
+    assert cancelled is not None
+    assert cancelled.status == OrderStatus.CANCELLED
+    assert cancelled.updated_at_ns == T0 + 10
+
+
+def test_exports_are_sorted_and_complete() -> None:
+    state = applied([OrderReceived(order(n, "1")) for n in (5, 3, 9, 1)])
+    assert [o.id for o in state.orders()] == [oid(1), oid(3), oid(5), oid(9)]
+    assert state.trades() == [] and state.balances() == [] and state.epochs() == []
+
+
+def test_digest_depends_on_content_not_insertion_order() -> None:
+    ops = stream()
+    assert applied(ops).digest() == applied(ops).digest()
+    assert len(applied(ops).digest()) == 64
+
+    a, b = State(), State()
+    balances = [BalanceUpdated(uid(n), f"A{n}", Decimal(n), Decimal(0)) for n in range(20)]
+    a.apply_many([(op, 1) for op in balances])
+    b.apply_many([(op, 1) for op in reversed(balances)])
+    assert a.digest() == b.digest()
+    b.apply(BalanceUpdated(uid(0), "A0", Decimal("0.0"), Decimal(0)), 1)
+    assert a.digest() != b.digest()
+
+
+def test_check_raises_consistency_error_naming_entity_and_position() -> None:
+    state = applied(
+        [
+            OrderReceived(order(1, "5")),
+            OrderReceived(order(2, "3")),
+            TradeExecuted(trade(1, 1, 2, "4")),  # 200: overfills order 2
+            BalanceUpdated(uid(1), "ETH", Decimal("-0.1"), Decimal(0)),  # 300
+            EpochAdvanced(1, EpochPhase.MATCH),  # 400
+            EpochAdvanced(1, EpochPhase.SEAL),  # 500: backwards
+        ]
+    )
+    with pytest.raises(ConsistencyError) as caught:
+        state.check()
+    err = caught.value
+    assert (err.kind, err.entity, err.entity_id, err.position) == (
+        "remaining_out_of_range",
+        "order",
+        oid(2),
+        200,
+    )
+    assert "remaining_out_of_range at position 200" in str(err)
+    assert [(v.kind, v.entity, v.entity_id, v.position) for v in err.violations] == [
+        ("remaining_out_of_range", "order", oid(2), 200),
+        ("negative_balance", "balance", (uid(1), "ETH"), 300),
+        ("epoch_regression", "epoch", 1, 500),
+    ]
+    assert len(state.violations()) == 3
+    assert all(isinstance(v.detail, str) and v.detail for v in state.violations())
+
+
+def test_unknown_and_duplicate_references_are_violations() -> None:
+    state = applied(
+        [
+            OrderReceived(order(1, "5")),
+            OrderReceived(order(1, "7")),  # 100: received twice, first kept
+            OrderCancelled(oid(8)),  # 200
+            TradeExecuted(trade(1, 1, 9, "1")),  # 300: maker unknown
+        ]
+    )
+    found = [(v.kind, v.entity, v.position) for v in state.violations()]
+    assert found == [
+        ("duplicate_order", "order", 100),
+        ("unknown_order", "order", 200),
+        ("unknown_order", "trade", 300),
+    ]
+    kept = state.order(oid(1))
+    assert kept is not None and kept.quantity == Decimal(5)
+
+
+def test_take_changes_gives_each_entity_once() -> None:
+    state = State()
+    empty = state.take_changes()
+    assert len(empty) == 0 and empty.position == 0
+    state.apply_many([(op, i) for i, op in enumerate(stream())])
+    assert state.has_changes
+    changes = state.take_changes()
+    assert changes.position == 8
+    assert [o.id for o in changes.orders] == [oid(1), oid(2)]
+    assert changes.orders[0].remaining_qty == Decimal(2)  # current values
+    assert [t.id for t in changes.trades] == [tid(1)]
+    assert len(changes.balances) == 1
+    assert [e.phase for e in changes.epochs] == [EpochPhase.FINALIZE]
+    assert len(changes) == 5
+    assert not state.has_changes
+    assert len(state.take_changes()) == 0
+
+    state.apply(OrderCancelled(oid(2)), 9)
+    state.apply(OrderCancelled(oid(2)), 10)
+    again = state.take_changes()
+    assert [o.status for o in again.orders] == [OrderStatus.CANCELLED]
+    assert again.position == 10
+
+
+def test_snapshot_round_trip_is_exact() -> None:
+    ops = stream()
+    original = applied(ops[:7])
+    restored = State.from_snapshot(
+        original.orders(),
+        original.trades(),
+        original.balances(),
+        original.epochs(),
+        original.position,
+    )
+    assert restored.digest() == original.digest()
+    assert not restored.has_changes
+    restored.check()
+    # Replay continues on the restored state exactly as on the original.
+    for i, op in enumerate(ops[7:], start=7):
+        restored.apply(op, i * 100)
+    assert restored.digest() == applied(ops).digest()
+
+
+def test_snapshot_rebuilt_from_rows() -> None:
+    epoch = Epoch(
+        epoch_id=3,
+        phase=EpochPhase.SEAL,
+        started_at=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+        batch_hash=b"\x01" * 32,
+        trade_count=0,
+    )
+    assert epoch.completed_at is None and epoch.completed_at_ns is None
+    balance = Balance(uid(1), "BTC", Decimal("1.5"), 0)
+    state = State.from_snapshot([], [], [balance], [epoch], 42)
+    assert state.epoch(3) == epoch
+    assert state.balances() == [balance]
+    assert state.position == 42
+    assert State.from_snapshot([], [], [], [], 0).position == 0
+
+
+def test_snapshot_refuses_duplicates_and_wrong_types() -> None:
+    o = order(1, "1")
+    with pytest.raises(InvalidValueError, match="twice"):
+        State.from_snapshot([o, o], [], [], [], 1)
+    with pytest.raises(InvalidTypeError, match=r"balances\[0\]"):
+        State.from_snapshot([], [], [o], [], 1)  # type: ignore[list-item]
+
+
+def test_apply_rejects_bad_arguments_and_applies_nothing() -> None:
+    state = State()
+    with pytest.raises(InvalidTypeError):
+        state.apply(order(1, "1"), 0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValueError):
+        state.apply(OrderCancelled(oid(1)), -1)
+    with pytest.raises(InvalidTypeError, match=r"apply_many\[1\]"):
+        state.apply_many([(OrderReceived(order(1, "1")), 0), "nope"])  # type: ignore[list-item]
+    assert state.order_count == 0 and state.position == 0
+
+
+def test_apply_frames_matches_apply_and_is_all_or_nothing() -> None:
+    ops = stream()
+    data = encode_many(ops)
+    state = State()
+    assert state.apply_frames(data, 1000) == len(ops)
+
+    expected = State()
+    at = 1000
+    for op in ops:
+        at += len(encode(op))
+        expected.apply(op, at)  # an operation's position is just past its frame
+    assert state.digest() == expected.digest()
+    assert state.position == expected.position == 1000 + len(data)
+
+    damaged = bytearray(data)
+    damaged[-1] ^= 0xFF
+    fresh = State()
+    with pytest.raises(ChecksumMismatchError) as caught:
+        fresh.apply_frames(bytes(damaged), 1000)
+    assert caught.value.offset == 1000 + len(data) - len(encode(ops[-1]))  # the frame's start
+    assert fresh.order_count == 0 and fresh.position == 0
+
+
+def test_entities_compare_hash_and_show() -> None:
+    a = Balance(uid(1), "BTC", Decimal(1), Decimal(0))
+    assert a == Balance(uid(1), "BTC", Decimal(1), Decimal(0))
+    assert a != Balance(uid(1), "BTC", Decimal(2), Decimal(0))
+    assert len({a, Balance(uid(1), "BTC", Decimal(1), Decimal(0))}) == 1
+    assert a != "BTC"  # type: ignore[comparison-overlap]
+    assert "BTC" in repr(a)
+    e = Epoch(epoch_id=1, phase=EpochPhase.COLLECT, started_at=0)
+    assert e.started_at_ns == 0 and e.trade_count == 0
+    assert "Epoch(epoch_id=1" in repr(e)
+    assert "State(position=0," in repr(State())
+    with pytest.raises(InvalidValueError):
+        Epoch(epoch_id=1, phase=EpochPhase.COLLECT, started_at=0, batch_hash=b"short")
+    with pytest.raises(TypeError):
+        pickle.dumps(State())
+
+
+# --- properties ---------------------------------------------------------------
+
+small = st.integers(min_value=0, max_value=5)
+amounts = st.decimals(min_value=-10, max_value=1000, places=3, allow_nan=False)
+phases = st.sampled_from(
+    [EpochPhase.COLLECT, EpochPhase.SEAL, EpochPhase.MATCH, EpochPhase.FINALIZE]
+)
+operations = st.one_of(
+    st.builds(lambda n, q: OrderReceived(order(n, str(q))), small, amounts),
+    st.builds(lambda n: OrderCancelled(oid(n)), small),
+    st.builds(
+        lambda n, a, b, q, e: TradeExecuted(trade(n, a, b, str(q), epoch=e)),
+        small,
+        small,
+        small,
+        amounts,
+        small,
+    ),
+    st.builds(lambda u, a, f: BalanceUpdated(uid(u), "X", a, f), small, amounts, amounts),
+    st.builds(EpochAdvanced, small, phases),
+    st.builds(lambda e, h: BufferSealed(e, bytes([h]) * 32), small, st.integers(0, 255)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(operations, max_size=40))
+def test_any_stream_applies_the_same_way_through_every_path(ops: list[Operation]) -> None:
+    """Valid or not, a stream gives one state whether applied op by op or as
+    frames, and that state survives a snapshot exactly."""
+    data = b"".join(encode(op) for op in ops)
+    by_frames = State()
+    assert by_frames.apply_frames(data, 7) == len(ops)
+
+    by_ops = State()
+    at = 7
+    for op in ops:
+        at += len(encode(op))
+        by_ops.apply(op, at)
+    assert by_ops.digest() == by_frames.digest()
+    assert [str(v) for v in by_ops.violations()] == [str(v) for v in by_frames.violations()]
+
+    restored = State.from_snapshot(
+        by_ops.orders(), by_ops.trades(), by_ops.balances(), by_ops.epochs(), by_ops.position
+    )
+    assert restored.digest() == by_ops.digest()
