@@ -10,6 +10,7 @@ from __future__ import annotations
 from openmatch_persistence._core import (
     DEFAULT_MAX_PAYLOAD_LEN,
     HEADER_LEN,
+    OPERATION_KINDS,
     BalanceUpdated,
     BufferSealed,
     EpochAdvanced,
@@ -22,6 +23,8 @@ from openmatch_persistence._core import (
     OrderSide,
     OrderStatus,
     OrderType,
+    Scanner,
+    ScanReport,
     Trade,
     TradeExecuted,
     __version__,
@@ -30,7 +33,11 @@ from openmatch_persistence._core import (
     encode,
     encode_many,
     from_json,
+    scan,
+    scan_bytes,
     to_json,
+    verify,
+    verify_bytes,
 )
 from openmatch_persistence.errors import (
     AofError,
@@ -57,6 +64,7 @@ from openmatch_persistence.errors import (
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_LEN",
     "HEADER_LEN",
+    "OPERATION_KINDS",
     "AofError",
     "BalanceUpdated",
     "BufferSealed",
@@ -81,6 +89,8 @@ __all__ = [
     "OrderType",
     "OversizedFrameError",
     "RecoveryError",
+    "ScanReport",
+    "Scanner",
     "StoreError",
     "TornFrameError",
     "Trade",
@@ -96,5 +106,9 @@ __all__ = [
     "encode",
     "encode_many",
     "from_json",
+    "scan",
+    "scan_bytes",
     "to_json",
+    "verify",
+    "verify_bytes",
 ]
