@@ -306,7 +306,13 @@ impl Cursor {
     }
 
     /// Moves the unread bytes to the front and reads until the buffer holds
-    /// at least `need` unread bytes, is full, or the segment ends.
+    /// at least `need` unread bytes (and a chunk, if the segment has one),
+    /// or the segment ends.
+    ///
+    /// `need` is at most `HEADER_LEN + max_payload` (the length field was
+    /// bounded before we got here), and the buffer grows towards it one
+    /// chunk at a time, only as bytes actually arrive: a corrupt length at
+    /// the end of a short file costs at most one chunk, never the length.
     fn fill(&mut self, need: usize, chunk: usize) -> io::Result<()> {
         if self.lo > 0 {
             self.buf.copy_within(self.lo..self.hi, 0);
@@ -314,14 +320,13 @@ impl Cursor {
             self.hi -= self.lo;
             self.lo = 0;
         }
-        // `need` is at most HEADER_LEN + max_payload: the length field was
-        // bounded before we got here.
         let hint = usize::try_from(self.size_hint.saturating_add(1)).unwrap_or(usize::MAX);
-        let want = need.max(chunk.min(hint));
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        while self.hi < self.buf.len() {
+        let target = need.max(chunk.min(hint));
+        while self.hi < target {
+            if self.hi == self.buf.len() {
+                let grown = self.buf.len().saturating_add(chunk).min(target);
+                self.buf.resize(grown, 0);
+            }
             match self.reader.read(&mut self.buf[self.hi..]) {
                 Ok(0) => {
                     self.eof = true;

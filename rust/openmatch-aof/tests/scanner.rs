@@ -388,3 +388,28 @@ proptest! {
         }
     }
 }
+
+/// The seed corpus that the Python fuzz tests mutate: each file's outcome,
+/// cause and frame count as `tests/fuzz-corpus/expected.txt` records them.
+#[test]
+fn seed_corpus_outcomes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz-corpus");
+    let expected = fs::read_to_string(dir.join("expected.txt")).unwrap();
+    for line in expected.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, outcome, cause, frames) = (f[0], f[1], f[2], f[3].parse::<u64>().unwrap());
+        for opts in [ScanOptions::default(), small_chunks()] {
+            let r = Scanner::open(&dir.join(name), None, opts)
+                .unwrap()
+                .verify()
+                .unwrap();
+            assert_eq!(r.outcome.kind.name(), outcome, "{name}");
+            assert_eq!(
+                r.outcome.cause.as_ref().map_or("-", |c| c.name()),
+                cause,
+                "{name}"
+            );
+            assert_eq!(r.stats.frames, frames, "{name}");
+        }
+    }
+}
