@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use openmatch_aof::codec::{encode_frame_into, HEADER_LEN};
-use openmatch_aof::scanner::{OutcomeKind, ScanOptions, ScanReport, Scanner, StopCause};
+use openmatch_aof::scanner::{
+    decode_payload_fast, OutcomeKind, ScanOptions, ScanReport, Scanner, StopCause,
+};
 use openmatch_aof::segment::segment_file_name;
 use openmatch_aof::types::*;
 use proptest::prelude::*;
@@ -371,6 +373,23 @@ proptest! {
             prop_assert_eq!(*pos, ends[i]);
         }
         prop_assert!(r.outcome.position >= ends.last().copied().unwrap_or(0));
+    }
+
+    /// The fast payload decoder agrees with the codec's on every input.
+    #[test]
+    fn fast_decoder_agrees_with_codec(idx in 0usize..7, flips in proptest::collection::vec((any::<usize>(), 0u8..8), 0..3),
+                                      cut in any::<usize>(), extra in proptest::collection::vec(any::<u8>(), 0..3)) {
+        let ops = sample_ops();
+        let mut p = bincode::serialize(&ops[idx]).unwrap();
+        for (at, bit) in flips {
+            let n = p.len();
+            p[at % n] ^= 1 << bit;
+        }
+        if cut % 3 == 0 {
+            p.truncate(cut % (p.len() + 1));
+        }
+        p.extend(extra);
+        prop_assert_eq!(decode_payload_fast(&p), openmatch_aof::codec::decode_payload(&p));
     }
 
     /// Splicing a frame's header with random values never yields an op
