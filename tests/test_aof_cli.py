@@ -3,6 +3,7 @@ subprocess: exit codes, output that is exactly JSON lines, repair."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import openmatch_persistence as om
 import pytest
 from openmatch_persistence.cli import main
+from openmatch_persistence.cli.aof import Progress
 from test_scanner import frame_ends, sample_ops, seg_name
 
 
@@ -158,3 +160,29 @@ def test_encode_still_round_trips(clean_file: Path, tmp_path: Path) -> None:
     proc = run_cli("aof", "encode", str(tmp_path / "missing.jsonl"), str(tmp_path / "x.aof"))
     assert proc.returncode == 2 and "missing.jsonl" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
+    term = FakeTerminal()
+    bar = Progress(1 << 30, "verify", term)
+    bar.update(1 << 29)
+    bar.close()
+    assert "verify [" in term.getvalue() and "50%" in term.getvalue()
+    assert term.getvalue().endswith("\r\x1b[K")
+
+    small = FakeTerminal()
+    bar = Progress(1024, "verify", small)
+    bar.update(512)
+    bar.close()
+    assert small.getvalue() == ""
+
+    pipe = io.StringIO()
+    bar = Progress(1 << 30, "verify", pipe)
+    bar.update(1 << 29)
+    bar.close()
+    assert pipe.getvalue() == ""

@@ -276,3 +276,13 @@ def test_repair_refuses_a_stale_plan(tmp_path: Path, ops: list[om.Operation]) ->
         rp.repair(f, plan=plan)
     assert f.read_bytes() == data[:-9]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".bak")]
+
+
+@pytest.mark.slow
+def test_bench_scan_smoke() -> None:
+    """The benchmark's code runs (1 MiB); its numbers are not checked here."""
+    import bench_scan
+
+    m = bench_scan.run(1)
+    assert m["frames"] > 0
+    assert "raw read" in bench_scan.table(m)

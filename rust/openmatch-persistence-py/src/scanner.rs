@@ -102,8 +102,8 @@ impl ScanReport {
     }
     /// The precise cause (`"torn"`, `"zeroed_tail"`, `"checksum_mismatch"`,
     /// `"oversized_length"`, `"zero_length"`, `"undecodable_payload"`,
-    /// `"trailing_bytes"`, `"torn_mid_log"`, `"segment_gap"`,
-    /// `"segment_overlap"`); `None` when clean.
+    /// `"trailing_bytes"`, `"torn_mid_log"`, `"length_past_end"`,
+    /// `"segment_gap"`, `"segment_overlap"`); `None` when clean.
     #[getter]
     fn cause(&self) -> Option<&'static str> {
         self.report.outcome.cause.as_ref().map(StopCause::name)
