@@ -39,17 +39,32 @@ fn scan_error(e: ScanError) -> PyErr {
     }
 }
 
-fn options(max_payload: u32, chunk_size: usize) -> PyResult<ScanOptions> {
-    if max_payload == 0 {
-        return Err(invalid_value("max_payload must be at least 1"));
-    }
-    if chunk_size == 0 || chunk_size > 1 << 30 {
-        return Err(invalid_value("chunk_size must be between 1 and 2**30"));
-    }
+/// Integer arguments arrive as `i128` so that a negative or huge value is
+/// our `InvalidValueError`, not a bare `OverflowError` from the conversion.
+fn bounded(value: i128, name: &str, min: u64, max: u64) -> PyResult<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| {
+            invalid_value(format!(
+                "{name} must be between {min} and {max}, got {value}"
+            ))
+        })
+}
+
+fn position(value: Option<i128>, name: &str) -> PyResult<Option<u64>> {
+    value.map(|v| bounded(v, name, 0, u64::MAX)).transpose()
+}
+
+fn options(max_payload: i128, chunk_size: i128) -> PyResult<ScanOptions> {
     Ok(ScanOptions {
-        max_payload,
-        chunk_size,
+        max_payload: bounded(max_payload, "max_payload", 1, u64::from(u32::MAX))? as u32,
+        chunk_size: bounded(chunk_size, "chunk_size", 1, 1 << 30)? as usize,
     })
+}
+
+fn batch(batch_size: i128) -> PyResult<usize> {
+    Ok(bounded(batch_size, "batch_size", 1, 1 << 24)? as usize)
 }
 
 /// Where and why a scan stopped, and what it saw before.
@@ -319,9 +334,12 @@ impl Scanner {
     fn read_batch<'py>(
         &mut self,
         py: Python<'py>,
-        size: Option<usize>,
+        size: Option<i128>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let size = size.unwrap_or(self.batch_size);
+        let size = match size {
+            Some(n) => bounded(n, "size", 0, u64::MAX)? as usize,
+            None => self.batch_size,
+        };
         let list = PyList::empty(py);
         while list.len() < size {
             self.refill(py)?;
@@ -362,17 +380,19 @@ impl Scanner {
 /// Scans a segment file or an AOF directory from `start` (a position; by
 /// default the start of the first segment).
 #[pyfunction]
-#[pyo3(signature = (path, *, start = None, batch_size = DEFAULT_BATCH_SIZE,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN, chunk_size = DEFAULT_CHUNK_SIZE))]
+#[pyo3(signature = (path, *, start = None, batch_size = DEFAULT_BATCH_SIZE as i128,
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
 fn scan(
     py: Python<'_>,
     path: PathBuf,
-    start: Option<u64>,
-    batch_size: usize,
-    max_payload: u32,
-    chunk_size: usize,
+    start: Option<i128>,
+    batch_size: i128,
+    max_payload: i128,
+    chunk_size: i128,
 ) -> PyResult<Scanner> {
     let opts = options(max_payload, chunk_size)?;
+    let start = position(start, "start")?;
+    let batch_size = batch(batch_size)?;
     let inner = py
         .detach(|| core::Scanner::open(&path, start, opts))
         .map_err(scan_error)?;
@@ -381,16 +401,18 @@ fn scan(
 
 /// Scans bytes in memory as one segment whose first byte is at `base`.
 #[pyfunction]
-#[pyo3(signature = (data, *, base = 0, batch_size = DEFAULT_BATCH_SIZE,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN, chunk_size = DEFAULT_CHUNK_SIZE))]
+#[pyo3(signature = (data, *, base = 0, batch_size = DEFAULT_BATCH_SIZE as i128,
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
 fn scan_bytes(
     data: PyBackedBytes,
-    base: u64,
-    batch_size: usize,
-    max_payload: u32,
-    chunk_size: usize,
+    base: i128,
+    batch_size: i128,
+    max_payload: i128,
+    chunk_size: i128,
 ) -> PyResult<Scanner> {
     let opts = options(max_payload, chunk_size)?;
+    let base = bounded(base, "base", 0, u64::MAX)?;
+    let batch_size = batch(batch_size)?;
     Scanner::new(
         core::Scanner::from_bytes(data.to_vec(), base, opts),
         batch_size,
@@ -427,17 +449,18 @@ fn run_verify(
 /// not reported).
 #[pyfunction]
 #[pyo3(signature = (path, *, start = None, decode = true, progress = None,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN, chunk_size = DEFAULT_CHUNK_SIZE))]
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
 fn verify(
     py: Python<'_>,
     path: PathBuf,
-    start: Option<u64>,
+    start: Option<i128>,
     decode: bool,
     progress: Option<Bound<'_, PyAny>>,
-    max_payload: u32,
-    chunk_size: usize,
+    max_payload: i128,
+    chunk_size: i128,
 ) -> PyResult<ScanReport> {
     let opts = options(max_payload, chunk_size)?;
+    let start = position(start, "start")?;
     let inner = py
         .detach(|| core::Scanner::open(&path, start, opts))
         .map_err(scan_error)?;
@@ -447,16 +470,17 @@ fn verify(
 /// [`verify`] of bytes in memory, as one segment whose first byte is at `base`.
 #[pyfunction]
 #[pyo3(signature = (data, *, base = 0, decode = true,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN, chunk_size = DEFAULT_CHUNK_SIZE))]
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
 fn verify_bytes(
     py: Python<'_>,
     data: PyBackedBytes,
-    base: u64,
+    base: i128,
     decode: bool,
-    max_payload: u32,
-    chunk_size: usize,
+    max_payload: i128,
+    chunk_size: i128,
 ) -> PyResult<ScanReport> {
     let opts = options(max_payload, chunk_size)?;
+    let base = bounded(base, "base", 0, u64::MAX)?;
     let inner = core::Scanner::from_bytes(data.to_vec(), base, opts);
     run_verify(py, inner, decode, None)
 }
