@@ -10,6 +10,7 @@ from __future__ import annotations
 from openmatch_persistence._core import (
     DEFAULT_MAX_PAYLOAD_LEN,
     HEADER_LEN,
+    OPERATION_KINDS,
     Balance,
     BalanceUpdated,
     BufferSealed,
@@ -24,6 +25,8 @@ from openmatch_persistence._core import (
     OrderSide,
     OrderStatus,
     OrderType,
+    Scanner,
+    ScanReport,
     State,
     StateChanges,
     Trade,
@@ -35,7 +38,11 @@ from openmatch_persistence._core import (
     encode,
     encode_many,
     from_json,
+    scan,
+    scan_bytes,
     to_json,
+    verify,
+    verify_bytes,
 )
 from openmatch_persistence.errors import (
     AofError,
@@ -62,6 +69,7 @@ from openmatch_persistence.errors import (
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_LEN",
     "HEADER_LEN",
+    "OPERATION_KINDS",
     "AofError",
     "Balance",
     "BalanceUpdated",
@@ -88,6 +96,8 @@ __all__ = [
     "OrderType",
     "OversizedFrameError",
     "RecoveryError",
+    "ScanReport",
+    "Scanner",
     "State",
     "StateChanges",
     "StoreError",
@@ -106,5 +116,9 @@ __all__ = [
     "encode",
     "encode_many",
     "from_json",
+    "scan",
+    "scan_bytes",
     "to_json",
+    "verify",
+    "verify_bytes",
 ]

@@ -6,6 +6,11 @@ import os
 import uuid
 from collections.abc import Iterable
 from typing import ClassVar, Final, final
+import enum
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Literal, final
 
 __version__: Final[str]
 DEFAULT_MAX_PAYLOAD_LEN: Final[int]
@@ -355,3 +360,100 @@ class State:
         epochs: Iterable[Epoch],
         position: int,
     ) -> State: ...
+# --- scanner -----------------------------------------------------------------
+
+OPERATION_KINDS: Final[list[str]]
+DEFAULT_CHUNK_SIZE: Final[int]
+
+@final
+class ScanReport:
+    """Where and why a scan stopped, and what it saw before."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def outcome(self) -> Literal["clean", "torn_tail", "corrupt"]: ...
+    @property
+    def is_clean(self) -> bool: ...
+    @property
+    def is_torn_tail(self) -> bool: ...
+    @property
+    def is_corrupt(self) -> bool: ...
+    @property
+    def cause(self) -> str | None: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def segment(self) -> str | None: ...
+    @property
+    def segment_start(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def tail_bytes(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def frames(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def counts(self) -> dict[str, int]: ...
+    @property
+    def first_epoch(self) -> int | None: ...
+    @property
+    def last_epoch(self) -> int | None: ...
+    def check(self, *, allow_torn_tail: bool = True) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Scanner:
+    """Iterates ``(position, operation)``; ``position`` is just past the frame."""
+
+    def __iter__(self) -> Scanner: ...
+    def __next__(self) -> tuple[int, Operation]: ...
+    def read_batch(self, size: int | None = None) -> list[tuple[int, Operation]]: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def result(self) -> ScanReport | None: ...
+    @property
+    def done(self) -> bool: ...
+
+def scan(
+    path: str | os.PathLike[str],
+    *,
+    start: int | None = None,
+    batch_size: int = ...,
+    max_payload: int = ...,
+    chunk_size: int = ...,
+) -> Scanner: ...
+def scan_bytes(
+    data: bytes | bytearray,
+    *,
+    base: int = 0,
+    batch_size: int = ...,
+    max_payload: int = ...,
+    chunk_size: int = ...,
+) -> Scanner: ...
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    start: int | None = None,
+    decode: bool = True,
+    progress: Callable[[int], object] | None = None,
+    max_payload: int = ...,
+    chunk_size: int = ...,
+) -> ScanReport: ...
+def verify_bytes(
+    data: bytes | bytearray,
+    *,
+    base: int = 0,
+    decode: bool = True,
+    max_payload: int = ...,
+    chunk_size: int = ...,
+) -> ScanReport: ...

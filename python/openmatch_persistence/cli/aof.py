@@ -1,26 +1,77 @@
-"""``openmatch-persistence aof ...``: AOF files as JSON lines and back."""
+"""``openmatch-persistence aof ...``: verify, dump, stats, repair, encode.
+
+PATH is a segment file or an AOF directory. Exit codes of ``verify``,
+``stats`` and ``dump``: 0 clean, 1 torn tail only (the warning an
+interrupted append leaves), 2 corruption or an error. ``dump`` prints
+nothing but JSON lines on stdout; everything else it says goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, TextIO
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import JsonFormatError
+from openmatch_persistence.errors import AofError, InvalidValueError, JsonFormatError
 from openmatch_persistence.fileio import write_file_atomically
+from openmatch_persistence.repair import describe, plan_repair, repair
+
+EXIT_CLEAN = 0
+EXIT_TORN_TAIL = 1
+EXIT_CORRUPT = 2
+
+#: Inputs smaller than this finish before a progress bar would help.
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
-    aof = subparsers.add_parser("aof", help="inspect and convert AOF files")
+    aof = subparsers.add_parser("aof", help="inspect, check, repair and convert AOF files")
     commands = aof.add_subparsers(dest="aof_command", metavar="AOF_COMMAND", required=True)
+    path_help = "a segment file or an AOF directory"
+
+    verify = commands.add_parser(
+        "verify",
+        help="check every frame; exit 0 clean, 1 torn tail only, 2 corruption",
+    )
+    verify.add_argument("path", help=path_help)
+    verify.add_argument("--from", dest="start", type=_position, help="start at this position")
+    verify.add_argument(
+        "--frames-only",
+        action="store_true",
+        help="check lengths and checksums without decoding payloads (faster; no epochs)",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    verify.set_defaults(handler=cmd_verify)
 
     dump = commands.add_parser(
         "dump", help="print each operation as one JSON line (aof-format.md section 4)"
     )
-    dump.add_argument("path", help="an AOF segment file")
+    dump.add_argument("path", help=path_help)
+    dump.add_argument(
+        "--from", dest="start", type=_position, help="start at this position (a frame boundary)"
+    )
+    dump.add_argument("--limit", type=_count, help="print at most N operations")
     dump.set_defaults(handler=cmd_dump)
+
+    stats = commands.add_parser("stats", help="segments, frames and operations per kind")
+    stats.add_argument("path", help=path_help)
+    stats.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    stats.set_defaults(handler=cmd_stats)
+
+    rep = commands.add_parser(
+        "repair",
+        help="cut the AOF at its first bad frame, after backing up what is cut",
+    )
+    rep.add_argument("path", help=path_help)
+    mode = rep.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--yes", action="store_true", help="really cut (backups are kept)")
+    mode.add_argument("--dry-run", action="store_true", help="only say what would be cut")
+    rep.set_defaults(handler=cmd_repair)
 
     encode = commands.add_parser("encode", help="write an AOF file from JSON lines")
     encode.add_argument("jsonl", help="a file of JSON lines, one operation each ('-' for stdin)")
@@ -28,14 +79,219 @@ def register(subparsers: Any) -> None:
     encode.set_defaults(handler=cmd_encode)
 
 
-def cmd_dump(args: argparse.Namespace) -> int:
-    with open(args.path, "rb") as f:
-        data = f.read()
+def _position(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a position: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a position is never negative: {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    return _position(text)
+
+
+# --- progress -----------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only on a terminal.
+
+    Hand-rolled (30 lines) rather than a dependency such as tqdm: the
+    package's runtime dependencies are the database drivers only, and this
+    bar needs nothing more than a byte count and ``\\r``.
+    """
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.label = label
+        self.enabled = total >= PROGRESS_MIN_BYTES and self.stream.isatty()
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and done < self.total:
+            return
+        self.last_draw = now
+        frac = min(1.0, done / self.total) if self.total else 1.0
+        width = 30
+        filled = int(frac * width)
+        rate = done / max(now - self.started, 1e-9) / 1e6
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{frac:4.0%} {done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB {rate:,.0f} MB/s"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _input_size(path: Path) -> int:
+    """Bytes a scan of ``path`` reads (for the progress bar only)."""
+    try:
+        if path.is_dir():
+            entries = os.scandir(path)
+            return sum(e.stat().st_size for e in entries if e.name.endswith(".aof") and e.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# --- reports ------------------------------------------------------------------
+
+
+def _exit_code(report: _core.ScanReport) -> int:
+    if report.is_clean:
+        return EXIT_CLEAN
+    if report.is_torn_tail:
+        return EXIT_TORN_TAIL
+    return EXIT_CORRUPT
+
+
+def _say_outcome(report: _core.ScanReport) -> None:
+    """The warning or error for a stop that is not clean, on stderr."""
+    if report.is_torn_tail:
+        print(
+            f"openmatch-persistence: warning: {report.message} "
+            f"(an interrupted append; `aof repair` can cut it)",
+            file=sys.stderr,
+        )
+    elif report.is_corrupt:
+        print(
+            f"openmatch-persistence: error: {report.message}; the data after it was not read",
+            file=sys.stderr,
+        )
+
+
+def _summary(report: _core.ScanReport, out: TextIO) -> None:
+    segments = f" ({report.segments} segment{'s' if report.segments != 1 else ''})"
+    out.write(f"path:     {report.path}{segments}\n")
+    out.write(f"frames:   {report.frames:,}\n")
+    out.write(f"bytes:    {report.bytes:,} (positions {report.start}..{report.position})\n")
+    for kind, n in report.counts.items():
+        if n:
+            out.write(f"  {kind:<16}{n:>14,}\n")
+    first = "-" if report.first_epoch is None else str(report.first_epoch)
+    last = "-" if report.last_epoch is None else str(report.last_epoch)
+    out.write(f"epochs:   first {first}, last {last}\n")
+    label = {"clean": "clean", "torn_tail": "TORN TAIL (warning)", "corrupt": "CORRUPT"}
+    out.write(f"outcome:  {label[report.outcome]}")
+    if not report.is_clean:
+        out.write(f": {report.message}")
+    out.write("\n")
+
+
+def _verify(path: Path, start: int | None, decode: bool, label: str) -> _core.ScanReport:
+    progress = Progress(_input_size(path), label)
+    try:
+        return _core.verify(
+            path, start=start, decode=decode, progress=progress.update if progress.enabled else None
+        )
+    finally:
+        progress.close()
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = _verify(Path(args.path), args.start, not args.frames_only, "verify")
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        _summary(report, sys.stdout)
+        sys.stdout.flush()
+    _say_outcome(report)
+    return _exit_code(report)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    report = _verify(path, None, True, "stats")
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        _say_outcome(report)
+        return _exit_code(report)
     out = sys.stdout
-    for op in _core.decode_all(data):
-        out.write(_core.to_json(op))
-        out.write("\n")
-    return 0
+    _summary(report, out)
+    if report.frames:
+        out.write(f"average frame: {report.bytes / report.frames:,.1f} bytes\n")
+        for kind, n in report.counts.items():
+            if n:
+                out.write(f"  {kind:<16}{n / report.frames:>8.1%}\n")
+    if path.is_dir():
+        out.write("segments:\n")
+        for name in sorted(os.listdir(path)):
+            if name.endswith(".aof") and len(name) == 24 and name[:20].isdigit():
+                size = (path / name).stat().st_size
+                start = int(name[:20])
+                out.write(f"  {name}  start {start:>14,}  end {start + size:>14,}  {size:>14,} B\n")
+    out.flush()
+    _say_outcome(report)
+    return _exit_code(report)
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    scanner = _core.scan(path, start=args.start)
+    limit: int | None = args.limit
+    out = sys.stdout
+    to_json = _core.to_json
+    progress = Progress(_input_size(path), "dump")
+    printed = 0
+    try:
+        while limit is None or printed < limit:
+            want = 4096 if limit is None else min(4096, limit - printed)
+            batch = scanner.read_batch(want)
+            if not batch:
+                break
+            out.write("".join(to_json(op) + "\n" for _, op in batch))
+            printed += len(batch)
+            progress.update(scanner.position)
+    finally:
+        progress.close()
+    out.flush()
+    report = scanner.result
+    if report is None:
+        # Stopped by --limit: say where to go on from.
+        print(
+            f"openmatch-persistence: {printed} operations; next position {scanner.position} "
+            f"(--from {scanner.position} to continue)",
+            file=sys.stderr,
+        )
+        return EXIT_CLEAN
+    _say_outcome(report)
+    return _exit_code(report)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        raise InvalidValueError(f"{path}: no such file or directory")
+    plan = plan_repair(path)
+    if not plan.needed:
+        print(f"{path}: {describe(plan)[0]}")
+        return EXIT_CLEAN
+    if args.dry_run:
+        print(f"{path}: dry run, nothing changed; a repair would:")
+        for line in describe(plan):
+            print(f"  {line}")
+        return _exit_code(plan.report)
+    result = repair(path, plan=plan)
+    print(f"{path}: repaired")
+    for line in describe(result.plan, result.removed):
+        print(f"  {line}")
+    print(f"  now: {result.after.message}")
+    return EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -43,8 +299,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         lines = sys.stdin.read().splitlines()
         source = "<stdin>"
     else:
-        with open(args.jsonl, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        try:
+            with open(args.jsonl, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise AofError(f"{args.jsonl}: {e.strerror}") from None
         source = args.jsonl
     frames = bytearray()
     count = 0

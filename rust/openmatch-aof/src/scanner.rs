@@ -1,1 +1,950 @@
-//! The replay scanner (issue 4). Placeholder until it lands.
+//! The replay scanner: walks a segment file or an AOF directory from a
+//! position, checks every frame, and says where and why it stopped.
+//!
+//! Reading is chunked (a buffer of [`ScanOptions::chunk_size`] that carries a
+//! partial frame over to the next read), so scanning a file of any size holds
+//! one buffer; a frame longer than the buffer grows it to exactly that frame,
+//! and only after its length passed the `max_payload` bound.
+//!
+//! # The recovery rule (`docs/recovery-rule.md`)
+//!
+//! As Redis' `aof-load-truncated`: damage at the very end of the *last*
+//! segment is what a crash leaves behind, and is a [`OutcomeKind::TornTail`]
+//! (a warning; the bytes may be cut off). That is
+//!
+//! * a frame whose header or payload runs past the end of the last segment
+//!   (cause `torn`), or
+//! * a zero length field where every byte from there to the end of the last
+//!   segment is zero (cause `zeroed_tail`: a preallocated or zero-extended
+//!   tail after a crash; no valid frame starts with a zero length).
+//!
+//! Everything else is [`OutcomeKind::Corrupt`], named by segment, offset and
+//! cause: a bad checksum, an oversized length, a zero length followed by
+//! non-zero bytes, an undecodable payload (anywhere, the last frame
+//! included), a torn frame at the end of a segment that is not the last
+//! (`torn_mid_log`: a later segment exists, so this one was complete once),
+//! and a gap or an overlap between one segment's end and the next's start.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+
+use crate::codec::{check_frame, decode_payload, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::segment::{list_segments, parse_segment_file_name, Segment};
+use crate::types::{AofOperation, OPERATION_KINDS};
+
+/// The default read size: large enough that `read(2)` and CRC dominate,
+/// small enough to stay a modest, bounded allocation.
+pub const DEFAULT_CHUNK_SIZE: usize = 4 * 1024 * 1024;
+
+/// How a scan reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Bound on a frame's length field, checked before any allocation.
+    pub max_payload: u32,
+    /// Bytes per read; the buffer grows past it only for a frame (bounded by
+    /// `max_payload`) that does not fit.
+    pub chunk_size: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_payload: DEFAULT_MAX_PAYLOAD_LEN,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+/// Why the scan stopped, in three classes that recovery treats differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Every byte up to the end was a good frame.
+    Clean,
+    /// The last segment ends in an interrupted append: expected after a crash.
+    TornTail,
+    /// Damage that a crash does not explain; the data behind it is not read.
+    Corrupt,
+}
+
+impl OutcomeKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OutcomeKind::Clean => "clean",
+            OutcomeKind::TornTail => "torn_tail",
+            OutcomeKind::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// The precise cause of a stop that is not clean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    /// A frame error; `Torn` only at the end of the last segment.
+    Frame(FrameErrorKind),
+    /// A zero length field with only zero bytes after it, to the end of the
+    /// last segment.
+    ZeroedTail,
+    /// A frame that runs past the end of a segment that is not the last.
+    TornMidLog(FrameErrorKind),
+    /// The next segment starts after the previous one ends.
+    SegmentGap { expected: u64, found: u64 },
+    /// A length field that runs past the end of the last segment, with an
+    /// intact frame inside the bytes it claims (at `intact_frame_at`, an
+    /// offset in the segment): a damaged length, not an interrupted append.
+    LengthPastEnd { intact_frame_at: u64 },
+    /// The next segment starts before the previous one ends.
+    SegmentOverlap { expected: u64, found: u64 },
+}
+
+impl StopCause {
+    /// A short stable name (the `cause` in Python and the CLI).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopCause::Frame(k) => k.name(),
+            StopCause::ZeroedTail => "zeroed_tail",
+            StopCause::TornMidLog(_) => "torn_mid_log",
+            StopCause::LengthPastEnd { .. } => "length_past_end",
+            StopCause::SegmentGap { .. } => "segment_gap",
+            StopCause::SegmentOverlap { .. } => "segment_overlap",
+        }
+    }
+}
+
+impl fmt::Display for StopCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopCause::Frame(k) => write!(f, "{k}"),
+            StopCause::ZeroedTail => write!(
+                f,
+                "zeroed tail: a zero length field and only zero bytes to the end of the last segment"
+            ),
+            StopCause::TornMidLog(k) => write!(
+                f,
+                "{k}, at the end of a segment that is not the last (a later segment exists, so this frame was complete once)"
+            ),
+            StopCause::LengthPastEnd { intact_frame_at } => write!(
+                f,
+                "the frame's length runs past the end of the last segment, but an intact frame starts inside it at offset {intact_frame_at}: a damaged length field, not an interrupted append"
+            ),
+            StopCause::SegmentGap { expected, found } => write!(
+                f,
+                "segment gap: the previous segment ends at position {expected} but the next starts at {found}"
+            ),
+            StopCause::SegmentOverlap { expected, found } => write!(
+                f,
+                "segment overlap: the previous segment ends at position {expected} but the next starts at {found}"
+            ),
+        }
+    }
+}
+
+/// Where and why a scan stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    pub kind: OutcomeKind,
+    /// `None` when clean.
+    pub cause: Option<StopCause>,
+    /// The position just past the last good frame: where a resumed scan, an
+    /// appender, or a repair's cut starts.
+    pub position: u64,
+    /// The segment holding `position` (or, for a gap or an overlap, the
+    /// segment that starts wrongly); `None` for in-memory input and for an
+    /// empty directory.
+    pub segment: Option<PathBuf>,
+    /// The position of the first byte of that segment.
+    pub segment_start: u64,
+    /// `position` as a byte offset inside that segment.
+    pub offset: u64,
+    /// For a torn tail: the bytes from `position` to the end of the last
+    /// segment, which a repair would cut.
+    pub tail_bytes: u64,
+}
+
+impl ScanOutcome {
+    /// One line naming segment, offset and cause.
+    pub fn describe(&self) -> String {
+        let place = match &self.segment {
+            Some(p) => format!("{}: offset {}", p.display(), self.offset),
+            None => format!("offset {}", self.offset),
+        };
+        match (&self.kind, &self.cause) {
+            (OutcomeKind::Clean, _) | (_, None) => {
+                format!("clean end at position {}", self.position)
+            }
+            (OutcomeKind::TornTail, Some(c)) => format!(
+                "{place} (position {}): torn tail of {} bytes: {c}",
+                self.position, self.tail_bytes
+            ),
+            (OutcomeKind::Corrupt, Some(c)) => {
+                format!("{place} (position {}): corrupt: {c}", self.position)
+            }
+        }
+    }
+}
+
+/// What a scan saw of the frames it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// The position the scan started at.
+    pub start: u64,
+    /// Good frames read.
+    pub frames: u64,
+    /// Bytes of those frames, headers included.
+    pub bytes: u64,
+    /// Good frames per operation kind, indexed as [`OPERATION_KINDS`].
+    pub counts: [u64; 6],
+    /// The epoch named by the first and last operation that names one
+    /// ([`AofOperation::epoch`]).
+    pub first_epoch: Option<u64>,
+    pub last_epoch: Option<u64>,
+    /// Segment files opened.
+    pub segments: u64,
+}
+
+impl ScanStats {
+    fn record(&mut self, frame_len: usize, kind: usize, epoch: Option<u64>) {
+        self.frames += 1;
+        self.bytes += frame_len as u64;
+        self.counts[kind] += 1;
+        if let Some(e) = epoch {
+            if self.first_epoch.is_none() {
+                self.first_epoch = Some(e);
+            }
+            self.last_epoch = Some(e);
+        }
+    }
+
+    /// `(kind name, count)` for every kind, in variant order.
+    pub fn kind_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        OPERATION_KINDS
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+    }
+}
+
+/// A finished scan: its statistics and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub stats: ScanStats,
+    pub outcome: ScanOutcome,
+}
+
+/// A scan that could not run: the input cannot be read, or the start
+/// position is not in it. Damage in the data is never this: it is the
+/// [`ScanOutcome`].
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: cannot start at position {position}: {reason}")]
+    BadStart {
+        path: String,
+        position: u64,
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path, source: io::Error) -> ScanError {
+    ScanError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A frame whose length and checksum are good, in the scanner's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    /// Position of the frame's first byte.
+    pub start: u64,
+    /// Position just past the frame: where a scan resumes after it.
+    pub end: u64,
+    pub payload: &'a [u8],
+}
+
+/// One input of the scan: a segment file, or bytes in memory.
+struct Source {
+    path: Option<PathBuf>,
+    /// Position of the source's byte 0.
+    start: u64,
+    /// Where to begin reading inside it.
+    offset: u64,
+}
+
+/// The segment being read.
+struct Cursor {
+    reader: Box<dyn Read + Send + Sync>,
+    path: Option<PathBuf>,
+    seg_start: u64,
+    is_last: bool,
+    buf: Vec<u8>,
+    /// The unread frames are `buf[lo..hi]`.
+    lo: usize,
+    hi: usize,
+    /// Offset in the segment of `buf[0]`.
+    buf_offset: u64,
+    eof: bool,
+    /// Bytes the segment had left when opened: a small segment gets a small
+    /// buffer. Only a hint (a file may grow); reads go on to end of file.
+    size_hint: u64,
+}
+
+impl Cursor {
+    fn pos_of(&self, idx: usize) -> u64 {
+        self.seg_start + self.buf_offset + idx as u64
+    }
+
+    fn offset_of(&self, idx: usize) -> u64 {
+        self.buf_offset + idx as u64
+    }
+
+    /// Moves the unread bytes to the front and reads until the buffer holds
+    /// at least `need` unread bytes (and a chunk, if the segment has one),
+    /// or the segment ends.
+    ///
+    /// `need` is at most `HEADER_LEN + max_payload` (the length field was
+    /// bounded before we got here), and the buffer grows towards it one
+    /// chunk at a time, only as bytes actually arrive: a corrupt length at
+    /// the end of a short file costs at most one chunk, never the length.
+    fn fill(&mut self, need: usize, chunk: usize) -> io::Result<()> {
+        if self.lo > 0 {
+            self.buf.copy_within(self.lo..self.hi, 0);
+            self.buf_offset += self.lo as u64;
+            self.hi -= self.lo;
+            self.lo = 0;
+        }
+        let hint = usize::try_from(self.size_hint.saturating_add(1)).unwrap_or(usize::MAX);
+        let target = need.max(chunk.min(hint));
+        while self.hi < target {
+            if self.hi == self.buf.len() {
+                let grown = self.buf.len().saturating_add(chunk).min(target);
+                self.buf.resize(grown, 0);
+            }
+            match self.reader.read(&mut self.buf[self.hi..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.hi += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a zero length at `idx`: true if every byte from there to the
+    /// end of the segment is zero. Reads (and drops) the rest of the segment
+    /// in chunks; returns the byte count from `idx` to the end.
+    fn rest_is_zero(&mut self, chunk: usize) -> io::Result<(bool, u64)> {
+        let mut count = 0u64;
+        loop {
+            let unread = &self.buf[self.lo..self.hi];
+            if unread.iter().any(|&b| b != 0) {
+                return Ok((false, count));
+            }
+            count += unread.len() as u64;
+            self.buf_offset += self.hi as u64;
+            self.lo = 0;
+            self.hi = 0;
+            if self.eof {
+                return Ok((true, count));
+            }
+            self.fill(1, chunk)?;
+        }
+    }
+}
+
+/// The replay scanner. Pull frames with [`Scanner::next_raw`],
+/// [`Scanner::next_op`] or [`Scanner::next_batch`]; after `None`,
+/// [`Scanner::outcome`] says why it stopped.
+pub struct Scanner {
+    /// What the caller named, for messages.
+    origin: String,
+    opts: ScanOptions,
+    pending: VecDeque<Source>,
+    /// In-memory input, consumed when its cursor opens.
+    bytes: Option<Vec<u8>>,
+    cursor: Option<Cursor>,
+    /// Where the current segment's successor must start.
+    stats: ScanStats,
+    outcome: Option<ScanOutcome>,
+}
+
+impl Scanner {
+    /// Scans `path` (a segment file or an AOF directory) from `start`, or
+    /// from the beginning of what is there when `None`.
+    pub fn open(path: &Path, start: Option<u64>, opts: ScanOptions) -> Result<Self, ScanError> {
+        let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        let segments = if meta.is_dir() {
+            list_segments(path).map_err(|e| io_err(path, e))?
+        } else {
+            // A file named like a segment keeps its positions; any other
+            // file is a segment that starts at position 0.
+            let seg_start = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_segment_file_name)
+                .unwrap_or(0);
+            vec![Segment {
+                start: seg_start,
+                path: path.to_path_buf(),
+                len: meta.len(),
+            }]
+        };
+        let origin = path.display().to_string();
+        let bad_start = |position: u64, reason: String| ScanError::BadStart {
+            path: origin.clone(),
+            position,
+            reason,
+        };
+        let Some(first) = segments.first() else {
+            // An empty directory: a clean, empty log.
+            let position = start.unwrap_or(0);
+            if position != 0 {
+                return Err(bad_start(position, "the directory has no segments".into()));
+            }
+            let mut s = Self::with_sources(origin, opts, VecDeque::new(), None);
+            s.stats.start = 0;
+            return Ok(s);
+        };
+        let position = start.unwrap_or(first.start);
+        if position < first.start {
+            return Err(bad_start(
+                position,
+                format!(
+                    "the first segment starts at position {} ({}); earlier positions are not here",
+                    first.start,
+                    first.path.display()
+                ),
+            ));
+        }
+        // The segment holding `position`: the last one starting at or before it.
+        let idx = segments
+            .iter()
+            .rposition(|s| s.start <= position)
+            .expect("the first segment starts at or before position");
+        let seg = &segments[idx];
+        if position > seg.end() {
+            let reason = if idx + 1 == segments.len() {
+                format!("the AOF ends at position {}", seg.end())
+            } else {
+                format!(
+                    "it lies in a gap after {} (which ends at position {})",
+                    seg.path.display(),
+                    seg.end()
+                )
+            };
+            return Err(bad_start(position, reason));
+        }
+        let mut pending: VecDeque<Source> = segments[idx..]
+            .iter()
+            .map(|s| Source {
+                path: Some(s.path.clone()),
+                start: s.start,
+                offset: 0,
+            })
+            .collect();
+        pending[0].offset = position - seg.start;
+        let mut s = Self::with_sources(origin, opts, pending, None);
+        s.stats.start = position;
+        Ok(s)
+    }
+
+    /// Scans bytes in memory as one segment starting at position `base`.
+    pub fn from_bytes(data: Vec<u8>, base: u64, opts: ScanOptions) -> Self {
+        let mut pending = VecDeque::new();
+        pending.push_back(Source {
+            path: None,
+            start: base,
+            offset: 0,
+        });
+        let mut s = Self::with_sources("<bytes>".into(), opts, pending, Some(data));
+        s.stats.start = base;
+        s
+    }
+
+    fn with_sources(
+        origin: String,
+        opts: ScanOptions,
+        pending: VecDeque<Source>,
+        bytes: Option<Vec<u8>>,
+    ) -> Self {
+        let opts = ScanOptions {
+            max_payload: opts.max_payload,
+            chunk_size: opts.chunk_size.max(1),
+        };
+        Scanner {
+            origin,
+            opts,
+            pending,
+            bytes,
+            cursor: None,
+            stats: ScanStats::default(),
+            outcome: None,
+        }
+    }
+
+    /// What the scan was opened on.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn stats(&self) -> &ScanStats {
+        &self.stats
+    }
+
+    /// Why the scan stopped; `None` until it has.
+    pub fn outcome(&self) -> Option<&ScanOutcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The position after the last good frame handed out so far.
+    pub fn position(&self) -> u64 {
+        match &self.cursor {
+            Some(c) => c.pos_of(c.lo),
+            None => self
+                .outcome
+                .as_ref()
+                .map_or(self.stats.start, |o| o.position),
+        }
+    }
+
+    /// The report once the scan has stopped.
+    pub fn report(&self) -> Option<ScanReport> {
+        self.outcome.clone().map(|outcome| ScanReport {
+            stats: self.stats.clone(),
+            outcome,
+        })
+    }
+
+    fn stop(&mut self, kind: OutcomeKind, cause: Option<StopCause>, tail_bytes: u64) {
+        let (segment, segment_start, offset, position) = match &self.cursor {
+            Some(c) => (
+                c.path.clone(),
+                c.seg_start,
+                c.offset_of(c.lo),
+                c.pos_of(c.lo),
+            ),
+            None => (None, 0, 0, self.stats.start),
+        };
+        self.outcome = Some(ScanOutcome {
+            kind,
+            cause,
+            position,
+            segment,
+            segment_start,
+            offset,
+            tail_bytes,
+        });
+        self.cursor = None;
+        self.pending.clear();
+    }
+
+    /// Opens the next source; on a gap or an overlap, stops the scan.
+    /// Returns false when there is nothing more to read.
+    fn open_next(&mut self) -> Result<bool, ScanError> {
+        let Some(src) = self.pending.pop_front() else {
+            return Ok(false);
+        };
+        if let Some(prev) = &self.cursor {
+            let expected = prev.pos_of(prev.lo);
+            if src.start != expected {
+                let cause = if src.start > expected {
+                    StopCause::SegmentGap {
+                        expected,
+                        found: src.start,
+                    }
+                } else {
+                    StopCause::SegmentOverlap {
+                        expected,
+                        found: src.start,
+                    }
+                };
+                // Named by the segment that starts wrongly; the position is
+                // the end of the last good data.
+                self.outcome = Some(ScanOutcome {
+                    kind: OutcomeKind::Corrupt,
+                    cause: Some(cause),
+                    position: expected,
+                    segment: src.path.clone(),
+                    segment_start: src.start,
+                    offset: 0,
+                    tail_bytes: 0,
+                });
+                self.cursor = None;
+                self.pending.clear();
+                return Ok(false);
+            }
+        }
+        let (reader, size_hint): (Box<dyn Read + Send + Sync>, u64) = match &src.path {
+            Some(p) => {
+                let mut f = File::open(p).map_err(|e| io_err(p, e))?;
+                if src.offset > 0 {
+                    f.seek(SeekFrom::Start(src.offset))
+                        .map_err(|e| io_err(p, e))?;
+                }
+                let len = f.metadata().map_err(|e| io_err(p, e))?.len();
+                (Box::new(f), len.saturating_sub(src.offset))
+            }
+            None => {
+                let data = self.bytes.take().unwrap_or_default();
+                let len = data.len() as u64;
+                (Box::new(io::Cursor::new(data)), len)
+            }
+        };
+        // Reuse the previous segment's buffer.
+        let buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
+        self.stats.segments += u64::from(src.path.is_some());
+        self.cursor = Some(Cursor {
+            reader,
+            path: src.path,
+            seg_start: src.start,
+            is_last: self.pending.is_empty(),
+            buf,
+            lo: 0,
+            hi: 0,
+            buf_offset: src.offset,
+            eof: false,
+            size_hint,
+        });
+        Ok(true)
+    }
+
+    fn cursor_path(&self) -> PathBuf {
+        self.cursor
+            .as_ref()
+            .and_then(|c| c.path.clone())
+            .unwrap_or_else(|| PathBuf::from(&self.origin))
+    }
+
+    /// Finds the next good frame; returns `(lo, frame_len)` in the cursor's
+    /// buffer without consuming it, or `None` once stopped.
+    fn advance(&mut self) -> Result<Option<(usize, usize)>, ScanError> {
+        loop {
+            if self.outcome.is_some() {
+                return Ok(None);
+            }
+            let Some(c) = self.cursor.as_mut() else {
+                if !self.open_next()? {
+                    if self.outcome.is_none() {
+                        self.stop(OutcomeKind::Clean, None, 0);
+                    }
+                    return Ok(None);
+                }
+                continue;
+            };
+            let base = c.offset_of(c.lo);
+            match check_frame(&c.buf[c.lo..c.hi], base, self.opts.max_payload) {
+                Ok(raw) => return Ok(Some((c.lo, raw.frame_len))),
+                Err(e) => match e.kind {
+                    FrameErrorKind::Torn { needed, .. } if !c.eof => {
+                        let need = needed as usize;
+                        let chunk = self.opts.chunk_size;
+                        if let Err(err) = c.fill(need, chunk) {
+                            let p = self.cursor_path();
+                            return Err(io_err(&p, err));
+                        }
+                    }
+                    FrameErrorKind::Torn { .. } if c.lo == c.hi => {
+                        // The segment ended on a frame boundary.
+                        if self.pending.is_empty() {
+                            self.stop(OutcomeKind::Clean, None, 0);
+                            return Ok(None);
+                        }
+                        if !self.open_next()? {
+                            return Ok(None);
+                        }
+                    }
+                    FrameErrorKind::Torn { .. } => {
+                        let tail = (c.hi - c.lo) as u64;
+                        if c.is_last {
+                            // At end of file the buffer holds the whole rest of the segment.
+                            let rest = &c.buf[c.lo..c.hi];
+                            match find_intact_frame(rest, self.opts.max_payload) {
+                                None => self.stop(
+                                    OutcomeKind::TornTail,
+                                    Some(StopCause::Frame(e.kind)),
+                                    tail,
+                                ),
+                                Some(at) => {
+                                    let cause = StopCause::LengthPastEnd {
+                                        intact_frame_at: base + at as u64,
+                                    };
+                                    self.stop(OutcomeKind::Corrupt, Some(cause), 0);
+                                }
+                            }
+                        } else {
+                            self.stop(OutcomeKind::Corrupt, Some(StopCause::TornMidLog(e.kind)), 0);
+                        }
+                        return Ok(None);
+                    }
+                    FrameErrorKind::ZeroLength if c.is_last => {
+                        let lo = c.lo;
+                        let buf_offset = c.buf_offset;
+                        let chunk = self.opts.chunk_size;
+                        let (zero, count) = match c.rest_is_zero(chunk) {
+                            Ok(r) => r,
+                            Err(err) => {
+                                let p = self.cursor_path();
+                                return Err(io_err(&p, err));
+                            }
+                        };
+                        // Report at the zero length field, not where the check ended.
+                        let c = self.cursor.as_mut().expect("cursor is open");
+                        let offset = buf_offset + lo as u64;
+                        c.buf_offset = offset;
+                        c.lo = 0;
+                        c.hi = 0;
+                        if zero {
+                            self.stop(OutcomeKind::TornTail, Some(StopCause::ZeroedTail), count);
+                        } else {
+                            self.stop(
+                                OutcomeKind::Corrupt,
+                                Some(StopCause::Frame(FrameErrorKind::ZeroLength)),
+                                0,
+                            );
+                        }
+                        return Ok(None);
+                    }
+                    kind => {
+                        self.stop(OutcomeKind::Corrupt, Some(StopCause::Frame(kind)), 0);
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The next frame whose length and checksum are good, payload not
+    /// decoded and not counted in the stats; `None` once the scan stopped.
+    pub fn next_raw(&mut self) -> Result<Option<RawFrame<'_>>, ScanError> {
+        let Some((lo, len)) = self.advance()? else {
+            return Ok(None);
+        };
+        let c = self
+            .cursor
+            .as_mut()
+            .expect("advance leaves the cursor open");
+        c.lo = lo + len;
+        Ok(Some(RawFrame {
+            start: c.pos_of(lo),
+            end: c.pos_of(lo + len),
+            payload: &c.buf[lo + crate::codec::HEADER_LEN..lo + len],
+        }))
+    }
+
+    /// The next operation with the position just past its frame (where a
+    /// scan resumes after it); `None` once the scan stopped. An undecodable
+    /// payload stops the scan as corrupt at that frame.
+    pub fn next_op(&mut self) -> Result<Option<(u64, AofOperation)>, ScanError> {
+        let Some((lo, len)) = self.advance()? else {
+            return Ok(None);
+        };
+        let c = self
+            .cursor
+            .as_mut()
+            .expect("advance leaves the cursor open");
+        match decode_payload_fast(&c.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
+            Ok(op) => {
+                c.lo = lo + len;
+                let end = c.pos_of(c.lo);
+                self.stats.record(len, op.kind_index(), op.epoch());
+                Ok(Some((end, op)))
+            }
+            Err(kind) => {
+                self.stop(OutcomeKind::Corrupt, Some(StopCause::Frame(kind)), 0);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Appends up to `max` operations to `out`; returns how many. Zero means
+    /// the scan stopped.
+    pub fn next_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<(u64, AofOperation)>,
+    ) -> Result<usize, ScanError> {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.next_op()? {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        Ok(out.len() - before)
+    }
+
+    /// Reads to the end, decoding every payload, and reports.
+    pub fn verify(mut self) -> Result<ScanReport, ScanError> {
+        while !self.verify_step(u64::MAX, true)? {}
+        Ok(self.report().expect("a finished scan has an outcome"))
+    }
+
+    /// Reads to the end checking lengths and checksums only, and reports.
+    /// See [`Scanner::verify_step`] with `decode = false`.
+    pub fn verify_frames(mut self) -> Result<ScanReport, ScanError> {
+        while !self.verify_step(u64::MAX, false)? {}
+        Ok(self.report().expect("a finished scan has an outcome"))
+    }
+
+    /// Verifies about `max_bytes` more bytes of frames (at least one frame),
+    /// counting them in the stats; returns true once the scan stopped.
+    ///
+    /// With `decode = false` payloads are not decoded: the kind comes from
+    /// the variant tag and epochs are not recorded. Faster; it misses a
+    /// payload with a good checksum that does not decode (which only a
+    /// buggy writer produces, never a crash or a flipped bit).
+    pub fn verify_step(&mut self, max_bytes: u64, decode: bool) -> Result<bool, ScanError> {
+        let until = self.stats.bytes.saturating_add(max_bytes);
+        while self.stats.bytes < until {
+            if decode {
+                if self.next_op()?.is_none() {
+                    return Ok(true);
+                }
+                continue;
+            }
+            let Some((lo, len)) = self.advance()? else {
+                return Ok(true);
+            };
+            let c = self
+                .cursor
+                .as_mut()
+                .expect("advance leaves the cursor open");
+            let payload = &c.buf[lo + crate::codec::HEADER_LEN..lo + len];
+            let tag = payload
+                .get(..4)
+                .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize)
+                .filter(|&t| t < OPERATION_KINDS.len());
+            match tag {
+                Some(kind) => {
+                    c.lo = lo + len;
+                    self.stats.record(len, kind, None);
+                }
+                None => {
+                    let reason = "unknown operation variant tag".to_string();
+                    self.stop(
+                        OutcomeKind::Corrupt,
+                        Some(StopCause::Frame(FrameErrorKind::Undecodable { reason })),
+                        0,
+                    );
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(self.outcome.is_some())
+    }
+}
+
+/// [`decode_payload`], faster on the good path: bincode's slice reader
+/// (borrowing strings from the payload) instead of its `io::Read` path,
+/// which copies every string through a scratch buffer. Trailing bytes are
+/// rejected here too; any error is re-derived by `decode_payload` itself so
+/// that the two never disagree on the cause.
+pub fn decode_payload_fast(payload: &[u8]) -> Result<AofOperation, FrameErrorKind> {
+    let fast = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .reject_trailing_bytes()
+        .with_limit(payload.len() as u64)
+        .deserialize::<AofOperation>(payload);
+    match fast {
+        Ok(op) => Ok(op),
+        Err(_) => decode_payload(payload),
+    }
+}
+
+/// The first offset after `rest[0]` where an intact, decodable frame starts.
+///
+/// A crash leaves a prefix of one frame at the end of the log, so the bytes
+/// of a torn tail never hold a whole frame of their own (short of one
+/// embedded in a payload's text). When they do, the "torn" frame's length
+/// field was damaged and the frames behind it are real: corruption, not a
+/// torn tail. `rest` is at most `HEADER_LEN + max_payload` bytes (the length
+/// field was bounded), and most offsets fail on the length bound or the
+/// CRC, so this stays cheap.
+fn find_intact_frame(rest: &[u8], max_payload: u32) -> Option<usize> {
+    (1..rest.len()).find(|&at| {
+        check_frame(&rest[at..], 0, max_payload)
+            .is_ok_and(|raw| decode_payload(raw.payload).is_ok())
+    })
+}
+
+/// Scans `path` from `start` to its end, decoding every payload.
+pub fn verify_path(
+    path: &Path,
+    start: Option<u64>,
+    opts: ScanOptions,
+) -> Result<ScanReport, ScanError> {
+    Scanner::open(path, start, opts)?.verify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_frame_into;
+    use crate::types::*;
+
+    fn ops(n: u64) -> Vec<AofOperation> {
+        (0..n)
+            .map(|i| AofOperation::EpochAdvanced(EpochId(i), EpochPhase::Match))
+            .collect()
+    }
+
+    fn frames(ops: &[AofOperation]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for op in ops {
+            encode_frame_into(op, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn small_chunks_carry_partial_frames_over() {
+        let ops = ops(500);
+        let data = frames(&ops);
+        let opts = ScanOptions {
+            chunk_size: 1,
+            ..Default::default()
+        };
+        let mut s = Scanner::from_bytes(data.clone(), 0, opts);
+        let mut got = Vec::new();
+        s.next_batch(usize::MAX, &mut got).unwrap();
+        assert_eq!(got.into_iter().map(|x| x.1).collect::<Vec<_>>(), ops);
+        let o = s.outcome().unwrap();
+        assert_eq!(o.kind, OutcomeKind::Clean);
+        assert_eq!(o.position, data.len() as u64);
+        assert_eq!(s.stats().first_epoch, Some(0));
+        assert_eq!(s.stats().last_epoch, Some(499));
+    }
+
+    #[test]
+    fn zeroed_tail_is_torn_but_zero_then_data_is_corrupt() {
+        let mut data = frames(&ops(3));
+        let good = data.len() as u64;
+        data.extend([0u8; 100]);
+        let r = Scanner::from_bytes(data.clone(), 0, Default::default())
+            .verify()
+            .unwrap();
+        assert_eq!(r.outcome.kind, OutcomeKind::TornTail);
+        assert_eq!(r.outcome.cause, Some(StopCause::ZeroedTail));
+        assert_eq!(r.outcome.position, good);
+        assert_eq!(r.outcome.tail_bytes, 100);
+        data.push(1);
+        let r = Scanner::from_bytes(data, 0, Default::default())
+            .verify()
+            .unwrap();
+        assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+        assert_eq!(r.outcome.position, good);
+        assert_eq!(r.stats.frames, 3);
+    }
+}

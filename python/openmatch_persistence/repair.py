@@ -1,0 +1,249 @@
+"""Cutting an AOF at its first bad frame, after saving what is cut.
+
+The scanner never drops data (``docs/recovery-rule.md``); this module is the
+one place that does, and only when asked. :func:`plan_repair` says what a
+repair would remove; :func:`repair` first copies every byte it will remove
+to a backup file beside its segment (mode 0600, fsynced, directory
+fsynced), then truncates the damaged segment at the first bad frame and
+deletes the segments after it (the last one first, so that a crash midway
+leaves a prefix of the log followed by bytes that are already backed up).
+
+Run it only while no writer has the AOF open.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openmatch_persistence import _core
+from openmatch_persistence.errors import AofError
+from openmatch_persistence.fileio import StrPath, fsync_directory
+
+_SEGMENT_NAME = re.compile(r"^[0-9]{20}\.aof$")
+_COPY_CHUNK = 8 * 1024 * 1024
+
+#: Causes after which the damaged frame's length field can be trusted, so
+#: the frames behind it can still be counted.
+_LENGTH_TRUSTED = frozenset({"checksum_mismatch", "undecodable_payload", "trailing_bytes"})
+
+
+@dataclass(frozen=True)
+class RemovedPart:
+    """Bytes a repair removes from one segment file."""
+
+    segment: str
+    #: Where the cut starts in the file; 0 with ``removes_file`` for a
+    #: segment deleted whole.
+    offset: int
+    bytes: int
+    #: True when the file is deleted, not truncated.
+    removes_file: bool
+    #: The backup file, once written.
+    backup: str | None = None
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """What a repair of ``path`` removes, from the scan that found the damage."""
+
+    path: str
+    report: _core.ScanReport
+    parts: tuple[RemovedPart, ...]
+    #: Frames damaged at the cut: 1 for a bad or torn frame, 0 for a zeroed
+    #: tail or a gap between segments.
+    damaged_frames: int
+    #: Intact frames found behind the damage (a lower bound: counting stops
+    #: at the next damage in each file).
+    intact_frames: int
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.parts)
+
+    @property
+    def cut_position(self) -> int:
+        return self.report.position
+
+    @property
+    def bytes_removed(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+    @property
+    def frames_removed(self) -> int:
+        return self.damaged_frames + self.intact_frames
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    plan: RepairPlan
+    #: The parts as removed, each with its backup file.
+    removed: tuple[RemovedPart, ...]
+    #: The scan after the repair.
+    after: _core.ScanReport
+    backups: tuple[str, ...] = field(default=())
+
+
+def _segments_after(path: Path, segment: Path) -> list[Path]:
+    """The segment files of directory ``path`` that come after ``segment``."""
+    if not path.is_dir():
+        return []
+    names = sorted(n for n in os.listdir(path) if _SEGMENT_NAME.match(n))
+    return [path / n for n in names if n > segment.name]
+
+
+def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int) -> int:
+    """Good frames behind the damaged one, in the same segment."""
+    if report.cause not in _LENGTH_TRUSTED:
+        return 0
+    with open(seg, "rb") as f:
+        f.seek(report.offset)
+        header = f.read(_core.HEADER_LEN)
+    if len(header) < _core.HEADER_LEN:
+        return 0
+    skip = report.offset + _core.HEADER_LEN + int.from_bytes(header[:4], "little")
+    if skip >= size:
+        return 0
+    return _core.verify(seg, start=report.segment_start + skip).frames
+
+
+def plan_repair(path: StrPath) -> RepairPlan:
+    """Scans ``path`` (a segment file or an AOF directory) and says what a
+    repair would remove; changes nothing."""
+    root = Path(path)
+    report = _core.verify(root)
+    if report.is_clean or report.segment is None:
+        return RepairPlan(str(root), report, (), 0, 0)
+    seg = Path(report.segment)
+    size = seg.stat().st_size
+    parts: list[RemovedPart] = []
+    cause = report.cause
+    intact = 0
+    if cause in ("segment_gap", "segment_overlap"):
+        # The segment that starts at the wrong position goes whole, with
+        # everything after it; the log ends where the previous one ends.
+        parts.append(RemovedPart(str(seg), 0, size, removes_file=True))
+        intact += _core.verify(seg).frames
+        damaged = 0
+    else:
+        parts.append(RemovedPart(str(seg), report.offset, size - report.offset, removes_file=False))
+        intact += _intact_frames_after(report, seg, size)
+        damaged = 0 if cause == "zeroed_tail" else 1
+    for later in _segments_after(root, seg):
+        parts.append(RemovedPart(str(later), 0, later.stat().st_size, removes_file=True))
+        intact += _core.verify(later).frames
+    return RepairPlan(str(root), report, tuple(parts), damaged, intact)
+
+
+def _backup_name(part: RemovedPart, stamp: str) -> Path:
+    seg = Path(part.segment)
+    what = "whole" if part.removes_file else f"from-{part.offset}"
+    return seg.with_name(f"{seg.name}.repair-{stamp}.{what}.bak")
+
+
+def _write_backup(part: RemovedPart, target: Path) -> None:
+    """Copies the part's bytes to ``target`` (new, 0600) and fsyncs it."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise AofError(f"{target}: cannot create the repair backup: {e.strerror}") from e
+    try:
+        with open(part.segment, "rb") as src:
+            src.seek(part.offset)
+            left = part.bytes
+            while left:
+                chunk = src.read(min(_COPY_CHUNK, left))
+                if not chunk:
+                    raise AofError(f"{part.segment}: changed during repair (shorter than planned)")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                left -= len(chunk)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        target.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _apply(part: RemovedPart) -> None:
+    seg = Path(part.segment)
+    if part.removes_file:
+        seg.unlink()
+        return
+    fd = os.open(seg, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, part.offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def repair(path: StrPath, *, plan: RepairPlan | None = None) -> RepairResult:
+    """Cuts ``path`` at its first bad frame after backing up what goes.
+
+    ``plan`` (from :func:`plan_repair`) is re-checked against a fresh scan:
+    if the AOF changed since, the repair refuses rather than cut elsewhere.
+    """
+    fresh = plan_repair(path)
+    if plan is not None and (fresh.parts != plan.parts):
+        raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
+    if not fresh.needed:
+        return RepairResult(fresh, (), fresh.report)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    done: list[RemovedPart] = []
+    dirs: set[Path] = set()
+    try:
+        for part in fresh.parts:
+            target = _backup_name(part, stamp)
+            _write_backup(part, target)
+            dirs.add(target.parent)
+            done.append(
+                RemovedPart(part.segment, part.offset, part.bytes, part.removes_file, str(target))
+            )
+        for d in dirs:
+            fsync_directory(d)
+        # Only now, with every removed byte durable elsewhere, cut: the last
+        # segment first.
+        for part in reversed(fresh.parts):
+            _apply(part)
+        for d in dirs:
+            fsync_directory(d)
+    except OSError as e:
+        if isinstance(e, AofError):
+            raise
+        raise AofError(f"{path}: repair failed: {e}") from e
+    after = _core.verify(Path(path))
+    return RepairResult(fresh, tuple(done), after, tuple(p.backup or "" for p in done))
+
+
+def describe(plan: RepairPlan, removed: Sequence[RemovedPart] = ()) -> list[str]:
+    """Lines saying what a repair removes (or removed)."""
+    if not plan.needed:
+        return ["nothing to repair: " + plan.report.message]
+    frames = f"{plan.damaged_frames} damaged frame(s)"
+    if plan.intact_frames:
+        frames += f" and at least {plan.intact_frames} intact frame(s) behind the damage"
+    lines = [
+        f"cut at position {plan.cut_position}: {plan.report.message}",
+        f"removes {plan.bytes_removed} bytes: {frames}",
+    ]
+    for part in removed or plan.parts:
+        what = (
+            f"whole file, {part.bytes} bytes"
+            if part.removes_file
+            else f"bytes {part.offset}..{part.offset + part.bytes} ({part.bytes} bytes)"
+        )
+        line = f"  {part.segment}: {what}"
+        if part.backup:
+            line += f" -> backup {part.backup}"
+        lines.append(line)
+    return lines
+
+
+__all__ = ["RemovedPart", "RepairPlan", "RepairResult", "describe", "plan_repair", "repair"]

@@ -1,0 +1,434 @@
+//! The replay scanner against damaged files: truncation at every byte, bit
+//! flips, zeroed tails, multi-segment directories, and arbitrary bytes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use openmatch_aof::codec::{encode_frame_into, HEADER_LEN};
+use openmatch_aof::scanner::{
+    decode_payload_fast, OutcomeKind, ScanOptions, ScanReport, Scanner, StopCause,
+};
+use openmatch_aof::segment::segment_file_name;
+use openmatch_aof::types::*;
+use proptest::prelude::*;
+
+fn uuid(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn sample_ops() -> Vec<AofOperation> {
+    let ts: chrono::DateTime<chrono::Utc> = "2026-02-27T21:35:25.123456789Z".parse().unwrap();
+    let order = Order {
+        id: OrderId(uuid(1)),
+        user_id: UserId(uuid(2)),
+        market: MarketPair {
+            base: "BTC".into(),
+            quote: "USDT".into(),
+        },
+        side: OrderSide::Buy,
+        order_type: OrderType::Limit,
+        status: OrderStatus::Active,
+        price: Some("50000.5".parse().unwrap()),
+        quantity: "1.25".parse().unwrap(),
+        remaining_qty: "1.25".parse().unwrap(),
+        sr_id: SpendRightId(uuid(3)),
+        epoch_id: Some(EpochId(7)),
+        origin_node: NodeId([9; 32]),
+        sequence: 3,
+        created_at: ts,
+        updated_at: ts,
+    };
+    let trade = Trade {
+        id: TradeId(uuid(4)),
+        epoch_id: EpochId(7),
+        market: order.market.clone(),
+        taker_order_id: OrderId(uuid(1)),
+        taker_user_id: UserId(uuid(2)),
+        maker_order_id: OrderId(uuid(5)),
+        maker_user_id: UserId(uuid(6)),
+        price: "50000".parse().unwrap(),
+        quantity: "0.5".parse().unwrap(),
+        quote_amount: "25000".parse().unwrap(),
+        taker_side: OrderSide::Buy,
+        matcher_node: NodeId([1; 32]),
+        executed_at: ts,
+    };
+    vec![
+        AofOperation::EpochAdvanced(EpochId(7), EpochPhase::Collect),
+        AofOperation::OrderReceived(order),
+        AofOperation::OrderCancelled(OrderId(uuid(8))),
+        AofOperation::BufferSealed(EpochId(7), [3; 32]),
+        AofOperation::TradeExecuted(trade),
+        AofOperation::BalanceUpdated(
+            UserId(uuid(2)),
+            "USDT".into(),
+            "1500.25".parse().unwrap(),
+            "0".parse().unwrap(),
+        ),
+        AofOperation::EpochAdvanced(EpochId(8), EpochPhase::Seal),
+    ]
+}
+
+/// The frames of `ops` and the end offset of each frame.
+fn encode(ops: &[AofOperation]) -> (Vec<u8>, Vec<u64>) {
+    let mut out = Vec::new();
+    let mut ends = Vec::new();
+    for op in ops {
+        encode_frame_into(op, &mut out).unwrap();
+        ends.push(out.len() as u64);
+    }
+    (out, ends)
+}
+
+fn small_chunks() -> ScanOptions {
+    ScanOptions {
+        chunk_size: 7,
+        ..Default::default()
+    }
+}
+
+fn scan_bytes(data: &[u8], opts: ScanOptions) -> (Vec<(u64, AofOperation)>, ScanReport) {
+    let mut s = Scanner::from_bytes(data.to_vec(), 0, opts);
+    let mut ops = Vec::new();
+    s.next_batch(usize::MAX, &mut ops).unwrap();
+    (ops, s.report().unwrap())
+}
+
+fn scan_path(path: &Path, start: Option<u64>) -> (Vec<(u64, AofOperation)>, ScanReport) {
+    let mut s = Scanner::open(path, start, Default::default()).unwrap();
+    let mut ops = Vec::new();
+    s.next_batch(usize::MAX, &mut ops).unwrap();
+    (ops, s.report().unwrap())
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("openmatch-scanner-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_is_clean_or_torn_tail_never_a_wrong_op() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    for cut in 0..=data.len() {
+        for opts in [ScanOptions::default(), small_chunks()] {
+            let (got, report) = scan_bytes(&data[..cut], opts);
+            let whole = ends.iter().filter(|&&e| e <= cut as u64).count();
+            assert_eq!(got.len(), whole, "cut at {cut}");
+            for (i, (pos, op)) in got.iter().enumerate() {
+                assert_eq!(*op, ops[i]);
+                assert_eq!(*pos, ends[i]);
+            }
+            let good_end = if whole == 0 { 0 } else { ends[whole - 1] };
+            assert_eq!(report.outcome.position, good_end, "cut at {cut}");
+            if good_end == cut as u64 {
+                assert_eq!(report.outcome.kind, OutcomeKind::Clean, "cut at {cut}");
+            } else {
+                assert_eq!(report.outcome.kind, OutcomeKind::TornTail, "cut at {cut}");
+                assert_eq!(report.outcome.tail_bytes, cut as u64 - good_end);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_bit_flip_is_detected() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    let last_start = ends[ends.len() - 2] as usize;
+    for byte in 0..data.len() {
+        for bit in 0..8 {
+            let mut bad = data.clone();
+            bad[byte] ^= 1 << bit;
+            let (got, report) = scan_bytes(&bad, ScanOptions::default());
+            // Every op handed out is one that was written, in order.
+            for (i, (_, op)) in got.iter().enumerate() {
+                assert_eq!(*op, ops[i], "flip {byte}.{bit}");
+            }
+            // The one flip a scan cannot tell from a crash: the last frame's
+            // length made longer than the file. Documented in recovery-rule.md.
+            let in_last_length = (last_start..last_start + 4).contains(&byte);
+            if in_last_length && report.outcome.kind == OutcomeKind::TornTail {
+                assert_eq!(got.len(), ops.len() - 1);
+                continue;
+            }
+            assert_eq!(
+                report.outcome.kind,
+                OutcomeKind::Corrupt,
+                "flip of bit {bit} of byte {byte}: {}",
+                report.outcome.describe()
+            );
+            assert!(got.len() < ops.len());
+        }
+    }
+}
+
+#[test]
+fn a_damaged_length_that_hides_intact_frames_is_corrupt_not_torn() {
+    let ops = sample_ops();
+    let (mut data, ends) = encode(&ops);
+    // Frame 2's length now claims past the end of the file.
+    let at = ends[1] as usize;
+    let claim = (data.len() - at) as u32;
+    data[at..at + 4].copy_from_slice(&claim.to_le_bytes());
+    let (got, report) = scan_bytes(&data, ScanOptions::default());
+    assert_eq!(got.len(), 2);
+    assert_eq!(report.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!(
+        report.outcome.cause.as_ref().unwrap().name(),
+        "length_past_end"
+    );
+    assert_eq!(report.outcome.position, ends[1]);
+}
+
+#[test]
+fn zeroed_tail_is_torn_zero_length_with_data_after_is_corrupt() {
+    let (mut data, ends) = encode(&sample_ops());
+    data.extend([0u8; 4096]);
+    let (_, r) = scan_bytes(&data, small_chunks());
+    assert_eq!(r.outcome.kind, OutcomeKind::TornTail);
+    assert_eq!(r.outcome.cause, Some(StopCause::ZeroedTail));
+    assert_eq!(r.outcome.position, *ends.last().unwrap());
+    assert_eq!(r.outcome.tail_bytes, 4096);
+    // Fewer zero bytes than a header: an ordinary torn tail.
+    let (mut short, _) = encode(&sample_ops());
+    short.extend([0u8; 5]);
+    let (_, r) = scan_bytes(&short, Default::default());
+    assert_eq!(r.outcome.kind, OutcomeKind::TornTail);
+    assert_eq!(r.outcome.cause.as_ref().unwrap().name(), "torn");
+    // Zeros, then anything else: not a zeroed tail.
+    *data.last_mut().unwrap() = 1;
+    let (_, r) = scan_bytes(&data, small_chunks());
+    assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!(r.outcome.cause.as_ref().unwrap().name(), "zero_length");
+    assert_eq!(r.outcome.position, *ends.last().unwrap());
+}
+
+#[test]
+fn oversized_length_allocates_nothing_of_that_size() {
+    let (mut data, ends) = encode(&sample_ops());
+    let mut huge = vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4];
+    huge.extend([7u8; 64]);
+    data.extend(huge);
+    let opts = ScanOptions {
+        max_payload: 1024,
+        chunk_size: 64,
+    };
+    let (got, r) = scan_bytes(&data, opts);
+    assert_eq!(got.len(), sample_ops().len());
+    assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!(r.outcome.cause.as_ref().unwrap().name(), "oversized_length");
+    assert_eq!(r.outcome.position, *ends.last().unwrap());
+}
+
+fn write_segments(dir: &Path, pieces: &[(u64, &[u8])]) {
+    for (start, bytes) in pieces {
+        fs::write(dir.join(segment_file_name(*start)), bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_directory_is_one_log_across_segments() {
+    let ops = sample_ops();
+    let (a, _) = encode(&ops[..3]);
+    let (b, _) = encode(&ops[3..]);
+    let dir = TempDir::new("multi");
+    write_segments(&dir.0, &[(0, &a), (a.len() as u64, &b)]);
+    fs::write(dir.0.join("not-a-segment.aof.tmp"), b"junk").unwrap();
+    let (got, r) = scan_path(&dir.0, None);
+    assert_eq!(got.iter().map(|x| x.1.clone()).collect::<Vec<_>>(), ops);
+    assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+    assert_eq!(r.outcome.position, (a.len() + b.len()) as u64);
+    assert_eq!(r.stats.segments, 2);
+    assert_eq!(r.stats.first_epoch, Some(7));
+    assert_eq!(r.stats.last_epoch, Some(8));
+
+    // Resuming from every position handed out gives the rest.
+    for (i, (pos, _)) in got.iter().enumerate() {
+        let (rest, r) = scan_path(&dir.0, Some(*pos));
+        assert_eq!(rest.len(), ops.len() - i - 1);
+        assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+    }
+    // A position past the end, or before the first segment, is refused.
+    assert!(Scanner::open(&dir.0, Some(10_000), Default::default()).is_err());
+
+    // A segment file alone keeps its positions.
+    let second = dir.0.join(segment_file_name(a.len() as u64));
+    let (got2, r) = scan_path(&second, None);
+    assert_eq!(got2[0].0, got[3].0);
+    assert_eq!(r.outcome.position, (a.len() + b.len()) as u64);
+}
+
+#[test]
+fn gap_overlap_and_torn_mid_log_are_corruption() {
+    let ops = sample_ops();
+    let (a, _) = encode(&ops[..3]);
+    let (b, _) = encode(&ops[3..]);
+    let n = a.len() as u64;
+    for (name, second_start, cause) in [
+        ("gap", n + 1, "segment_gap"),
+        ("overlap", n - 1, "segment_overlap"),
+    ] {
+        let dir = TempDir::new(name);
+        write_segments(&dir.0, &[(0, &a), (second_start, &b)]);
+        let (got, r) = scan_path(&dir.0, None);
+        assert_eq!(got.len(), 3, "{name}");
+        assert_eq!(r.outcome.kind, OutcomeKind::Corrupt, "{name}");
+        assert_eq!(r.outcome.cause.as_ref().unwrap().name(), cause);
+        assert_eq!(r.outcome.position, n);
+        assert_eq!(
+            r.outcome.segment.as_deref(),
+            Some(dir.0.join(segment_file_name(second_start)).as_path())
+        );
+    }
+    // A torn frame at the end of a segment that is not the last.
+    let dir = TempDir::new("tornmid");
+    let torn = &a[..a.len() - 3];
+    write_segments(&dir.0, &[(0, torn), (torn.len() as u64, &b)]);
+    let (got, r) = scan_path(&dir.0, None);
+    assert_eq!(got.len(), 2);
+    assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!(r.outcome.cause.as_ref().unwrap().name(), "torn_mid_log");
+    // The same torn frame in the last segment is a torn tail.
+    let dir = TempDir::new("tornlast");
+    write_segments(&dir.0, &[(0, &b), (b.len() as u64, torn)]);
+    let (got, r) = scan_path(&dir.0, None);
+    assert_eq!(got.len(), ops.len() - 3 + 2);
+    assert_eq!(r.outcome.kind, OutcomeKind::TornTail);
+    let (_, ends_a) = encode(&ops[..3]);
+    assert_eq!(r.outcome.offset, ends_a[1]);
+    assert_eq!(r.outcome.position, b.len() as u64 + ends_a[1]);
+}
+
+#[test]
+fn empty_directory_and_empty_file_are_clean() {
+    let dir = TempDir::new("empty");
+    let (got, r) = scan_path(&dir.0, None);
+    assert!(got.is_empty());
+    assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+    let f = dir.0.join("x.aof");
+    fs::write(&f, b"").unwrap();
+    let (_, r) = scan_path(&f, None);
+    assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+    assert_eq!(r.outcome.position, 0);
+}
+
+#[test]
+fn frames_only_verify_counts_like_full_verify() {
+    let (data, _) = encode(&sample_ops());
+    let full = Scanner::from_bytes(data.clone(), 0, Default::default())
+        .verify()
+        .unwrap();
+    let fast = Scanner::from_bytes(data, 0, Default::default())
+        .verify_frames()
+        .unwrap();
+    assert_eq!(full.stats.counts, fast.stats.counts);
+    assert_eq!(full.stats.bytes, fast.stats.bytes);
+    assert_eq!(full.outcome, fast.outcome);
+    assert_eq!(fast.stats.first_epoch, None);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes: never a panic, never a hang; a stop is always typed
+    /// and its position never past the input.
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048),
+                                   chunk in 1usize..64) {
+        let opts = ScanOptions { max_payload: 4096, chunk_size: chunk };
+        let (ops, r) = scan_bytes(&data, opts);
+        prop_assert!(r.outcome.position <= data.len() as u64);
+        prop_assert_eq!(ops.len() as u64, r.stats.frames);
+        if r.outcome.kind != OutcomeKind::Clean {
+            prop_assert!(r.outcome.cause.is_some());
+        }
+    }
+
+    /// Valid frames followed by arbitrary bytes: the valid prefix is always
+    /// handed out intact, whatever follows.
+    #[test]
+    fn valid_prefix_survives_any_suffix(n in 0usize..7,
+                                        tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let ops = sample_ops();
+        let (mut data, ends) = encode(&ops[..n]);
+        data.extend(&tail);
+        let (got, r) = scan_bytes(&data, small_chunks());
+        prop_assert!(got.len() >= n);
+        for (i, (pos, op)) in got.iter().take(n).enumerate() {
+            prop_assert_eq!(op, &ops[i]);
+            prop_assert_eq!(*pos, ends[i]);
+        }
+        prop_assert!(r.outcome.position >= ends.last().copied().unwrap_or(0));
+    }
+
+    /// The fast payload decoder agrees with the codec's on every input.
+    #[test]
+    fn fast_decoder_agrees_with_codec(idx in 0usize..7, flips in proptest::collection::vec((any::<usize>(), 0u8..8), 0..3),
+                                      cut in any::<usize>(), extra in proptest::collection::vec(any::<u8>(), 0..3)) {
+        let ops = sample_ops();
+        let mut p = bincode::serialize(&ops[idx]).unwrap();
+        for (at, bit) in flips {
+            let n = p.len();
+            p[at % n] ^= 1 << bit;
+        }
+        if cut % 3 == 0 {
+            p.truncate(cut % (p.len() + 1));
+        }
+        p.extend(extra);
+        prop_assert_eq!(decode_payload_fast(&p), openmatch_aof::codec::decode_payload(&p));
+    }
+
+    /// Splicing a frame's header with random values never yields an op
+    /// other than the ones written.
+    #[test]
+    fn random_headers_are_caught(idx in 0usize..7, len in any::<u32>(), crc in any::<u32>()) {
+        let ops = sample_ops();
+        let (mut data, ends) = encode(&ops);
+        let at = if idx == 0 { 0 } else { ends[idx - 1] as usize };
+        data[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        data[at + 4..at + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        let (got, _) = scan_bytes(&data, Default::default());
+        for (i, (_, op)) in got.iter().enumerate() {
+            prop_assert_eq!(op, &ops[i]);
+        }
+    }
+}
+
+/// The seed corpus that the Python fuzz tests mutate: each file's outcome,
+/// cause and frame count as `tests/fuzz-corpus/expected.txt` records them.
+#[test]
+fn seed_corpus_outcomes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz-corpus");
+    let expected = fs::read_to_string(dir.join("expected.txt")).unwrap();
+    for line in expected.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (name, outcome, cause, frames) = (f[0], f[1], f[2], f[3].parse::<u64>().unwrap());
+        for opts in [ScanOptions::default(), small_chunks()] {
+            let r = Scanner::open(&dir.join(name), None, opts)
+                .unwrap()
+                .verify()
+                .unwrap();
+            assert_eq!(r.outcome.kind.name(), outcome, "{name}");
+            assert_eq!(
+                r.outcome.cause.as_ref().map_or("-", |c| c.name()),
+                cause,
+                "{name}"
+            );
+            assert_eq!(r.stats.frames, frames, "{name}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+"""``openmatch-persistence aof ...`` in-process (``main([...])``) and as a
+subprocess: exit codes, output that is exactly JSON lines, repair."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openmatch_persistence as om
+import pytest
+from openmatch_persistence.cli import main
+from openmatch_persistence.cli.aof import Progress
+from test_scanner import frame_ends, sample_ops, seg_name
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "openmatch_persistence", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def clean_file(tmp_path: Path) -> Path:
+    f = tmp_path / seg_name(0)
+    f.write_bytes(om.encode_many(sample_ops()))
+    return f
+
+
+@pytest.fixture
+def torn_file(tmp_path: Path) -> Path:
+    f = tmp_path / "torn.aof"
+    f.write_bytes(om.encode_many(sample_ops())[:-3])
+    return f
+
+
+@pytest.fixture
+def corrupt_dir(tmp_path: Path) -> Path:
+    ops = sample_ops()
+    d = tmp_path / "aof"
+    d.mkdir()
+    data = bytearray(om.encode_many(ops))
+    data[frame_ends(ops)[2] + 9] ^= 0xFF
+    (d / seg_name(0)).write_bytes(bytes(data))
+    return d
+
+
+def test_verify_exit_codes_and_summary(
+    clean_file: Path, torn_file: Path, corrupt_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["aof", "verify", str(clean_file)]) == 0
+    out = capsys.readouterr().out
+    assert "frames:   7" in out and "outcome:  clean" in out
+    assert "EpochAdvanced" in out and "first 7, last 8" in out
+
+    assert main(["aof", "verify", str(torn_file)]) == 1
+    captured = capsys.readouterr()
+    assert "TORN TAIL" in captured.out and "warning" in captured.err
+
+    assert main(["aof", "verify", str(corrupt_dir)]) == 2
+    captured = capsys.readouterr()
+    assert "CORRUPT" in captured.out
+    assert seg_name(0) in captured.err and "checksum mismatch" in captured.err
+
+
+def test_verify_json(clean_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["aof", "verify", "--json", str(clean_file)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcome"] == "clean" and report["frames"] == 7
+
+
+def test_dump_is_exactly_json_lines(clean_file: Path) -> None:
+    proc = run_cli("aof", "dump", str(clean_file))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert proc.stdout.endswith("\n")
+    assert [om.from_json(line) for line in lines] == sample_ops()
+    for line in lines:
+        assert isinstance(json.loads(line), dict)
+    assert json.loads(lines[0]) == {"EpochAdvanced": [7, "Collect"]}
+
+
+def test_dump_from_and_limit(clean_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ends = frame_ends(sample_ops())
+    assert main(["aof", "dump", "--from", str(ends[1]), "--limit", "2", str(clean_file)]) == 0
+    captured = capsys.readouterr()
+    assert [om.from_json(x) for x in captured.out.splitlines()] == sample_ops()[2:4]
+    assert f"--from {ends[3]}" in captured.err
+
+
+def test_dump_stops_at_corruption_after_the_good_ops(
+    corrupt_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["aof", "dump", str(corrupt_dir)]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3
+    assert "error" in captured.err and "offset" in captured.err
+
+
+def test_stats(corrupt_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["aof", "stats", str(corrupt_dir)]) == 2
+    out = capsys.readouterr().out
+    assert "segments:" in out and seg_name(0) in out and "average frame" in out
+
+
+def test_repair_dry_run_then_yes(torn_file: Path) -> None:
+    before = torn_file.read_bytes()
+    proc = run_cli("aof", "repair", "--dry-run", str(torn_file))
+    assert proc.returncode == 1, proc.stderr
+    assert "dry run" in proc.stdout and "removes" in proc.stdout
+    assert torn_file.read_bytes() == before
+
+    proc = run_cli("aof", "repair", "--yes", str(torn_file))
+    assert proc.returncode == 0, proc.stderr
+    assert "repaired" in proc.stdout and "backup" in proc.stdout
+    assert "1 damaged frame" in proc.stdout
+    backups = [p for p in os.listdir(torn_file.parent) if p.endswith(".bak")]
+    assert len(backups) == 1
+    assert before == torn_file.read_bytes() + (torn_file.parent / backups[0]).read_bytes()
+    assert run_cli("aof", "verify", str(torn_file)).returncode == 0
+
+
+def test_repair_needs_yes_or_dry_run(torn_file: Path) -> None:
+    proc = run_cli("aof", "repair", str(torn_file))
+    assert proc.returncode == 2
+    assert "--yes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    for command in ("verify", "dump", "stats", "repair --yes"):
+        proc = run_cli("aof", *command.split(), str(missing))
+        assert proc.returncode == 2, command
+        assert str(missing) in proc.stderr, command
+        assert "Traceback" not in proc.stderr, command
+        assert proc.stdout == "", command
+
+
+def test_bad_start_position_is_a_clear_error(clean_file: Path) -> None:
+    proc = run_cli("aof", "dump", "--from", "999999", str(clean_file))
+    assert proc.returncode == 2
+    assert "cannot start at position 999999" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_encode_still_round_trips(clean_file: Path, tmp_path: Path) -> None:
+    dump = run_cli("aof", "dump", str(clean_file))
+    jsonl = tmp_path / "ops.jsonl"
+    jsonl.write_text(dump.stdout)
+    out = tmp_path / "again.aof"
+    assert main(["aof", "encode", str(jsonl), str(out)]) == 0
+    assert out.read_bytes() == clean_file.read_bytes()
+    proc = run_cli("aof", "encode", str(tmp_path / "missing.jsonl"), str(tmp_path / "x.aof"))
+    assert proc.returncode == 2 and "missing.jsonl" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
+    term = FakeTerminal()
+    bar = Progress(1 << 30, "verify", term)
+    bar.update(1 << 29)
+    bar.close()
+    assert "verify [" in term.getvalue() and "50%" in term.getvalue()
+    assert term.getvalue().endswith("\r\x1b[K")
+
+    small = FakeTerminal()
+    bar = Progress(1024, "verify", small)
+    bar.update(512)
+    bar.close()
+    assert small.getvalue() == ""
+
+    pipe = io.StringIO()
+    bar = Progress(1 << 30, "verify", pipe)
+    bar.update(1 << 29)
+    bar.close()
+    assert pipe.getvalue() == ""
