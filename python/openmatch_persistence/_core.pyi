@@ -457,3 +457,7 @@ def verify_bytes(
     max_payload: int = ...,
     chunk_size: int = ...,
 ) -> ScanReport: ...
+
+# --- replay ------------------------------------------------------------------
+
+def replay(state: State, path: str | os.PathLike[str], *, start: int | None = None) -> ScanReport: ...

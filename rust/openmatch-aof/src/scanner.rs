@@ -31,7 +31,6 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use bincode::Options;
 
 use crate::codec::{check_frame, decode_payload, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN};
 use crate::segment::{list_segments, parse_segment_file_name, Segment};
@@ -754,7 +753,7 @@ impl Scanner {
             .cursor
             .as_mut()
             .expect("advance leaves the cursor open");
-        match decode_payload_fast(&c.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
+        match decode_payload(&c.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
             Ok(op) => {
                 c.lo = lo + len;
                 let end = c.pos_of(c.lo);
@@ -843,23 +842,6 @@ impl Scanner {
             }
         }
         Ok(self.outcome.is_some())
-    }
-}
-
-/// [`decode_payload`], faster on the good path: bincode's slice reader
-/// (borrowing strings from the payload) instead of its `io::Read` path,
-/// which copies every string through a scratch buffer. Trailing bytes are
-/// rejected here too; any error is re-derived by `decode_payload` itself so
-/// that the two never disagree on the cause.
-pub fn decode_payload_fast(payload: &[u8]) -> Result<AofOperation, FrameErrorKind> {
-    let fast = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .reject_trailing_bytes()
-        .with_limit(payload.len() as u64)
-        .deserialize::<AofOperation>(payload);
-    match fast {
-        Ok(op) => Ok(op),
-        Err(_) => decode_payload(payload),
     }
 }
 

@@ -11,6 +11,7 @@ mod convert;
 mod errors;
 mod gc_pause;
 mod model;
+mod replay;
 mod scanner;
 mod segments;
 mod state;
@@ -25,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scanner::register(m)?;
     state::register(m)?;
     segments::register(m)?;
+    replay::register(m)?;
     Ok(())
 }

@@ -32,7 +32,7 @@ const DEFAULT_BATCH_SIZE: usize = 4096;
 /// Bytes verified between two progress callbacks (and signal checks).
 const VERIFY_STEP: u64 = 64 * 1024 * 1024;
 
-fn scan_error(e: ScanError) -> PyErr {
+pub(crate) fn scan_error(e: ScanError) -> PyErr {
     match e {
         ScanError::Io { .. } => AofError::new_err(e.to_string()),
         ScanError::BadStart { .. } => invalid_value(e.to_string()),
@@ -75,7 +75,7 @@ pub struct ScanReport {
 }
 
 impl ScanReport {
-    fn new(report: CoreReport, origin: &str) -> Self {
+    pub(crate) fn new(report: CoreReport, origin: &str) -> Self {
         ScanReport {
             report,
             origin: origin.to_owned(),
