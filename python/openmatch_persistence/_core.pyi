@@ -278,7 +278,7 @@ class AofWriter:
         directory: str | os.PathLike[str],
         fsync: FsyncPolicy = "always",
         *,
-        gather_window: float = 0.0,
+        gather_window: float | None = None,
         max_batch_bytes: int = ...,
         max_payload: int = ...,
     ) -> None: ...

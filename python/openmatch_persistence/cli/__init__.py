@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from openmatch_persistence.errors import OpenMatchPersistenceError
 
-from . import aof
+from . import aof, bench
 
 #: Command-group modules; each adds its subcommands to the parser.
-GROUPS = [aof]
+GROUPS = [aof, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

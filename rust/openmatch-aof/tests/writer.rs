@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openmatch_aof::segment::{list_segments, segment_file_name};
-use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, WriterError, WriterOptions};
+use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
 use openmatch_aof::{decode_all, encode_frame, AofOperation, EpochId, EpochPhase};
 
 fn op(i: u64) -> AofOperation {
@@ -118,7 +118,7 @@ fn gathering_window_batches_and_wait_durable_syncs_under_any_policy() {
     let dir = tempfile::tempdir().unwrap();
     let o = WriterOptions {
         fsync: FsyncPolicy::No,
-        gather_window: std::time::Duration::from_millis(2),
+        gather: Gather::Window(std::time::Duration::from_millis(2)),
         max_batch_bytes: 64,
         ..WriterOptions::default()
     };

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openmatch_aof::codec::{encode_frame_into, DEFAULT_MAX_PAYLOAD_LEN};
-use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, WriterError, WriterOptions};
+use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -138,7 +138,7 @@ impl AofWriter {
         directory,
         fsync = "always",
         *,
-        gather_window = 0.0,
+        gather_window = None,
         max_batch_bytes = 4 << 20,
         max_payload = DEFAULT_MAX_PAYLOAD_LEN,
     ))]
@@ -146,19 +146,27 @@ impl AofWriter {
         py: Python<'_>,
         directory: PathBuf,
         fsync: &str,
-        gather_window: f64,
+        gather_window: Option<f64>,
         max_batch_bytes: usize,
         max_payload: u32,
     ) -> PyResult<Self> {
         let policy: FsyncPolicy = fsync.parse().map_err(invalid_value)?;
-        if !(0.0..=1.0).contains(&gather_window) {
-            return Err(invalid_value(format!(
-                "gather_window must be between 0 and 1 second, not {gather_window}"
-            )));
+        let gather = match gather_window {
+            None => Gather::Adaptive,
+            Some(0.0) => Gather::Off,
+            Some(w) if w > 0.0 && w <= 1.0 => Gather::Window(Duration::from_secs_f64(w)),
+            Some(w) => {
+                return Err(invalid_value(format!(
+                    "gather_window must be None (adaptive) or between 0 and 1 second, not {w}"
+                )))
+            }
+        };
+        if max_batch_bytes == 0 {
+            return Err(invalid_value("max_batch_bytes must be positive"));
         }
         let opts = WriterOptions {
             fsync: policy,
-            gather_window: Duration::from_secs_f64(gather_window),
+            gather,
             max_batch_bytes,
             max_payload,
         };

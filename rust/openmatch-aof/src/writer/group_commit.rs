@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::fault::{Fault, Faults};
 use super::stats::Counters;
-use super::{WriterError, WriterOptions};
+use super::{Gather, WriterError, WriterOptions, MAX_ADAPTIVE_WAIT};
 
 /// The segment being appended to.
 #[derive(Debug)]
@@ -51,6 +51,12 @@ pub(crate) struct State {
     pub durable: u64,
     /// The highest position some waiter needs durable.
     pub sync_wanted: u64,
+    /// Records the gathering leader waits for (`u64::MAX`: none waits).
+    pub gather_want: u64,
+    /// Records in the last batch written.
+    pub last_batch_records: u64,
+    /// A moving average of fsync latency.
+    pub fsync_ewma: Duration,
     /// A leader, rotation or close is doing I/O.
     pub leader: bool,
     pub failed: Option<String>,
@@ -118,7 +124,10 @@ impl Shared {
         st.end += frames.len() as u64;
         st.counters.appends += records;
         st.counters.bytes += frames.len() as u64;
-        if st.leader && st.pending.len() >= self.opts.max_batch_bytes {
+        if st.leader
+            && (st.pending.len() >= self.opts.max_batch_bytes
+                || st.pending_records >= st.gather_want)
+        {
             self.batch_full.notify_one();
         }
         Ok(st.end)
@@ -170,10 +179,21 @@ impl Shared {
         force_sync: bool,
     ) -> Result<(MutexGuard<'a, State>, bool), WriterError> {
         st.leader = true;
-        let window = self.opts.gather_window;
-        if !window.is_zero() && st.pending.len() < self.opts.max_batch_bytes {
+        let (window, want) = match self.opts.gather {
+            Gather::Off => (Duration::ZERO, 0),
+            Gather::Window(w) => (w, u64::MAX),
+            Gather::Adaptive => (
+                (st.fsync_ewma / 2).min(MAX_ADAPTIVE_WAIT),
+                st.last_batch_records,
+            ),
+        };
+        if !window.is_zero()
+            && st.pending_records < want
+            && st.pending.len() < self.opts.max_batch_bytes
+        {
+            st.gather_want = want;
             let deadline = Instant::now() + window;
-            while st.pending.len() < self.opts.max_batch_bytes {
+            while st.pending_records < want && st.pending.len() < self.opts.max_batch_bytes {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -184,6 +204,7 @@ impl Shared {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
+            st.gather_want = u64::MAX;
         }
         let spare = std::mem::take(&mut st.spare);
         let buf = std::mem::replace(&mut st.pending, spare);
@@ -206,7 +227,15 @@ impl Shared {
                 if io.wrote > 0 {
                     st.counters.writes += 1;
                 }
+                if records > 0 {
+                    st.last_batch_records = records;
+                }
                 if let Some(latency) = io.fsync {
+                    st.fsync_ewma = if st.fsync_ewma.is_zero() {
+                        latency
+                    } else {
+                        (st.fsync_ewma * 7 + latency) / 8
+                    };
                     st.durable = batch_end;
                     st.counters.record_fsync(latency);
                 }

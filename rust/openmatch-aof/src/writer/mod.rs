@@ -84,10 +84,7 @@ impl WriterError {
 pub struct WriterOptions {
     pub fsync: FsyncPolicy,
     /// How long a leader waits for more appends before its write+fsync.
-    /// Zero (the default) gathers only what arrives while the previous
-    /// fsync is in flight, which is enough under load and adds no latency
-    /// to a lone appender.
-    pub gather_window: Duration,
+    pub gather: Gather,
     /// The gathering window ends early once this many bytes are pending.
     pub max_batch_bytes: usize,
     /// The bound on a frame's payload when the last segment is checked.
@@ -98,12 +95,32 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             fsync: FsyncPolicy::Always,
-            gather_window: Duration::ZERO,
+            gather: Gather::Adaptive,
             max_batch_bytes: 4 << 20,
             max_payload: DEFAULT_MAX_PAYLOAD_LEN,
         }
     }
 }
+
+/// How a leader gathers appends before its write+fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gather {
+    /// Take what is pending, never wait: a batch is what arrived while the
+    /// previous fsync was in flight.
+    Off,
+    /// Wait up to this long (or until `max_batch_bytes` are pending).
+    Window(Duration),
+    /// The default. Wait for as many records as the previous batch had, at
+    /// most half the recent fsync latency (and never more than
+    /// [`MAX_ADAPTIVE_WAIT`]). A lone appender never waits (its previous
+    /// batch was itself); N appenders converge to batches of about N,
+    /// because those woken by one fsync are given the time to come back
+    /// before the next starts.
+    Adaptive,
+}
+
+/// The upper bound of an adaptive gathering wait.
+pub const MAX_ADAPTIVE_WAIT: Duration = Duration::from_millis(2);
 
 /// What opening found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +206,9 @@ impl AofWriter {
                 written: end,
                 durable: end,
                 sync_wanted: 0,
+                gather_want: u64::MAX,
+                last_batch_records: 0,
+                fsync_ewma: Duration::ZERO,
                 leader: false,
                 failed: None,
                 closed: false,
