@@ -323,3 +323,56 @@ fn failed_write_fails_every_waiter() {
     }
     assert!(matches!(w.append(&op(9)), Err(WriterError::Failed { .. })));
 }
+
+#[test]
+fn appends_rotations_and_durable_waits_interleave_without_loss() {
+    for policy in FsyncPolicy::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(AofWriter::open(dir.path(), opts(policy)).unwrap());
+        let appenders: Vec<_> = (0..6u64)
+            .map(|t| {
+                let w = Arc::clone(&w);
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..60u64 {
+                        let p = w.append(&op(t * 1000 + i)).unwrap();
+                        if i % 7 == 0 {
+                            assert!(w.wait_durable(p).unwrap() <= w.durable_position());
+                        }
+                        acked.push(p);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let rotator = {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    w.rotate().unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        rotator.join().unwrap();
+        let mut acked: Vec<u64> = appenders
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        w.close().unwrap();
+        acked.sort_unstable();
+        let log = read_log(dir.path());
+        assert_eq!(log.len(), 360, "policy {policy}");
+        // Every returned position is the end of a record in the log.
+        let mut ends = Vec::new();
+        let mut pos = 0u64;
+        for seg in list_segments(dir.path()).unwrap() {
+            let data = fs::read(&seg.path).unwrap();
+            for o in decode_all(&data, u32::MAX).unwrap() {
+                pos += encode_frame(&o).unwrap().len() as u64;
+                ends.push(pos);
+            }
+        }
+        assert_eq!(acked, ends, "policy {policy}");
+    }
+}

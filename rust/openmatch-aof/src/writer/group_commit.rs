@@ -24,7 +24,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::fault::{Fault, Faults};
@@ -65,6 +67,25 @@ pub(crate) struct State {
     /// Start positions of the segments, oldest first.
     pub segment_starts: Vec<u64>,
     pub counters: Counters,
+    /// Threads parked until their position is reached or a leader is
+    /// needed.
+    pub waiters: Vec<Waiter>,
+}
+
+/// A thread parked in [`Shared::wait_for`].
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    target: u64,
+    goal: Goal,
+    thread: Thread,
+    woken: Arc<AtomicBool>,
+}
+
+impl Waiter {
+    fn wake(self) {
+        self.woken.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
 }
 
 #[derive(Debug)]
@@ -72,8 +93,14 @@ pub(crate) struct Shared {
     pub dir: PathBuf,
     pub opts: WriterOptions,
     pub state: Mutex<State>,
-    /// Progress: positions moved, a leader finished, failure, close.
+    /// A leader finished (rotation and close wait for this).
     pub progress: Condvar,
+    /// Failure or close (the background fsync thread waits for this).
+    pub halt: Condvar,
+    /// Mirrors of `written`/`durable`, so that a woken waiter whose
+    /// position was reached returns without taking the lock.
+    pub written_at: AtomicU64,
+    pub durable_at: AtomicU64,
     /// Wakes a leader in its gathering window once the batch is full.
     pub batch_full: Condvar,
     pub faults: Faults,
@@ -162,11 +189,67 @@ impl Shared {
                 // the target was never appended to this writer.
                 return Err(WriterError::Closed);
             }
-            if st.leader {
-                st = self.wait(st);
+            if !st.leader {
+                st = self.lead(st, false)?.0;
                 continue;
             }
-            st = self.lead(st, false)?.0;
+            // Park until a leader publishes our position or asks us to
+            // lead. Parking (not a condition variable) lets each woken
+            // thread return without re-taking the lock: a broadcast on a
+            // condvar would make every waiter queue on the mutex in turn.
+            let woken = Arc::new(AtomicBool::new(false));
+            st.waiters.push(Waiter {
+                target,
+                goal,
+                thread: std::thread::current(),
+                woken: Arc::clone(&woken),
+            });
+            drop(st);
+            while !woken.load(Ordering::Acquire) {
+                std::thread::park();
+            }
+            let at = match goal {
+                Goal::Written => self.written_at.load(Ordering::Acquire),
+                Goal::Durable => self.durable_at.load(Ordering::Acquire),
+            };
+            if at >= target {
+                return Ok(());
+            }
+            st = self.lock();
+        }
+    }
+
+    /// Publishes the positions and wakes who can go: waiters whose goal is
+    /// reached (all of them on failure or close) and, if there is work and
+    /// no leader, one more waiter to lead it.
+    pub fn publish(&self, st: &mut State) {
+        self.written_at.store(st.written, Ordering::Release);
+        self.durable_at.store(st.durable, Ordering::Release);
+        let halted = st.failed.is_some() || st.closed;
+        let (written, durable) = (st.written, st.durable);
+        let mut kept = Vec::with_capacity(st.waiters.len());
+        for w in st.waiters.drain(..) {
+            let done = halted
+                || match w.goal {
+                    Goal::Written => written >= w.target,
+                    Goal::Durable => durable >= w.target,
+                };
+            if done {
+                w.wake();
+            } else {
+                kept.push(w);
+            }
+        }
+        st.waiters = kept;
+        let work = !st.pending.is_empty() || st.sync_wanted > st.durable;
+        if !st.leader && work {
+            if let Some(w) = st.waiters.pop() {
+                w.wake();
+            }
+        }
+        self.progress.notify_all();
+        if halted {
+            self.halt.notify_all();
         }
     }
 
@@ -250,7 +333,7 @@ impl Shared {
         let mut buf = buf;
         buf.clear();
         st.spare = buf;
-        self.progress.notify_all();
+        self.publish(&mut st);
         outcome.map(|synced| (st, synced))
     }
 
@@ -304,7 +387,7 @@ impl Shared {
             let now = Instant::now();
             if now < due {
                 st = self
-                    .progress
+                    .halt
                     .wait_timeout(st, due - now)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
@@ -341,7 +424,7 @@ impl Shared {
                     }
                 }
             }
-            self.progress.notify_all();
+            self.publish(&mut st);
         }
     }
 }

@@ -29,6 +29,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -219,8 +220,12 @@ impl AofWriter {
                 },
                 segment_starts,
                 counters,
+                waiters: Vec::new(),
             }),
             progress: Condvar::new(),
+            halt: Condvar::new(),
+            written_at: AtomicU64::new(end),
+            durable_at: AtomicU64::new(end),
             batch_full: Condvar::new(),
             faults: Default::default(),
         });
@@ -438,7 +443,7 @@ impl AofWriter {
                 Err(e)
             }
         };
-        shared.progress.notify_all();
+        shared.publish(&mut st);
         result
     }
 
@@ -464,7 +469,7 @@ impl AofWriter {
             }
         }
         st.closed = true;
-        shared.progress.notify_all();
+        shared.publish(&mut st);
         drop(st);
         let handle = self.syncer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
