@@ -43,11 +43,11 @@ def register(subparsers: Any) -> None:
     size.add_argument(
         "--duration",
         type=float,
-        default=1.5,
-        help="seconds per case, over all rounds (default 1.5: about 35 s in all)",
+        default=2.0,
+        help="seconds per case, over all rounds (default 2: about 40 s in all)",
     )
     size.add_argument(
-        "--quick", action="store_true", help="0.3 s per case, for a smoke run (noisier)"
+        "--quick", action="store_true", help="0.5 s per case, for a smoke run (noisier)"
     )
     p.add_argument(
         "--png",
@@ -58,8 +58,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="interleaved rounds per case, the best kept (default 3)",
+        default=5,
+        help="interleaved rounds per case, the best kept (default 5)",
     )
     p.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
     p.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_fsync(args: argparse.Namespace) -> int:
-    duration = 0.3 if args.quick else args.duration
+    duration = 0.5 if args.quick else args.duration
     if duration <= 0 or args.rounds < 1:
         print(
             "openmatch-persistence: error: --duration and --rounds must be positive",
