@@ -243,6 +243,26 @@ fn corruption_refuses_to_open() {
 }
 
 #[test]
+fn damaged_length_in_the_middle_is_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    w.append_many([op(1), op(2), op(3)].iter()).unwrap();
+    drop(w);
+    let seg = dir.path().join(segment_file_name(0));
+    let mut data = fs::read(&seg).unwrap();
+    data[2] = 0x01; // frame 1's length becomes 65,560: past the end of the file
+    fs::write(&seg, &data).unwrap();
+    match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
+        Err(WriterError::Corrupt { error, .. }) => {
+            assert_eq!(error.offset, 0);
+            assert_eq!(error.kind.name(), "oversized_length");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was cut");
+}
+
+#[test]
 fn one_writer_per_directory() {
     let dir = tempfile::tempdir().unwrap();
     let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();

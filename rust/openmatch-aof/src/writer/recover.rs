@@ -74,10 +74,31 @@ pub(crate) fn scan_tail(file: &File, path: &Path, max_payload: u32) -> Result<Ta
         match check_frame(&frame, offset, max_payload) {
             Ok(raw) => offset += raw.frame_len as u64,
             Err(e) if e.kind.is_torn() => {
+                drop(reader);
+                // A torn tail is the end of the log. A damaged length field
+                // in the middle also "runs past the end", but then complete
+                // frames follow it: that is corruption, not a tail. It is
+                // reported as an oversized length, the bound being where
+                // the next good frame starts.
+                if let Some(at) = frame_inside(file, offset, max_payload).map_err(io_err)? {
+                    return Err(WriterError::Corrupt {
+                        path: path.to_owned(),
+                        error: crate::codec::FrameError {
+                            offset,
+                            kind: crate::codec::FrameErrorKind::Oversized {
+                                length: frame
+                                    .get(0..4)
+                                    .and_then(|b| b.try_into().ok())
+                                    .map_or(0, u32::from_le_bytes),
+                                max: (at - offset).saturating_sub(HEADER_LEN as u64) as u32,
+                            },
+                        },
+                    });
+                }
                 return Ok(Tail {
                     valid_len: offset,
                     torn_bytes: file_len - offset,
-                })
+                });
             }
             Err(e) => {
                 drop(reader);
@@ -94,6 +115,19 @@ pub(crate) fn scan_tail(file: &File, path: &Path, max_payload: u32) -> Result<Ta
             }
         }
     }
+}
+
+/// The offset of a complete, checksummed frame starting after `offset`
+/// (which starts a torn frame), if there is one before end-of-file. The
+/// region is short: a torn frame is at most one maximal frame long.
+fn frame_inside(mut file: &File, offset: u64, max_payload: u32) -> io::Result<Option<u64>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut region = Vec::new();
+    file.take(u64::from(max_payload) + HEADER_LEN as u64)
+        .read_to_end(&mut region)?;
+    Ok((1..region.len())
+        .find(|&i| check_frame(&region[i..], 0, max_payload).is_ok())
+        .map(|i| offset + i as u64))
 }
 
 /// Whether every byte of `file` from `offset` to its end is zero.
