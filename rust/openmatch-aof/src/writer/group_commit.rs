@@ -88,6 +88,20 @@ impl Waiter {
     }
 }
 
+/// Waiters to wake. The leader wakes them after releasing the lock, so
+/// that the threads it wakes (and the next leader) do not find it held.
+#[must_use = "waiters must be woken"]
+#[derive(Debug, Default)]
+pub(crate) struct Wakes(Vec<Waiter>);
+
+impl Wakes {
+    pub fn now(self) {
+        for w in self.0 {
+            w.wake();
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub dir: PathBuf,
@@ -190,7 +204,18 @@ impl Shared {
                 return Err(WriterError::Closed);
             }
             if !st.leader {
-                st = self.lead(st, false)?.0;
+                let (guard, wakes) = self.lead(st, false)?;
+                let at = match goal {
+                    Goal::Written => guard.written,
+                    Goal::Durable => guard.durable,
+                };
+                if at >= target {
+                    drop(guard);
+                    wakes.now();
+                    return Ok(());
+                }
+                st = guard;
+                wakes.now();
                 continue;
             }
             // Park until a leader publishes our position or asks us to
@@ -222,12 +247,13 @@ impl Shared {
     /// Publishes the positions and wakes who can go: waiters whose goal is
     /// reached (all of them on failure or close) and, if there is work and
     /// no leader, one more waiter to lead it.
-    pub fn publish(&self, st: &mut State) {
+    pub fn publish(&self, st: &mut State) -> Wakes {
         self.written_at.store(st.written, Ordering::Release);
         self.durable_at.store(st.durable, Ordering::Release);
         let halted = st.failed.is_some() || st.closed;
         let (written, durable) = (st.written, st.durable);
         let mut kept = Vec::with_capacity(st.waiters.len());
+        let mut wake = Vec::new();
         for w in st.waiters.drain(..) {
             let done = halted
                 || match w.goal {
@@ -235,7 +261,7 @@ impl Shared {
                     Goal::Durable => durable >= w.target,
                 };
             if done {
-                w.wake();
+                wake.push(w);
             } else {
                 kept.push(w);
             }
@@ -243,14 +269,16 @@ impl Shared {
         st.waiters = kept;
         let work = !st.pending.is_empty() || st.sync_wanted > st.durable;
         if !st.leader && work {
+            // The next leader first: it has a batch to start.
             if let Some(w) = st.waiters.pop() {
-                w.wake();
+                wake.insert(0, w);
             }
         }
         self.progress.notify_all();
         if halted {
             self.halt.notify_all();
         }
+        Wakes(wake)
     }
 
     /// Takes the leader role: gathers, writes `pending`, fsyncs if anyone
@@ -260,7 +288,7 @@ impl Shared {
         &'a self,
         mut st: MutexGuard<'a, State>,
         force_sync: bool,
-    ) -> Result<(MutexGuard<'a, State>, bool), WriterError> {
+    ) -> Result<(MutexGuard<'a, State>, Wakes), WriterError> {
         st.leader = true;
         let (window, want) = match self.opts.gather {
             Gather::Off => (Duration::ZERO, 0),
@@ -322,7 +350,7 @@ impl Shared {
                     st.durable = batch_end;
                     st.counters.record_fsync(latency);
                 }
-                Ok(sync)
+                Ok(())
             }
             Err((op, e)) => {
                 let reason = format!("{op} {} failed: {e}", path.display());
@@ -333,8 +361,14 @@ impl Shared {
         let mut buf = buf;
         buf.clear();
         st.spare = buf;
-        self.publish(&mut st);
-        outcome.map(|synced| (st, synced))
+        let wakes = self.publish(&mut st);
+        match outcome {
+            Ok(()) => Ok((st, wakes)),
+            Err(e) => {
+                wakes.now();
+                Err(e)
+            }
+        }
     }
 
     fn batch_io(
@@ -424,7 +458,7 @@ impl Shared {
                     }
                 }
             }
-            self.publish(&mut st);
+            self.publish(&mut st).now();
         }
     }
 }

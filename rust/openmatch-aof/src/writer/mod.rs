@@ -416,7 +416,9 @@ impl AofWriter {
         }
         // Write and fsync the old segment as a leader would, whatever the
         // policy: a segment is complete before the next one exists.
-        st = shared.lead(st, true)?.0;
+        let (guard, wakes) = shared.lead(st, true)?;
+        st = guard;
+        wakes.now();
         shared.check_usable(&st)?;
         st.leader = true;
         // Appends that arrived during that I/O stay pending: they belong to
@@ -443,7 +445,7 @@ impl AofWriter {
                 Err(e)
             }
         };
-        shared.publish(&mut st);
+        shared.publish(&mut st).now();
         result
     }
 
@@ -459,7 +461,10 @@ impl AofWriter {
             let needs_io = !st.pending.is_empty() || st.durable < st.written;
             if needs_io {
                 match shared.lead(st, true) {
-                    Ok((guard, _)) => st = guard,
+                    Ok((guard, wakes)) => {
+                        st = guard;
+                        wakes.now();
+                    }
                     Err(e) => {
                         result = Err(e);
                         st = shared.lock();
@@ -469,7 +474,7 @@ impl AofWriter {
             }
         }
         st.closed = true;
-        shared.publish(&mut st);
+        shared.publish(&mut st).now();
         drop(st);
         let handle = self.syncer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
