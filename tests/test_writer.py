@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -137,7 +138,7 @@ def test_closed_writer_refuses_appends_and_close_is_idempotent(tmp_path: Path) -
     writer.close()
     writer.close()
     assert writer.closed
-    with pytest.raises(WriterClosedError):
+    with pytest.raises(WriterClosedError, match=re.escape(str(tmp_path))):
         writer.append(epoch(2))
 
 

@@ -48,7 +48,7 @@ fn appends_return_end_positions_and_survive_reopen() {
     assert_eq!(p2, 3 * frame_len);
     assert_eq!(w.locate(p2).unwrap().1, p2);
     w.close().unwrap();
-    assert!(matches!(w.append(&op(4)), Err(WriterError::Closed)));
+    assert!(matches!(w.append(&op(4)), Err(WriterError::Closed { .. })));
 
     let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
     assert_eq!(w.position(), p2);

@@ -29,7 +29,7 @@ fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
     match e {
         WriterError::Locked { .. } => WriterLockedError::new_err(msg),
         WriterError::Failed { .. } => WriterFailedError::new_err(msg),
-        WriterError::Closed => WriterClosedError::new_err(msg),
+        WriterError::Closed { .. } => WriterClosedError::new_err(msg),
         WriterError::Io { source, .. } => match source.raw_os_error() {
             Some(errno) => AofError::new_err((errno, msg)),
             None => AofError::new_err(msg),

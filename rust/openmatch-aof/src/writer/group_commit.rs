@@ -152,7 +152,9 @@ impl Shared {
             });
         }
         if st.closed {
-            return Err(WriterError::Closed);
+            return Err(WriterError::Closed {
+                dir: self.dir.clone(),
+            });
         }
         Ok(())
     }
@@ -201,7 +203,9 @@ impl Shared {
             if st.closed {
                 // Close flushes and fsyncs everything; reaching here means
                 // the target was never appended to this writer.
-                return Err(WriterError::Closed);
+                return Err(WriterError::Closed {
+                    dir: self.dir.clone(),
+                });
             }
             if !st.leader {
                 let (guard, wakes) = self.lead(st, false)?;

@@ -53,8 +53,8 @@ pub enum WriterError {
     Locked { path: PathBuf },
     #[error("the writer has failed and accepts no appends ({reason}); reopen it to recover")]
     Failed { reason: String },
-    #[error("the writer is closed")]
-    Closed,
+    #[error("{}: the writer is closed", dir.display())]
+    Closed { dir: PathBuf },
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
