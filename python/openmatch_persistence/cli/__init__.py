@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from openmatch_persistence.errors import OpenMatchPersistenceError
 
-from . import aof, recovery, simulate
+from . import aof, bench, recovery, simulate
 
 #: Command-group modules; each adds its subcommands to the parser.
-GROUPS = [aof, recovery, simulate]
+GROUPS = [aof, recovery, simulate, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

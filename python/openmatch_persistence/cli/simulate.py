@@ -36,7 +36,10 @@ def register(subparsers: Any) -> None:
     )
     sim.add_argument("--ops", type=int, default=20_000, help="operations to append (20000)")
     sim.add_argument(
-        "--rate", type=float, default=None, help="operations per second (default: as fast as it goes)"
+        "--rate",
+        type=float,
+        default=None,
+        help="operations per second (default: as fast as it goes)",
     )
     sim.add_argument("--fsync", choices=["always", "everysec", "no"], default="always")
     sim.add_argument(
@@ -137,7 +140,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         recovered = again.digest()
         report = again.recovery
     ok = recovered == digest_before
-    print(f"simulated {done} operations in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} ops/s)")
+    print(
+        f"simulated {done} operations in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} ops/s)"
+    )
     print(f"  data dir       {args.data_dir} (database {p.database}), fsync={args.fsync}")
     print(f"  AOF            {writer['bytes']:,} bytes appended, {stats['aof_bytes']:,} held")
     print(

@@ -1,1 +1,0 @@
-//! The durable segment writer (issue 3). Placeholder until it lands.

@@ -1,0 +1,524 @@
+//! The durable AOF writer: segments, fsync policies, group commit.
+//!
+//! An [`AofWriter`] owns one AOF directory (see [`crate::segment`]): it takes
+//! an exclusive lock on it ([`lock`]), finds where the last segment's frames
+//! end and cuts a torn tail ([`recover`]), then appends frames at the end.
+//!
+//! **Positions.** Every append returns the *end position* of its record: the
+//! position (global byte offset in the logical AOF) just past its frame. It
+//! grows strictly across appends and segments; the record lives in the
+//! segment with the greatest start below it. "Position P is durable" means
+//! every record whose end is <= P survives a crash.
+//!
+//! **Policies** ([`FsyncPolicy`], Redis' `appendfsync`): `always` returns
+//! after an fdatasync covering the record; `everysec` and `no` return after
+//! the record is written to the kernel. See `docs/fsync-policies.md`.
+//!
+//! **Failure.** A failed write or fsync fails the writer for good: the
+//! append that hit it and every waiting and later one get
+//! [`WriterError::Failed`]; nothing is retried. Reopen to recover from disk.
+
+mod fault;
+mod group_commit;
+mod lock;
+mod policy;
+mod recover;
+mod stats;
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use fault::Fault;
+pub use lock::LOCK_FILE_NAME;
+pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
+pub use stats::{WriterStats, LATENCY_WINDOW};
+
+use crate::codec::{encode_frame_into, EncodeError, FrameError, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::segment::{list_segments, segment_file_name};
+use crate::types::AofOperation;
+use group_commit::{Current, Goal, Shared, State};
+use lock::DirLock;
+use stats::Counters;
+
+/// Why the writer could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error("{} is locked by another writer", path.display())]
+    Locked { path: PathBuf },
+    #[error("the writer has failed and accepts no appends ({reason}); reopen it to recover")]
+    Failed { reason: String },
+    #[error("{}: the writer is closed", dir.display())]
+    Closed { dir: PathBuf },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: corrupt frame, refusing to open: {error}", path.display())]
+    Corrupt { path: PathBuf, error: FrameError },
+    #[error("{0}")]
+    Encode(#[from] EncodeError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl WriterError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> WriterError {
+        WriterError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// How a writer behaves; [`WriterOptions::default`] is `always` with pure
+/// group commit (no added latency).
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub fsync: FsyncPolicy,
+    /// How long a leader waits for more appends before its write+fsync.
+    pub gather: Gather,
+    /// The gathering window ends early once this many bytes are pending.
+    pub max_batch_bytes: usize,
+    /// The bound on a frame's payload when the last segment is checked.
+    pub max_payload: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            fsync: FsyncPolicy::Always,
+            gather: Gather::Adaptive,
+            max_batch_bytes: 4 << 20,
+            max_payload: DEFAULT_MAX_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// How a leader gathers appends before its write+fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gather {
+    /// Take what is pending, never wait: a batch is what arrived while the
+    /// previous fsync was in flight.
+    Off,
+    /// Wait up to this long (or until `max_batch_bytes` are pending).
+    Window(Duration),
+    /// The default. Wait for as many records as the previous batch had, at
+    /// most half the recent fsync latency (and never more than
+    /// [`MAX_ADAPTIVE_WAIT`]). A lone appender never waits (its previous
+    /// batch was itself); N appenders converge to batches of about N,
+    /// because those woken by one fsync are given the time to come back
+    /// before the next starts.
+    Adaptive,
+}
+
+/// The upper bound of an adaptive gathering wait.
+pub const MAX_ADAPTIVE_WAIT: Duration = Duration::from_millis(2);
+
+/// What opening found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The segment appended to, and its start position.
+    pub segment: PathBuf,
+    pub segment_start: u64,
+    /// The position the next append starts at.
+    pub end: u64,
+    /// Bytes of torn tail cut from the last segment.
+    pub truncated_bytes: u64,
+}
+
+/// The durable writer of one AOF directory. `Send + Sync`: share it (in an
+/// `Arc`) between appending threads; that is how group commit batches.
+#[derive(Debug)]
+pub struct AofWriter {
+    shared: Arc<Shared>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+    lock: Mutex<Option<DirLock>>,
+    report: OpenReport,
+}
+
+impl AofWriter {
+    /// Opens (creating if needed) the AOF directory `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: WriterOptions) -> Result<AofWriter, WriterError> {
+        let dir = dir.as_ref().to_owned();
+        if opts.max_batch_bytes == 0 {
+            return Err(WriterError::Invalid(
+                "max_batch_bytes must be positive".into(),
+            ));
+        }
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| WriterError::io("create directory", &dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                recover::fsync_dir(parent)?;
+            }
+        }
+        let dir_lock = DirLock::acquire(&dir)?;
+        let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
+        let (start, path, file, valid_len, truncated) = match segments.last() {
+            None => {
+                let path = dir.join(segment_file_name(0));
+                let file = recover::create_segment(&dir, &path)?;
+                (0, path, file, 0, 0)
+            }
+            Some(last) => {
+                let (file, tail) = recover::open_last_segment(&last.path, opts.max_payload)?;
+                (
+                    last.start,
+                    last.path.clone(),
+                    file,
+                    tail.valid_len,
+                    tail.torn_bytes,
+                )
+            }
+        };
+        let end = start + valid_len;
+        let mut segment_starts: Vec<u64> = segments.iter().map(|s| s.start).collect();
+        if segment_starts.is_empty() {
+            segment_starts.push(0);
+        }
+        let mut counters = Counters::default();
+        counters.truncated_on_open = truncated;
+        let report = OpenReport {
+            segment: path.clone(),
+            segment_start: start,
+            end,
+            truncated_bytes: truncated,
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            opts: opts.clone(),
+            state: Mutex::new(State {
+                pending: Vec::with_capacity(64 << 10),
+                spare: Vec::with_capacity(64 << 10),
+                pending_records: 0,
+                end,
+                written: end,
+                durable: end,
+                sync_wanted: 0,
+                gather_want: u64::MAX,
+                last_batch_records: 0,
+                fsync_ewma: Duration::ZERO,
+                leader: false,
+                failed: None,
+                closed: false,
+                current: Current {
+                    start,
+                    path,
+                    file: Arc::new(file),
+                },
+                segment_starts,
+                counters,
+                waiters: Vec::new(),
+            }),
+            progress: Condvar::new(),
+            halt: Condvar::new(),
+            written_at: AtomicU64::new(end),
+            durable_at: AtomicU64::new(end),
+            batch_full: Condvar::new(),
+            faults: Default::default(),
+        });
+        let syncer = match opts.fsync.background_interval() {
+            Some(interval) => {
+                let s = Arc::clone(&shared);
+                let handle = std::thread::Builder::new()
+                    .name("aof-everysec".into())
+                    .spawn(move || s.background_fsync(interval))
+                    .map_err(|e| WriterError::io("spawn fsync thread for", &shared.dir, e))?;
+                Some(handle)
+            }
+            None => None,
+        };
+        Ok(AofWriter {
+            shared,
+            syncer: Mutex::new(syncer),
+            lock: Mutex::new(Some(dir_lock)),
+            report,
+        })
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn policy(&self) -> FsyncPolicy {
+        self.shared.opts.fsync
+    }
+
+    pub fn options(&self) -> &WriterOptions {
+        &self.shared.opts
+    }
+
+    /// What opening found (the torn bytes cut, where appends go).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Appends one operation; returns its end position once the policy is
+    /// satisfied.
+    pub fn append(&self, op: &AofOperation) -> Result<u64, WriterError> {
+        let mut frame = Vec::with_capacity(512);
+        encode_frame_into(op, &mut frame)?;
+        self.append_frames(&frame, 1)
+    }
+
+    /// Appends operations as one batch (contiguous in the log); returns the
+    /// end position of the last one. Encoding fails the call before
+    /// anything is appended.
+    pub fn append_many<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a AofOperation>,
+    ) -> Result<u64, WriterError> {
+        let mut frames = Vec::new();
+        let mut count = 0;
+        for op in ops {
+            encode_frame_into(op, &mut frames)?;
+            count += 1;
+        }
+        self.append_frames(&frames, count)
+    }
+
+    /// Appends `records` already-encoded whole frames, contiguously. The
+    /// caller guarantees `frames` is exactly that (the binding encodes with
+    /// [`encode_frame_into`]); an empty batch returns the current end.
+    pub fn append_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
+        let mut st = self.shared.lock();
+        let end = self.shared.enqueue(&mut st, frames, records)?;
+        let goal = self.append_goal();
+        self.shared.wait_for(st, end, goal)?;
+        Ok(end)
+    }
+
+    /// Queues frames without waiting; [`AofWriter::wait_appended`] on the
+    /// returned position gives the policy's guarantee. For pipelining
+    /// (asyncio): the order of positions is the order of `submit` calls.
+    pub fn submit_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
+        let mut st = self.shared.lock();
+        self.shared.enqueue(&mut st, frames, records)
+    }
+
+    /// Waits until the record ending at `position` has what the policy
+    /// promises an append (durable for `always`, written otherwise).
+    pub fn wait_appended(&self, position: u64) -> Result<u64, WriterError> {
+        self.wait(position, self.append_goal())
+    }
+
+    /// Waits until everything up to `position` is durable, fsyncing if
+    /// needed (under any policy).
+    pub fn wait_durable(&self, position: u64) -> Result<u64, WriterError> {
+        self.wait(position, Goal::Durable)
+    }
+
+    fn append_goal(&self) -> Goal {
+        if self.shared.opts.fsync.append_waits_for_fsync() {
+            Goal::Durable
+        } else {
+            Goal::Written
+        }
+    }
+
+    fn wait(&self, position: u64, goal: Goal) -> Result<u64, WriterError> {
+        let st = self.shared.lock();
+        if position > st.end {
+            return Err(WriterError::Invalid(format!(
+                "position {position} is past the end of the log ({})",
+                st.end
+            )));
+        }
+        self.shared.wait_for(st, position, goal)?;
+        Ok(position)
+    }
+
+    /// The end position of the last appended record (not necessarily
+    /// written yet).
+    pub fn position(&self) -> u64 {
+        self.shared.lock().end
+    }
+
+    /// Everything below this position is written to the kernel.
+    pub fn written_position(&self) -> u64 {
+        self.shared.lock().written
+    }
+
+    /// Everything below this position is on stable storage.
+    pub fn durable_position(&self) -> u64 {
+        self.shared.lock().durable
+    }
+
+    /// The start position of the segment appended to.
+    pub fn segment_start(&self) -> u64 {
+        self.shared.lock().current.start
+    }
+
+    /// The segment file and offset in it where the byte just before
+    /// `position` lives, i.e. the segment holding the record that ends at
+    /// `position` (a record never spans segments).
+    pub fn locate(&self, position: u64) -> Result<(PathBuf, u64), WriterError> {
+        let st = self.shared.lock();
+        if position == 0 || position > st.end {
+            return Err(WriterError::Invalid(format!(
+                "position {position} is not the end of an appended record (log ends at {})",
+                st.end
+            )));
+        }
+        let idx = st.segment_starts.partition_point(|&s| s < position);
+        let start = st.segment_starts[idx.saturating_sub(1)];
+        Ok((
+            self.shared.dir.join(segment_file_name(start)),
+            position - start,
+        ))
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.shared.lock().failed.is_some()
+    }
+
+    /// Why the writer failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failed.clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        self.shared.lock().counters.snapshot()
+    }
+
+    /// Starts a new segment at the current end and returns its start.
+    ///
+    /// Pending appends are written and the old segment fsynced first, then
+    /// the new (empty) segment is created and the directory fsynced. A crash
+    /// at any point leaves either the old segment last (complete up to what
+    /// was written) or, additionally, an empty segment starting at its end:
+    /// both read as the same log. If the current segment is empty, it is
+    /// kept and its start returned.
+    pub fn rotate(&self) -> Result<u64, WriterError> {
+        let shared = &*self.shared;
+        let st = shared.lock();
+        shared.check_usable(&st)?;
+        let mut st = shared.take_exclusive(st);
+        shared.check_usable(&st)?;
+        if st.end == st.current.start {
+            return Ok(st.current.start);
+        }
+        // Write and fsync the old segment as a leader would, whatever the
+        // policy: a segment is complete before the next one exists.
+        let (guard, wakes) = shared.lead(st, true)?;
+        st = guard;
+        wakes.now();
+        shared.check_usable(&st)?;
+        st.leader = true;
+        // Appends that arrived during that I/O stay pending: they belong to
+        // the new segment, which starts where the written bytes end.
+        let new_start = st.written;
+        drop(st);
+        let path = shared.dir.join(segment_file_name(new_start));
+        let created = recover::create_segment(&shared.dir, &path);
+        let mut st = shared.lock();
+        st.leader = false;
+        let result = match created {
+            Ok(file) => {
+                st.current = Current {
+                    start: new_start,
+                    path,
+                    file: Arc::new(file),
+                };
+                st.segment_starts.push(new_start);
+                st.counters.rotations += 1;
+                Ok(new_start)
+            }
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                Err(e)
+            }
+        };
+        shared.publish(&mut st).now();
+        result
+    }
+
+    /// Writes what is pending, fsyncs (under every policy), stops the
+    /// background thread and releases the directory lock. Idempotent. A
+    /// failed writer closes without any further I/O.
+    pub fn close(&self) -> Result<(), WriterError> {
+        let shared = &*self.shared;
+        let st = shared.lock();
+        let mut st = shared.take_exclusive(st);
+        let mut result = Ok(());
+        if !st.closed && st.failed.is_none() {
+            let needs_io = !st.pending.is_empty() || st.durable < st.written;
+            if needs_io {
+                match shared.lead(st, true) {
+                    Ok((guard, wakes)) => {
+                        st = guard;
+                        wakes.now();
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        st = shared.lock();
+                    }
+                }
+                st = shared.take_exclusive(st);
+            }
+        }
+        st.closed = true;
+        shared.publish(&mut st).now();
+        drop(st);
+        let handle = self.syncer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            // The thread never panics (no unwrap on its path); if it did,
+            // closing still succeeds.
+            let _ = handle.join();
+        }
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result
+    }
+
+    /// Makes the next `count` writes or fsyncs fail (ENOSPC / EIO), as a
+    /// failing disk would. For tests of the failure model.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault, count: u32) {
+        self.shared.faults.arm(fault, count);
+    }
+}
+
+impl Drop for AofWriter {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The physical baseline of the benchmarks: `n` times `pwrite(size bytes)`
+/// then `fdatasync`, appending to a new file at `path`; returns the elapsed
+/// time. The file is removed afterwards.
+pub fn raw_fdatasync_loop(path: &Path, n: u64, size: usize) -> io::Result<Duration> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let buf = vec![0xa5u8; size];
+    let t0 = Instant::now();
+    let mut offset = 0u64;
+    for _ in 0..n {
+        std::os::unix::fs::FileExt::write_all_at(&file, &buf, offset)?;
+        file.sync_data()?;
+        offset += size as u64;
+    }
+    let elapsed = t0.elapsed();
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}

@@ -1,0 +1,103 @@
+//! Counters of the writer, readable while it runs.
+
+use std::time::Duration;
+
+/// How many recent fsync latencies the percentiles are computed over.
+pub const LATENCY_WINDOW: usize = 4096;
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriterStats {
+    /// Records appended (accepted into the log).
+    pub appends: u64,
+    /// Bytes appended.
+    pub bytes: u64,
+    /// `pwrite` calls (each writes one gathered batch).
+    pub writes: u64,
+    /// Successful fdatasyncs.
+    pub fsyncs: u64,
+    /// Records made durable by those fsyncs.
+    pub records_fsynced: u64,
+    /// The most records one fsync made durable.
+    pub max_records_per_fsync: u64,
+    /// Segments created by rotation.
+    pub rotations: u64,
+    /// Bytes of torn tail cut from the last segment when the writer opened.
+    pub truncated_on_open: u64,
+    /// Fsync latency percentiles over the last [`LATENCY_WINDOW`] fsyncs.
+    pub fsync_p50: Duration,
+    pub fsync_p90: Duration,
+    pub fsync_p99: Duration,
+    pub fsync_max: Duration,
+}
+
+impl WriterStats {
+    /// Mean records per fsync: the group-commit factor.
+    pub fn records_per_fsync(&self) -> f64 {
+        if self.fsyncs == 0 {
+            0.0
+        } else {
+            self.records_fsynced as f64 / self.fsyncs as f64
+        }
+    }
+}
+
+/// The live counters, kept under the writer's state lock (every update
+/// happens where that lock is already held).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub appends: u64,
+    pub bytes: u64,
+    pub writes: u64,
+    pub fsyncs: u64,
+    pub records_fsynced: u64,
+    pub max_records_per_fsync: u64,
+    pub rotations: u64,
+    pub truncated_on_open: u64,
+    /// Records written since the last fsync: what the next one covers.
+    pub unsynced_records: u64,
+    latencies: Vec<u32>,
+    next: usize,
+}
+
+impl Counters {
+    pub fn record_fsync(&mut self, latency: Duration) {
+        let records = std::mem::take(&mut self.unsynced_records);
+        self.fsyncs += 1;
+        self.records_fsynced += records;
+        self.max_records_per_fsync = self.max_records_per_fsync.max(records);
+        let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        if self.latencies.len() < LATENCY_WINDOW {
+            self.latencies.push(micros);
+        } else {
+            self.latencies[self.next] = micros;
+        }
+        self.next = (self.next + 1) % LATENCY_WINDOW;
+    }
+
+    pub fn snapshot(&self) -> WriterStats {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let pct = |p: f64| -> Duration {
+            if sorted.is_empty() {
+                return Duration::ZERO;
+            }
+            let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+            Duration::from_micros(u64::from(sorted[i]))
+        };
+        WriterStats {
+            appends: self.appends,
+            bytes: self.bytes,
+            writes: self.writes,
+            fsyncs: self.fsyncs,
+            records_fsynced: self.records_fsynced,
+            max_records_per_fsync: self.max_records_per_fsync,
+            rotations: self.rotations,
+            truncated_on_open: self.truncated_on_open,
+            fsync_p50: pct(0.50),
+            fsync_p90: pct(0.90),
+            fsync_p99: pct(0.99),
+            fsync_max: pct(1.0),
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The durable writer: group commit, rotation, recovery, lock, failures.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use openmatch_aof::segment::{list_segments, segment_file_name};
+use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
+use openmatch_aof::{decode_all, encode_frame, AofOperation, EpochId, EpochPhase};
+
+fn op(i: u64) -> AofOperation {
+    AofOperation::EpochAdvanced(EpochId(i), EpochPhase::Seal)
+}
+
+fn opts(fsync: FsyncPolicy) -> WriterOptions {
+    WriterOptions {
+        fsync,
+        ..WriterOptions::default()
+    }
+}
+
+/// Every operation in the directory's segments, in log order.
+fn read_log(dir: &Path) -> Vec<AofOperation> {
+    let mut ops = Vec::new();
+    let mut expected_start = 0;
+    for seg in list_segments(dir).unwrap() {
+        assert_eq!(seg.start, expected_start, "segments are contiguous");
+        let data = fs::read(&seg.path).unwrap();
+        ops.extend(decode_all(&data, u32::MAX).unwrap());
+        expected_start = seg.end();
+    }
+    ops
+}
+
+#[test]
+fn appends_return_end_positions_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame_len = encode_frame(&op(0)).unwrap().len() as u64;
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert_eq!(w.position(), 0);
+    let p1 = w.append(&op(1)).unwrap();
+    assert_eq!(p1, frame_len);
+    assert_eq!(w.durable_position(), p1);
+    let p2 = w.append_many([op(2), op(3)].iter()).unwrap();
+    assert_eq!(p2, 3 * frame_len);
+    assert_eq!(w.locate(p2).unwrap().1, p2);
+    w.close().unwrap();
+    assert!(matches!(w.append(&op(4)), Err(WriterError::Closed { .. })));
+
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert_eq!(w.position(), p2);
+    assert_eq!(w.append(&op(4)).unwrap(), 4 * frame_len);
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2), op(3), op(4)]);
+}
+
+#[test]
+fn group_commit_lands_every_append_exactly_once() {
+    for policy in FsyncPolicy::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(AofWriter::open(dir.path(), opts(policy)).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let w = Arc::clone(&w);
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    let mut positions = Vec::new();
+                    for i in 0..100u64 {
+                        let p = w.append(&op(t * 1000 + i)).unwrap();
+                        assert!(p > last, "positions grow within a thread");
+                        last = p;
+                        positions.push(p);
+                    }
+                    positions
+                })
+            })
+            .collect();
+        let mut all = HashSet::new();
+        for t in threads {
+            for p in t.join().unwrap() {
+                assert!(all.insert(p), "position {p} returned twice");
+            }
+        }
+        assert_eq!(all.len(), 800);
+        if policy == FsyncPolicy::Always {
+            assert_eq!(w.durable_position(), w.position());
+        }
+        let stats = w.stats();
+        assert_eq!(stats.appends, 800);
+        assert_eq!(
+            stats.records_fsynced,
+            if policy == FsyncPolicy::Always {
+                800
+            } else {
+                stats.records_fsynced
+            }
+        );
+        w.close().unwrap();
+        let ops: HashSet<_> = read_log(dir.path())
+            .into_iter()
+            .map(|o| match o {
+                AofOperation::EpochAdvanced(EpochId(i), _) => i,
+                _ => unreachable!(),
+            })
+            .collect();
+        let expected: HashSet<u64> = (0..8)
+            .flat_map(|t| (0..100).map(move |i| t * 1000 + i))
+            .collect();
+        assert_eq!(ops, expected, "policy {policy}");
+    }
+}
+
+#[test]
+fn gathering_window_batches_and_wait_durable_syncs_under_any_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        gather: Gather::Window(std::time::Duration::from_millis(2)),
+        max_batch_bytes: 64,
+        ..WriterOptions::default()
+    };
+    let w = AofWriter::open(dir.path(), o).unwrap();
+    let p = w.append(&op(1)).unwrap();
+    assert_eq!(w.written_position(), p);
+    assert_eq!(w.durable_position(), 0);
+    assert_eq!(w.wait_durable(p).unwrap(), p);
+    assert_eq!(w.durable_position(), p);
+    assert!(matches!(
+        w.wait_durable(p + 1),
+        Err(WriterError::Invalid(_))
+    ));
+    let q = w.submit_frames(&encode_frame(&op(2)).unwrap(), 1).unwrap();
+    assert_eq!(w.wait_appended(q).unwrap(), q);
+}
+
+#[test]
+fn everysec_fsyncs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::EverySec)).unwrap();
+    let p = w.append(&op(1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while w.durable_position() < p {
+        assert!(std::time::Instant::now() < deadline, "no background fsync");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(w.stats().fsyncs >= 1);
+    w.close().unwrap();
+}
+
+#[test]
+fn rotation_starts_a_segment_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.rotate().unwrap(), 0, "an empty segment is kept");
+    let p1 = w.append(&op(1)).unwrap();
+    assert_eq!(w.rotate().unwrap(), p1);
+    assert_eq!(w.durable_position(), p1, "rotation fsyncs the old segment");
+    let p2 = w.append(&op(2)).unwrap();
+    let (path, offset) = w.locate(p2).unwrap();
+    assert_eq!(path, dir.path().join(segment_file_name(p1)));
+    assert_eq!(offset, p2 - p1);
+    assert_eq!(
+        w.locate(p1).unwrap().0,
+        dir.path().join(segment_file_name(0))
+    );
+    let p3 = w.rotate().unwrap();
+    assert_eq!(p3, p2);
+    w.close().unwrap();
+    let starts: Vec<u64> = list_segments(dir.path())
+        .unwrap()
+        .iter()
+        .map(|s| s.start)
+        .collect();
+    assert_eq!(starts, vec![0, p1, p2]);
+
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert_eq!(w.segment_start(), p2);
+    w.append(&op(3)).unwrap();
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2), op(3)]);
+}
+
+#[test]
+fn torn_tail_is_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    let p = w.append_many([op(1), op(2)].iter()).unwrap();
+    drop(w);
+    let seg = dir.path().join(segment_file_name(0));
+    let frame = encode_frame(&op(3)).unwrap();
+    for cut in [1, 7, 8, frame.len() - 1] {
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap()
+            .write_all(&frame[..cut])
+            .unwrap();
+        let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+        assert_eq!(w.open_report().truncated_bytes, cut as u64);
+        assert_eq!(w.stats().truncated_on_open, cut as u64);
+        assert_eq!(w.position(), p);
+        drop(w);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), p);
+    }
+    // A zero-filled tail (a grown file whose data never reached the disk).
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&[0u8; 100])
+        .unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert_eq!(w.open_report().truncated_bytes, 100);
+    assert_eq!(w.append(&op(3)).unwrap(), p + frame.len() as u64);
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2), op(3)]);
+}
+
+#[test]
+fn corruption_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    let p1 = w.append(&op(1)).unwrap();
+    w.append(&op(2)).unwrap();
+    drop(w);
+    let seg = dir.path().join(segment_file_name(0));
+    let mut data = fs::read(&seg).unwrap();
+    let last = data.len() - 1;
+    data[last] ^= 0x40;
+    fs::write(&seg, &data).unwrap();
+    match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
+        Err(WriterError::Corrupt { path, error }) => {
+            assert_eq!(path, seg);
+            assert_eq!(error.offset, p1);
+            assert_eq!(error.kind.name(), "checksum_mismatch");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was cut");
+}
+
+#[test]
+fn damaged_length_in_the_middle_is_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    w.append_many([op(1), op(2), op(3)].iter()).unwrap();
+    drop(w);
+    let seg = dir.path().join(segment_file_name(0));
+    let mut data = fs::read(&seg).unwrap();
+    data[2] = 0x01; // frame 1's length becomes 65,560: past the end of the file
+    fs::write(&seg, &data).unwrap();
+    match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
+        Err(WriterError::Corrupt { error, .. }) => {
+            assert_eq!(error.offset, 0);
+            assert_eq!(error.kind.name(), "oversized_length");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was cut");
+}
+
+#[test]
+fn one_writer_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert!(matches!(
+        AofWriter::open(dir.path(), opts(FsyncPolicy::Always)),
+        Err(WriterError::Locked { .. })
+    ));
+    w.close().unwrap();
+    let again = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    drop(again);
+}
+
+#[test]
+fn files_are_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("aof");
+    let w = AofWriter::open(&sub, opts(FsyncPolicy::Always)).unwrap();
+    w.append(&op(1)).unwrap();
+    w.rotate().unwrap();
+    drop(w);
+    assert_eq!(
+        fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for entry in fs::read_dir(&sub).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
+
+#[test]
+fn failed_fsync_is_never_acknowledged_nor_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Arc::new(AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap());
+    let p1 = w.append(&op(1)).unwrap();
+    w.inject_fault(Fault::Fsync, 1);
+    match w.append(&op(2)) {
+        Err(WriterError::Failed { reason }) => assert!(reason.contains("fdatasync"), "{reason}"),
+        other => panic!("expected failure, got {other:?}"),
+    }
+    assert!(w.is_failed());
+    assert_eq!(w.durable_position(), p1);
+    let fsyncs = w.stats().fsyncs;
+    // Later appends and waits fail at once; nothing is fsynced again.
+    assert!(matches!(w.append(&op(3)), Err(WriterError::Failed { .. })));
+    assert!(w.wait_durable(p1).is_ok(), "what was durable stays so");
+    assert!(matches!(w.rotate(), Err(WriterError::Failed { .. })));
+    w.close().unwrap();
+    assert_eq!(w.stats().fsyncs, fsyncs);
+    drop(w);
+    // Reopening re-reads the disk: op(2) was written (not acknowledged).
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert!(!w.is_failed());
+    w.append(&op(4)).unwrap();
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2), op(4)]);
+}
+
+#[test]
+fn failed_write_fails_every_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Arc::new(AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap());
+    w.inject_fault(Fault::Write, 1);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.append(&op(t)))
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    // The first batch fails; any append that got in before it succeeded
+    // durably, every other one failed — none is acknowledged without fsync.
+    assert!(results
+        .iter()
+        .any(|r| matches!(r, Err(WriterError::Failed { .. }))));
+    for p in results.iter().flatten() {
+        assert!(*p <= w.durable_position());
+    }
+    assert!(matches!(w.append(&op(9)), Err(WriterError::Failed { .. })));
+}
+
+#[test]
+fn appends_rotations_and_durable_waits_interleave_without_loss() {
+    for policy in FsyncPolicy::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Arc::new(AofWriter::open(dir.path(), opts(policy)).unwrap());
+        let appenders: Vec<_> = (0..6u64)
+            .map(|t| {
+                let w = Arc::clone(&w);
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..60u64 {
+                        let p = w.append(&op(t * 1000 + i)).unwrap();
+                        if i % 7 == 0 {
+                            assert!(w.wait_durable(p).unwrap() <= w.durable_position());
+                        }
+                        acked.push(p);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let rotator = {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    w.rotate().unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        rotator.join().unwrap();
+        let mut acked: Vec<u64> = appenders
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        w.close().unwrap();
+        acked.sort_unstable();
+        let log = read_log(dir.path());
+        assert_eq!(log.len(), 360, "policy {policy}");
+        // Every returned position is the end of a record in the log.
+        let mut ends = Vec::new();
+        let mut pos = 0u64;
+        for seg in list_segments(dir.path()).unwrap() {
+            let data = fs::read(&seg.path).unwrap();
+            for o in decode_all(&data, u32::MAX).unwrap() {
+                pos += encode_frame(&o).unwrap().len() as u64;
+                ends.push(pos);
+            }
+        }
+        assert_eq!(acked, ends, "policy {policy}");
+    }
+}
