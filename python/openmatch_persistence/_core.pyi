@@ -5,19 +5,9 @@ import datetime
 import decimal
 import os
 import uuid
-from collections.abc import Iterable
-from typing import ClassVar, Final, final
-import enum
-import os
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Literal, final
-import enum
-import os
-import uuid
-from collections.abc import Iterable
 from types import TracebackType
-from typing import Final, Literal, final
+from typing import Any, ClassVar, Final, Literal, final
 
 __version__: Final[str]
 DEFAULT_MAX_PAYLOAD_LEN: Final[int]
