@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from openmatch_persistence.errors import OpenMatchPersistenceError
 
-from . import aof
+from . import aof, db
 
 #: Command-group modules; each adds its subcommands to the parser.
-GROUPS = [aof]
+GROUPS = [aof, db]
 
 
 def build_parser() -> argparse.ArgumentParser:
