@@ -12,8 +12,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_store_support import pg_schema  # noqa: F401  (fixture)
-
 from openmatch_persistence.errors import MigrationError
 from openmatch_persistence.store.migrate import (
     POSTGRES_MIGRATIONS,
@@ -25,6 +23,8 @@ from openmatch_persistence.store.migrate import (
 )
 
 ENGINE_TABLES = {"orders", "trades", "balances", "epochs"}
+
+pytest_plugins = ["test_store_support"]  # the store fixtures
 
 
 def test_the_first_migration_is_the_engine_schema() -> None:
@@ -54,8 +54,7 @@ def _tables(conn: Any) -> set[str]:
     return {
         r[0]
         for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = current_schema()"
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
     }
 
@@ -111,7 +110,7 @@ def test_postgres_failed_migration_leaves_nothing(pg_conn: Any, tmp_path: Path) 
     # A file that disappeared after being applied is refused too (as sqlx does).
     (d / "20260201000000_broken.sql").unlink()
     (d / "20260101000100_durable_state.sql").unlink()
-    with pytest.raises(MigrationError, match="20260101000100 was applied .* missing"):
+    with pytest.raises(MigrationError, match=r"20260101000100 was applied .* missing"):
         migrate_postgres(pg_conn, d)
 
 

@@ -7,19 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from test_store_support import (  # noqa: F401  (fixtures)
-    T0,
-    any_store,
-    make_balance,
-    make_epoch,
-    make_order,
-    make_trade,
-    node,
-    pg_schema,
-    pg_store,
-    sqlite_store,
-)
-
 from openmatch_persistence import (
     EpochPhase,
     MarketPair,
@@ -32,6 +19,16 @@ from openmatch_persistence import (
 )
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store import ChangeBatch
+from test_store_support import (
+    T0,
+    make_balance,
+    make_epoch,
+    make_order,
+    make_trade,
+    node,
+)
+
+pytest_plugins = ["test_store_support"]  # the store fixtures
 
 
 def _rich_batch() -> ChangeBatch:
@@ -65,8 +62,13 @@ def _rich_batch() -> ChangeBatch:
         make_balance(asset="USDTTTTTTT", available=Decimal("99999999999999999999.99999999")),
     ]
     epochs = [
-        make_epoch(epoch_id=1, phase=EpochPhase.FINALIZE, result_hash=node(5), trade_count=3,
-                   completed_at_ns=T0 + 7),  # fmt: skip
+        make_epoch(
+            epoch_id=1,
+            phase=EpochPhase.FINALIZE,
+            result_hash=node(5),
+            trade_count=3,
+            completed_at_ns=T0 + 7,
+        ),
         make_epoch(epoch_id=2, phase=EpochPhase.COLLECT, batch_hash=None),
     ]
     return ChangeBatch([a, b, c], [trade], balances, epochs, position=4096)

@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from openmatch_persistence import (
     EpochPhase,
     MarketPair,

@@ -7,8 +7,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from test_store_support import make_order, make_trade
-
 from openmatch_persistence import (
     BalanceUpdated,
     BufferSealed,
@@ -22,6 +20,7 @@ from openmatch_persistence import (
 from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import InvalidValueError
 from openmatch_persistence.validate import validate_for_store
+from test_store_support import make_order, make_trade
 
 MAX = Decimal("99999999999999999999.99999999")  # 20 integer digits, 8 places
 
@@ -60,7 +59,7 @@ def test_an_order_that_does_not_fit_is_refused(
 
 def test_trade_and_balance_values_are_checked() -> None:
     o = make_order()
-    with pytest.raises(InvalidValueError, match="quote_amount: 0.000000001"):
+    with pytest.raises(InvalidValueError, match=r"quote_amount: 0\.000000001"):
         validate_for_store(TradeExecuted(make_trade(o, o, quote_amount=Decimal("1E-9"))))
     with pytest.raises(InvalidValueError, match=r"asset: 'ABCDEFGHIJK' is 11 characters"):
         validate_for_store(BalanceUpdated(uuid.uuid4(), "ABCDEFGHIJK", 1, 0))

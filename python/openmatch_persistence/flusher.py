@@ -145,6 +145,7 @@ class Flusher:
         self._lock = threading.Lock()  # guards _pending and the counters
         self._write_lock = threading.Lock()  # one transaction at a time
         self._pending = _Pending()
+        self._inflight: _Pending | None = None  # the batch being written
         self._flushed_position: int | None = None
         self._flushes = 0
         self._rows_written = 0
@@ -180,18 +181,18 @@ class Flusher:
                 ):
                     return None
                 self._pending = _Pending()
+                self._inflight = taken
             batch = taken.batch()
             try:
                 result = self._store.write_changes(batch)
             except BaseException as e:
                 with self._lock:
                     self._pending.restore(taken)
+                    self._inflight = None
                     self._failures += 1
                     self._consecutive += 1
                     self._last_error = str(e)
-                    delay = min(
-                        self._backoff_max, self._backoff_min * 2 ** (self._consecutive - 1)
-                    )
+                    delay = min(self._backoff_max, self._backoff_min * 2 ** (self._consecutive - 1))
                     self._retry_at = self._clock() + delay
                 stats = self.stats()
                 log.warning(
@@ -211,6 +212,7 @@ class Flusher:
                     raise StoreError(f"flush to AOF position {batch.position} failed: {e}") from e
                 raise
             with self._lock:
+                self._inflight = None
                 recovered = self._consecutive
                 self._consecutive = 0
                 self._retry_at = 0.0
@@ -292,15 +294,18 @@ class Flusher:
 
     def stats(self) -> FlusherStats:
         with self._lock:
-            p = self._pending
-            taken = p.position if p.position is not None else self._flushed_position
+            parts = [p for p in (self._pending, self._inflight) if p is not None]
+            positions = [p.position for p in parts if p.position is not None]
+            since = [p.since for p in parts if p.since is not None]
+            taken = max(positions) if positions else self._flushed_position
             behind = 0 if taken is None else taken - (self._flushed_position or 0)
             return FlusherStats(
                 flushed_position=self._flushed_position,
                 taken_position=taken,
-                pending_rows=len(p),
+                # A key both in flight and pending counts twice: an upper bound.
+                pending_rows=sum(len(p) for p in parts),
                 aof_bytes_behind=max(0, behind),
-                seconds_behind=0.0 if p.since is None else self._clock() - p.since,
+                seconds_behind=self._clock() - min(since) if since else 0.0,
                 flushes=self._flushes,
                 rows_written=self._rows_written,
                 failures=self._failures,

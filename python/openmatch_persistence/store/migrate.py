@@ -74,9 +74,7 @@ def discover(directory: Path) -> list[Migration]:
         except UnicodeDecodeError as e:
             raise MigrationError(f"{path}: not UTF-8 ({e})") from None
         if version in found:
-            raise MigrationError(
-                f"{path}: version {version} is also {found[version].path.name}"
-            )
+            raise MigrationError(f"{path}: version {version} is also {found[version].path.name}")
         found[version] = Migration(
             version=version,
             description=rest[: -len(".sql")].replace("_", " "),
@@ -220,8 +218,7 @@ def migrate_sqlite(conn: sqlite3.Connection, directory: Path = SQLITE_MIGRATIONS
         if dirty:
             raise MigrationError(f"migration {dirty[0]} is partially applied (success = false)")
         applied = {
-            v: bytes(c)
-            for v, c in conn.execute("SELECT version, checksum FROM _sqlx_migrations")
+            v: bytes(c) for v, c in conn.execute("SELECT version, checksum FROM _sqlx_migrations")
         }
         pending = _check_applied(migrations, applied, directory)
         conn.execute("COMMIT")
@@ -234,9 +231,7 @@ def migrate_sqlite(conn: sqlite3.Connection, directory: Path = SQLITE_MIGRATIONS
         start = time.perf_counter_ns()
         description = m.description.replace("'", "''")
         script = (
-            ("" if m.no_tx else "BEGIN IMMEDIATE;\n")
-            + m.sql
-            + "\n;\nINSERT INTO _sqlx_migrations"
+            ("" if m.no_tx else "BEGIN IMMEDIATE;\n") + m.sql + "\n;\nINSERT INTO _sqlx_migrations"
             " (version, description, success, checksum, execution_time)"
             f" VALUES ({m.version}, '{description}', TRUE, X'{m.checksum.hex()}', -1);\n"
             + ("" if m.no_tx else "COMMIT;\n")

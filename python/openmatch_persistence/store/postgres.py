@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -183,7 +184,8 @@ _WRITE_CHECKPOINT = """
     ON CONFLICT (singleton) DO UPDATE
         SET aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
             flushed_at = EXCLUDED.flushed_at
-        WHERE (t.aof_position, t.epoch_id) IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id)
+        WHERE (t.aof_position, t.epoch_id)
+            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id)
 """
 
 
@@ -238,6 +240,7 @@ class PostgresStore:
             # One schema per store (tests run in their own): every pooled
             # connection resolves the unqualified table names there.
             kwargs["options"] = f"-c search_path={schema}"
+        self._connect_kwargs = kwargs
         self._pool = ConnectionPool(
             dsn,
             min_size=min(min_connections, max_connections),
@@ -248,9 +251,18 @@ class PostgresStore:
             open=False,
             name="openmatch-store",
         )
-        # Not waiting: a store made while the database is down still works
-        # once it is back (the pool keeps trying in the background).
-        self._pool.open(wait=False)
+        self._open_lock = threading.Lock()
+        self._opened = False
+
+    def _ensure_open(self) -> None:
+        # Opened on first use (``migrate`` alone needs no pool), and without
+        # waiting: a store made while the database is down works once it is
+        # back (the pool keeps trying in the background).
+        if not self._opened:
+            with self._open_lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
 
     def __repr__(self) -> str:
         return f"PostgresStore({mask_dsn(self._dsn)!r})"
@@ -269,6 +281,7 @@ class PostgresStore:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit connection; driver errors become
         :class:`StoreError` with the DSN's password masked."""
+        self._ensure_open()
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -286,8 +299,15 @@ class PostgresStore:
         self._pool.close()
 
     def migrate(self) -> list[int]:
-        with self.connection() as conn:
-            return migrate_postgres(conn, self._migrations_dir)
+        # A connection of its own, not the pool's: a failure to connect is
+        # reported at once and with libpq's reason.
+        try:
+            with psycopg.connect(self._dsn, **self._connect_kwargs) as conn:
+                return migrate_postgres(conn, self._migrations_dir)
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{mask_dsn(self._dsn)}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
+            ) from None
 
     def checkpoint(self) -> Checkpoint | None:
         with self.connection() as conn:
@@ -355,7 +375,9 @@ class PostgresStore:
                 ]
                 trade_rows = cur.execute("SELECT * FROM trades").fetchall()
                 orphan_rows = cur.execute("SELECT * FROM orphan_trades").fetchall()
-                rows = sorted(trade_rows + orphan_rows, key=lambda r: (r["executed_at_ns"], r["id"]))
+                rows = sorted(
+                    trade_rows + orphan_rows, key=lambda r: (r["executed_at_ns"], r["id"])
+                )
                 trades = [trade_from_row(r) for r in rows]
                 balances = [
                     BalanceRow(

@@ -259,16 +259,22 @@ class SqliteStore:
                 _UPSERT_BALANCES,
                 (
                     (
-                        str(b.user_id), b.asset, _dec(b.available), _dec(b.frozen),
-                        scale_of(b.available), scale_of(b.frozen), now,
-                    )  # fmt: skip
+                        str(b.user_id),
+                        b.asset,
+                        _dec(b.available),
+                        _dec(b.frozen),
+                        scale_of(b.available),
+                        scale_of(b.frozen),
+                        now,
+                    )
                     for b in batch.balances
                 ),
             )
         if batch.epochs:
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
-            "INSERT INTO persistence_checkpoint AS t (singleton, aof_position, epoch_id, flushed_at)"
+            "INSERT INTO persistence_checkpoint AS t"
+            " (singleton, aof_position, epoch_id, flushed_at)"
             " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?)"
             " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
             " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at"
@@ -292,7 +298,9 @@ class SqliteStore:
                 order_rows = c.execute("SELECT * FROM orders ORDER BY created_at_ns, id").fetchall()
                 trade_rows = c.execute("SELECT * FROM trades").fetchall()
                 orphan_rows = c.execute("SELECT * FROM orphan_trades").fetchall()
-                balance_rows = c.execute("SELECT * FROM balances ORDER BY user_id, asset").fetchall()
+                balance_rows = c.execute(
+                    "SELECT * FROM balances ORDER BY user_id, asset"
+                ).fetchall()
                 epoch_rows = c.execute("SELECT * FROM epochs ORDER BY epoch_id").fetchall()
                 cp = c.execute("SELECT * FROM persistence_checkpoint").fetchone()
             finally:
