@@ -280,6 +280,7 @@ class Flusher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 self.collect()
                 if self.due():
@@ -288,7 +289,9 @@ class Flusher:
                 pass  # logged by write_pending; retried after the backoff
             except Exception:
                 log.exception("flusher cycle failed; retrying")
-            self._stop.wait(self.interval)
+            # A fixed cadence: a slow flush is not followed by a full interval
+            # of waiting, so the lag stays near interval + flush time.
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     # --- statistics -----------------------------------------------------------
 
@@ -361,6 +364,7 @@ class AsyncFlusher:
     async def _run(self) -> None:
         f = self._flusher
         while True:
+            started = time.monotonic()
             try:
                 f.collect()
                 if f.due():
@@ -369,4 +373,4 @@ class AsyncFlusher:
                 pass  # logged; retried after the backoff
             except Exception:
                 log.exception("flusher cycle failed; retrying")
-            await asyncio.sleep(f.interval)
+            await asyncio.sleep(max(0.0, f.interval - (time.monotonic() - started)))

@@ -94,6 +94,17 @@ _TEMP_TABLES = {
         started_at_ns bigint, completed_at_ns bigint""",
 }
 
+# The COPY column types, in the order of the temporary tables above (binary
+# COPY: psycopg's C dumpers, no text formatting; Decimal keeps its scale).
+_COPY_TYPES = {
+    "tmp_orders": ["uuid", "uuid", "text", "text", "text", "text", "text", "numeric", "numeric",
+                   "numeric", "uuid", "int8", "int8", "bytea", "int8", "int8"],
+    "tmp_trades": ["uuid", "int8", "text", "text", "uuid", "uuid", "uuid", "uuid", "numeric",
+                   "numeric", "numeric", "text", "bytea", "int8"],
+    "tmp_balances": ["uuid", "text", "numeric", "numeric"],
+    "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
+}  # fmt: skip
+
 _ORDER_COLUMNS = [
     "id", "user_id", "market", "side", "order_type", "status", "price", "quantity",
     "remaining_qty", "batch_id", "sequence", "origin_node", "created_at", "updated_at",
@@ -359,7 +370,8 @@ class PostgresStore:
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
         )
-        with cur.copy(f"COPY {table} FROM STDIN") as copy:
+        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES[table])
             for r in rows:
                 copy.write_row(r)
 
