@@ -55,7 +55,13 @@ def _rich_batch() -> ChangeBatch:
         updated_at=1,
         origin_node=bytes([255] * 32),
     )
-    c = make_order(quantity=Decimal("-7.10"), remaining_qty=Decimal("100"), price=Decimal("3"))
+    c = make_order(
+        quantity=Decimal("-7.10"),
+        remaining_qty=Decimal("100"),
+        price=Decimal("3"),
+        market=MarketPair("€UR", "ÜSD"),
+    )
+    d = make_order(market=MarketPair("A\\B\tC", "D\nE\r"))  # COPY's escapes
     trade = make_trade(a, b, price=Decimal("1.50"), quote_amount=Decimal("0.75000000"))
     balances = [
         make_balance(asset="BTC", available=Decimal("0.10"), frozen=Decimal("2.00000000")),
@@ -71,7 +77,7 @@ def _rich_batch() -> ChangeBatch:
         ),
         make_epoch(epoch_id=2, phase=EpochPhase.COLLECT, batch_hash=None),
     ]
-    return ChangeBatch([a, b, c], [trade], balances, epochs, position=4096)
+    return ChangeBatch([a, b, c, d], [trade], balances, epochs, position=4096)
 
 
 def test_every_table_round_trips_exactly(any_store: Any) -> None:

@@ -37,14 +37,12 @@ from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_pos
 from openmatch_persistence.store.rows import (
     PHASE,
     PHASE_NAME,
-    SIDE_NAME,
-    STATUS_NAME,
-    TYPE_NAME,
     from_name,
     order_from_row,
     trade_from_row,
     with_scale,
 )
+from openmatch_persistence.store.wire import order_line, trade_line
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,7 @@ _UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 # whole seconds through to_timestamp (exact for integers), the rest as an
 # integral number of microseconds.
 _TS = (
-    "(to_timestamp(div({c}, 1000000000)::double precision)"
+    "(to_timestamp(({c} / 1000000000)::double precision)"
     " + (mod({c}, 1000000000) / 1000) * interval '1 microsecond')"
 )
 
@@ -94,13 +92,10 @@ _TEMP_TABLES = {
         started_at_ns bigint, completed_at_ns bigint""",
 }
 
-# The COPY column types, in the order of the temporary tables above (binary
-# COPY: psycopg's C dumpers, no text formatting; Decimal keeps its scale).
+# Balances and epochs go by binary COPY with these types (psycopg's C
+# dumpers; a Decimal keeps its scale). Orders and trades, the bulk, go as
+# text lines made from their AOF encoding (store/wire.py).
 _COPY_TYPES = {
-    "tmp_orders": ["uuid", "uuid", "text", "text", "text", "text", "text", "numeric", "numeric",
-                   "numeric", "uuid", "int8", "int8", "bytea", "int8", "int8"],
-    "tmp_trades": ["uuid", "int8", "text", "text", "uuid", "uuid", "uuid", "uuid", "numeric",
-                   "numeric", "numeric", "text", "bytea", "int8"],
     "tmp_balances": ["uuid", "text", "numeric", "numeric"],
     "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
 }  # fmt: skip
@@ -198,24 +193,6 @@ _WRITE_CHECKPOINT = """
         WHERE (t.aof_position, t.epoch_id)
             IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id)
 """
-
-
-def _order_row(o: Any) -> tuple[Any, ...]:
-    m = o.market
-    return (
-        o.id, o.user_id, m.base, m.quote, SIDE_NAME[o.side], TYPE_NAME[o.order_type],
-        STATUS_NAME[o.status], o.price, o.quantity, o.remaining_qty, o.sr_id, o.epoch_id,
-        o.sequence, o.origin_node, o.created_at_ns, o.updated_at_ns,
-    )  # fmt: skip
-
-
-def _trade_row(t: Any) -> tuple[Any, ...]:
-    m = t.market
-    return (
-        t.id, t.epoch_id, m.base, m.quote, t.taker_order_id, t.maker_order_id,
-        t.taker_user_id, t.maker_user_id, t.price, t.quantity, t.quote_amount,
-        SIDE_NAME[t.taker_side], t.matcher_node, t.executed_at_ns,
-    )  # fmt: skip
 
 
 def _balance_row(b: Any) -> tuple[Any, ...]:
@@ -338,10 +315,10 @@ class PostgresStore:
                 return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
             orphans: list[uuid.UUID] = []
             if batch.orders:
-                self._copy(cur, "tmp_orders", map(_order_row, batch.orders))
+                self._copy_lines(cur, "tmp_orders", map(order_line, batch.orders))
                 cur.execute(_UPSERT_ORDERS)
             if batch.trades:
-                self._copy(cur, "tmp_trades", map(_trade_row, batch.trades))
+                self._copy_lines(cur, "tmp_trades", map(trade_line, batch.trades))
                 cur.execute(_UPSERT_TRADES)
                 cur.execute(_UPSERT_ORPHANS, {"position": batch.position})
                 orphans = [r[0] for r in cur.fetchall()]
@@ -374,6 +351,21 @@ class PostgresStore:
             copy.set_types(_COPY_TYPES[table])
             for r in rows:
                 copy.write_row(r)
+
+    @staticmethod
+    def _copy_lines(cur: psycopg.Cursor[Any], table: str, lines: Any) -> None:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY {table} FROM STDIN") as copy:
+            chunk: list[bytes] = []
+            for line in lines:
+                chunk.append(line)
+                if len(chunk) == 4096:
+                    copy.write(b"".join(chunk))
+                    chunk.clear()
+            if chunk:
+                copy.write(b"".join(chunk))
 
     def load_state(self) -> LoadedState:
         # One REPEATABLE READ transaction: the rows and the checkpoint agree.
