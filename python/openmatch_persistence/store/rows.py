@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import uuid
 from typing import Any, TypeVar
 
 from openmatch_persistence import _core
@@ -151,7 +150,3 @@ def trade_from_row(r: dict[str, Any]) -> _core.Trade:
         matcher_node=bytes(r["matcher_node"]),
         executed_at=_require(r["executed_at_ns"], f"{what}: executed_at_ns"),
     )
-
-
-def as_uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
