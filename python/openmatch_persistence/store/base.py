@@ -148,8 +148,10 @@ class LoadedState:
 
     orders: list[_core.Order]
     trades: list[_core.Trade]
-    balances: list[BalanceRow]
-    epochs: list[EpochRow]
+    #: The engine's ``Balance``/``Epoch`` objects when the extension has
+    #: them, else :class:`BalanceRow`/:class:`EpochRow` (the same attributes).
+    balances: list[Any]
+    epochs: list[Any]
     checkpoint: Checkpoint | None
     #: Trades from ``orphan_trades`` (their orders are missing); also in ``trades``.
     orphan_trade_ids: list[uuid.UUID] = field(default_factory=list)

@@ -26,10 +26,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
-    BalanceRow,
     ChangeBatch,
     Checkpoint,
-    EpochRow,
     LoadedState,
     WriteResult,
 )
@@ -38,6 +36,8 @@ from openmatch_persistence.store.rows import (
     PHASE,
     PHASE_NAME,
     from_name,
+    make_balance,
+    make_epoch,
     order_from_row,
     trade_from_row,
     with_scale,
@@ -384,7 +384,7 @@ class PostgresStore:
                 )
                 trades = [trade_from_row(r) for r in rows]
                 balances = [
-                    BalanceRow(
+                    make_balance(
                         r["user_id"],
                         r["asset"],
                         with_scale(r["available"], r["available_scale"]),
@@ -393,7 +393,7 @@ class PostgresStore:
                     for r in cur.execute("SELECT * FROM balances ORDER BY user_id, asset")
                 ]
                 epochs = [
-                    EpochRow(
+                    make_epoch(
                         r["epoch_id"],
                         from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
                         None if r["batch_hash"] is None else bytes(r["batch_hash"]),

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import uuid
 from typing import Any, TypeVar
 
 from openmatch_persistence import _core
 from openmatch_persistence.errors import StoreError
+from openmatch_persistence.store.base import BalanceRow, EpochRow
 
 E = TypeVar("E")
 
@@ -149,4 +151,41 @@ def trade_from_row(r: dict[str, Any]) -> _core.Trade:
         taker_side=from_name(SIDE, r["taker_side"], f"{what}: taker_side"),
         matcher_node=bytes(r["matcher_node"]),
         executed_at=_require(r["executed_at_ns"], f"{what}: executed_at_ns"),
+    )
+
+
+def make_balance(
+    user_id: uuid.UUID, asset: str, available: decimal.Decimal, frozen: decimal.Decimal
+) -> Any:
+    """The engine's ``Balance`` when the extension has it (what
+    ``State.from_snapshot`` takes), else a :class:`BalanceRow`."""
+    cls = getattr(_core, "Balance", None)
+    if cls is None:
+        return BalanceRow(user_id, asset, available, frozen)
+    return cls(user_id, asset, available, frozen)
+
+
+def make_epoch(
+    epoch_id: int,
+    phase: Any,
+    batch_hash: bytes | None,
+    result_hash: bytes | None,
+    trade_count: int,
+    started_at_ns: int,
+    completed_at_ns: int | None,
+) -> Any:
+    """The engine's ``Epoch`` when the extension has it, else an :class:`EpochRow`."""
+    cls = getattr(_core, "Epoch", None)
+    if cls is None:
+        return EpochRow(
+            epoch_id, phase, batch_hash, result_hash, trade_count, started_at_ns, completed_at_ns
+        )
+    return cls(
+        epoch_id=epoch_id,
+        phase=phase,
+        started_at=started_at_ns,
+        batch_hash=batch_hash,
+        result_hash=result_hash,
+        trade_count=trade_count,
+        completed_at=completed_at_ns,
     )

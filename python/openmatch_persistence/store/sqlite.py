@@ -21,10 +21,8 @@ from typing import Any
 
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
-    BalanceRow,
     ChangeBatch,
     Checkpoint,
-    EpochRow,
     LoadedState,
     WriteResult,
 )
@@ -36,6 +34,8 @@ from openmatch_persistence.store.rows import (
     STATUS_NAME,
     TYPE_NAME,
     from_name,
+    make_balance,
+    make_epoch,
     ns_to_text,
     order_from_row,
     scale_of,
@@ -318,7 +318,7 @@ class SqliteStore:
             orders=orders,
             trades=[trade_from_row(r) for r in all_trades],
             balances=[
-                BalanceRow(
+                make_balance(
                     uuid.UUID(r["user_id"]),
                     r["asset"],
                     decimal.Decimal(r["available"]),
@@ -327,7 +327,7 @@ class SqliteStore:
                 for r in balance_rows
             ],
             epochs=[
-                EpochRow(
+                make_epoch(
                     r["epoch_id"],
                     from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
                     r["batch_hash"],
