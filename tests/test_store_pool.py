@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from openmatch_persistence.store import ChangeBatch
@@ -70,8 +69,4 @@ def test_the_pool_size_is_configurable(database_url: str, pg_schema: str) -> Non
         assert store.pool.max_size == 10
     finally:
         store.close()
-    assert isinstance(repr(store), str)
-
-
-def _unused(x: Any) -> Any:
-    return x
+    assert repr(store).startswith("PostgresStore('postgresql://")
