@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from openmatch_persistence.errors import OpenMatchPersistenceError
 
-from . import aof, bench, recovery, simulate
+from . import aof, bench, db, recovery, simulate
 
 #: Command-group modules; each adds its subcommands to the parser.
-GROUPS = [aof, recovery, simulate, bench]
+GROUPS = [aof, db, recovery, simulate, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

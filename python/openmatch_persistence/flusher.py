@@ -1,0 +1,376 @@
+"""Writes the engine's state changes to the database in the background.
+
+Every ``interval`` (100 ms) the flusher drains ``source.take_changes()`` into
+its pending set and writes that set in ONE transaction that also records the
+AOF position it covers, so the database always holds the consistent state of
+a known position. The pending set keeps only the latest row per key (an
+order id, a trade id, a (user, asset), an epoch id): during an outage it
+grows with the number of distinct rows changed, never with the number of
+operations, so its memory is bounded by the size of the state.
+
+A failed transaction loses nothing: the batch goes back into the pending set
+(where newer rows of the same keys win) and is retried with exponential
+backoff, while the AOF appends go on. The lag is in :meth:`Flusher.stats`
+and in the log. Writing the same rows again changes nothing (the stores'
+upserts skip equal rows), and a batch older than the database's checkpoint
+is dropped, so a retry after an ambiguous commit is harmless.
+
+:class:`Flusher` runs in a thread of a synchronous program;
+:class:`AsyncFlusher` is an asyncio task that takes the changes on the event
+loop and writes them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.store.base import ChangeBatch, ChangeSource, Store, WriteResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 0.1
+DEFAULT_BACKOFF_MIN = 0.1
+DEFAULT_BACKOFF_MAX = 5.0
+
+
+@dataclass(frozen=True)
+class FlusherStats:
+    """How far the database is behind the engine."""
+
+    #: The AOF position the database holds (None before the first flush).
+    flushed_position: int | None
+    #: The AOF position of the newest changes taken from the source.
+    taken_position: int | None
+    #: Rows waiting to be written (latest per key: at most the state's size).
+    pending_rows: int
+    #: ``taken_position - flushed_position``: AOF bytes not yet in the database.
+    aof_bytes_behind: int
+    #: Age of the oldest change not yet in the database (0.0 when caught up).
+    seconds_behind: float
+    flushes: int
+    rows_written: int
+    failures: int
+    consecutive_failures: int
+    last_error: str | None
+    #: Trades stored in ``orphan_trades`` because an order they name is unknown.
+    orphan_trades: int
+
+
+class _Pending:
+    """The latest row per key of everything taken and not yet written."""
+
+    def __init__(self) -> None:
+        self.orders: dict[Any, Any] = {}
+        self.trades: dict[Any, Any] = {}
+        self.balances: dict[Any, Any] = {}
+        self.epochs: dict[Any, Any] = {}
+        self.position: int | None = None
+        self.since: float | None = None  # monotonic time of the oldest change
+
+    def __len__(self) -> int:
+        return len(self.orders) + len(self.trades) + len(self.balances) + len(self.epochs)
+
+    def add(self, changes: Any, now: float) -> None:
+        """Newer rows replace older ones of the same key."""
+        for o in changes.orders:
+            self.orders[o.id] = o
+        for t in changes.trades:
+            self.trades[t.id] = t
+        for b in changes.balances:
+            self.balances[(b.user_id, b.asset)] = b
+        for e in changes.epochs:
+            self.epochs[e.epoch_id] = e
+        position = changes.position
+        if self.position is None or position > self.position:
+            self.position = position
+        if self.since is None and (
+            changes.orders or changes.trades or changes.balances or changes.epochs
+        ):
+            self.since = now
+
+    def restore(self, older: _Pending) -> None:
+        """Puts a failed batch back under the rows taken since (which win)."""
+        for mine, theirs in (
+            (self.orders, older.orders),
+            (self.trades, older.trades),
+            (self.balances, older.balances),
+            (self.epochs, older.epochs),
+        ):
+            for k, v in theirs.items():
+                mine.setdefault(k, v)
+        if older.position is not None and (self.position is None or older.position > self.position):
+            self.position = older.position
+        if older.since is not None and (self.since is None or older.since < self.since):
+            self.since = older.since
+
+    def batch(self) -> ChangeBatch:
+        return ChangeBatch(
+            orders=list(self.orders.values()),
+            trades=list(self.trades.values()),
+            balances=list(self.balances.values()),
+            epochs=list(self.epochs.values()),
+            position=self.position or 0,
+        )
+
+
+class Flusher:
+    """Drains ``source`` into ``store``. Use :meth:`start`/:meth:`stop` (or
+    ``with``) for the background thread, or call :meth:`flush` yourself."""
+
+    def __init__(
+        self,
+        store: Store,
+        source: ChangeSource,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        backoff_min: float = DEFAULT_BACKOFF_MIN,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self._store = store
+        self._source = source
+        self.interval = interval
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _pending and the counters
+        self._write_lock = threading.Lock()  # one transaction at a time
+        self._pending = _Pending()
+        self._inflight: _Pending | None = None  # the batch being written
+        self._flushed_position: int | None = None
+        self._flushes = 0
+        self._rows_written = 0
+        self._failures = 0
+        self._consecutive = 0
+        self._last_error: str | None = None
+        self._orphans = 0
+        self._retry_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the two halves of a flush ------------------------------------------
+
+    def collect(self) -> int:
+        """Takes the source's changes into the pending set; returns the number
+        of rows taken. Call it where touching the source is allowed."""
+        changes = self._source.take_changes()
+        with self._lock:
+            self._pending.add(changes, self._clock())
+        return (
+            len(changes.orders) + len(changes.trades) + len(changes.balances) + len(changes.epochs)
+        )
+
+    def write_pending(self) -> WriteResult | None:
+        """Writes the pending set in one transaction. On failure the rows go
+        back to the pending set and :class:`StoreError` is raised. Returns
+        None when there was nothing to write."""
+        with self._write_lock:
+            with self._lock:
+                taken = self._pending
+                if taken.position is None or (
+                    not len(taken) and taken.position == self._flushed_position
+                ):
+                    return None
+                self._pending = _Pending()
+                self._inflight = taken
+            batch = taken.batch()
+            try:
+                result = self._store.write_changes(batch)
+            except BaseException as e:
+                with self._lock:
+                    self._pending.restore(taken)
+                    self._inflight = None
+                    self._failures += 1
+                    self._consecutive += 1
+                    self._last_error = str(e)
+                    delay = min(self._backoff_max, self._backoff_min * 2 ** (self._consecutive - 1))
+                    self._retry_at = self._clock() + delay
+                stats = self.stats()
+                log.warning(
+                    "flush to AOF position %s failed (attempt %d, next in %.1f s): %s; "
+                    "the database is %d rows / %d AOF bytes / %.1f s behind",
+                    batch.position,
+                    stats.consecutive_failures,
+                    delay,
+                    e,
+                    stats.pending_rows,
+                    stats.aof_bytes_behind,
+                    stats.seconds_behind,
+                )
+                if isinstance(e, StoreError):
+                    raise
+                if isinstance(e, Exception):
+                    raise StoreError(f"flush to AOF position {batch.position} failed: {e}") from e
+                raise
+            with self._lock:
+                self._inflight = None
+                recovered = self._consecutive
+                self._consecutive = 0
+                self._retry_at = 0.0
+                self._flushes += 1
+                self._rows_written += batch.row_count
+                self._orphans += len(result.orphan_trade_ids)
+                if not result.stale:
+                    self._flushed_position = batch.position
+            if recovered:
+                log.info(
+                    "flush recovered after %d failed attempts: the database is at AOF position %d",
+                    recovered,
+                    batch.position,
+                )
+            if result.stale:
+                log.warning(
+                    "dropped changes at AOF position %d: the database's checkpoint is newer",
+                    batch.position,
+                )
+            if result.orphan_trade_ids:
+                log.error(
+                    "consistency: %d trades at AOF position %d name orders the database does "
+                    "not have; kept in orphan_trades: %s",
+                    len(result.orphan_trade_ids),
+                    batch.position,
+                    ", ".join(str(i) for i in result.orphan_trade_ids[:10]),
+                )
+            return result
+
+    def flush(self) -> WriteResult | None:
+        """Collects and writes now, in the calling thread."""
+        self.collect()
+        return self.write_pending()
+
+    def due(self) -> bool:
+        """False while backing off after a failure."""
+        return self._clock() >= self._retry_at
+
+    # --- the background thread -------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the flusher is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="openmatch-flusher", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, final_flush: bool = True, timeout: float | None = None) -> None:
+        """Stops the thread; then flushes what is left (raising
+        :class:`StoreError` if the database cannot take it: the AOF still
+        holds those operations, and the checkpoint says where they begin)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if final_flush:
+            self.flush()
+
+    def __enter__(self) -> Flusher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.collect()
+                if self.due():
+                    self.write_pending()
+            except StoreError:
+                pass  # logged by write_pending; retried after the backoff
+            except Exception:
+                log.exception("flusher cycle failed; retrying")
+            # A fixed cadence: a slow flush is not followed by a full interval
+            # of waiting, so the lag stays near interval + flush time.
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    # --- statistics -----------------------------------------------------------
+
+    def stats(self) -> FlusherStats:
+        with self._lock:
+            parts = [p for p in (self._pending, self._inflight) if p is not None]
+            positions = [p.position for p in parts if p.position is not None]
+            since = [p.since for p in parts if p.since is not None]
+            taken = max(positions) if positions else self._flushed_position
+            behind = 0 if taken is None else taken - (self._flushed_position or 0)
+            return FlusherStats(
+                flushed_position=self._flushed_position,
+                taken_position=taken,
+                # A key both in flight and pending counts twice: an upper bound.
+                pending_rows=sum(len(p) for p in parts),
+                aof_bytes_behind=max(0, behind),
+                seconds_behind=self._clock() - min(since) if since else 0.0,
+                flushes=self._flushes,
+                rows_written=self._rows_written,
+                failures=self._failures,
+                consecutive_failures=self._consecutive,
+                last_error=self._last_error,
+                orphan_trades=self._orphans,
+            )
+
+
+class AsyncFlusher:
+    """The flusher as an asyncio task: ``take_changes()`` runs on the event
+    loop (where the engine mutates its state), the transaction in a worker
+    thread, so the loop never blocks on the database."""
+
+    def __init__(self, store: Store, source: ChangeSource, **options: Any) -> None:
+        self._flusher = Flusher(store, source, **options)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def flusher(self) -> Flusher:
+        return self._flusher
+
+    def stats(self) -> FlusherStats:
+        return self._flusher.stats()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the flusher is already running")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="openmatch-flusher")
+
+    async def flush(self) -> WriteResult | None:
+        self._flusher.collect()
+        return await asyncio.to_thread(self._flusher.write_pending)
+
+    async def stop(self, *, final_flush: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if final_flush:
+            await self.flush()
+
+    async def __aenter__(self) -> AsyncFlusher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        f = self._flusher
+        while True:
+            started = time.monotonic()
+            try:
+                f.collect()
+                if f.due():
+                    await asyncio.to_thread(f.write_pending)
+            except StoreError:
+                pass  # logged; retried after the backoff
+            except Exception:
+                log.exception("flusher cycle failed; retrying")
+            await asyncio.sleep(max(0.0, f.interval - (time.monotonic() - started)))

@@ -1,0 +1,185 @@
+"""The store interface and the shapes of what it reads and writes.
+
+The flusher and the stores see the engine's rows through small protocols
+(attribute names only), so the Rust ``State``'s change objects, the
+``Order``/``Trade`` pyclasses and test stand-ins all fit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from openmatch_persistence import _core
+
+
+class BalanceLike(Protocol):
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def asset(self) -> str: ...
+    @property
+    def available(self) -> decimal.Decimal: ...
+    @property
+    def frozen(self) -> decimal.Decimal: ...
+
+
+class EpochLike(Protocol):
+    @property
+    def epoch_id(self) -> int: ...
+    @property
+    def phase(self) -> _core.EpochPhase: ...
+    @property
+    def batch_hash(self) -> bytes | None: ...
+    @property
+    def result_hash(self) -> bytes | None: ...
+    @property
+    def trade_count(self) -> int: ...
+    @property
+    def started_at_ns(self) -> int: ...
+    @property
+    def completed_at_ns(self) -> int | None: ...
+
+
+class StateChangesLike(Protocol):
+    """What ``State.take_changes()`` returns: the latest row of every key
+    changed since the previous call, and the AOF position they cover."""
+
+    @property
+    def orders(self) -> Sequence[_core.Order]: ...
+    @property
+    def trades(self) -> Sequence[_core.Trade]: ...
+    @property
+    def balances(self) -> Sequence[BalanceLike]: ...
+    @property
+    def epochs(self) -> Sequence[EpochLike]: ...
+    @property
+    def position(self) -> int: ...
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """What the flusher drains: the engine's in-memory ``State``."""
+
+    def take_changes(self) -> StateChangesLike: ...
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    """A balance as the store reads it back (the attributes of the engine's
+    ``Balance``)."""
+
+    user_id: uuid.UUID
+    asset: str
+    available: decimal.Decimal
+    frozen: decimal.Decimal
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """An epoch as the store reads it back (the attributes of the engine's
+    ``Epoch``)."""
+
+    epoch_id: int
+    phase: _core.EpochPhase
+    batch_hash: bytes | None
+    result_hash: bytes | None
+    trade_count: int
+    started_at_ns: int
+    completed_at_ns: int | None
+
+    @property
+    def started_at(self) -> datetime.datetime:
+        return ns_to_datetime(self.started_at_ns)
+
+    @property
+    def completed_at(self) -> datetime.datetime | None:
+        return None if self.completed_at_ns is None else ns_to_datetime(self.completed_at_ns)
+
+
+@dataclass
+class ChangeBatch:
+    """One flush: the latest row per key, and the AOF position they cover.
+    The flusher merges ``take_changes()`` results into one of these."""
+
+    orders: list[Any] = field(default_factory=list)
+    trades: list[Any] = field(default_factory=list)
+    balances: list[Any] = field(default_factory=list)
+    epochs: list[Any] = field(default_factory=list)
+    position: int = 0
+
+    @property
+    def row_count(self) -> int:
+        return len(self.orders) + len(self.trades) + len(self.balances) + len(self.epochs)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The AOF position whose state the database holds, and the newest epoch
+    in it."""
+
+    position: int
+    epoch_id: int | None
+    flushed_at: datetime.datetime | str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one ``write_changes`` transaction did."""
+
+    position: int
+    orders: int
+    trades: int
+    balances: int
+    epochs: int
+    #: Trades kept in ``orphan_trades`` because an order they name is unknown.
+    orphan_trade_ids: tuple[uuid.UUID, ...] = ()
+    #: True when the batch was older than the checkpoint and nothing was written.
+    stale: bool = False
+
+
+@dataclass
+class LoadedState:
+    """Every row of the store, rebuilt as the engine's values."""
+
+    orders: list[_core.Order]
+    trades: list[_core.Trade]
+    #: The engine's ``Balance``/``Epoch`` objects when the extension has
+    #: them, else :class:`BalanceRow`/:class:`EpochRow` (the same attributes).
+    balances: list[Any]
+    epochs: list[Any]
+    checkpoint: Checkpoint | None
+    #: Trades from ``orphan_trades`` (their orders are missing); also in ``trades``.
+    orphan_trade_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """A database that holds the engine's state at a known AOF position."""
+
+    def migrate(self) -> list[int]:
+        """Applies the pending migrations; returns the versions applied."""
+        ...
+
+    def write_changes(self, batch: ChangeBatch) -> WriteResult:
+        """Upserts the batch's rows and records ``batch.position`` as the
+        checkpoint, all in one transaction. Idempotent; a batch older than
+        the checkpoint writes nothing."""
+        ...
+
+    def checkpoint(self) -> Checkpoint | None: ...
+
+    def load_state(self) -> LoadedState: ...
+
+    def close(self) -> None: ...
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def ns_to_datetime(ns: int) -> datetime.datetime:
+    """A UTC datetime, truncated (floor) to microseconds."""
+    return _EPOCH + datetime.timedelta(microseconds=ns // 1000)

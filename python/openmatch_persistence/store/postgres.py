@@ -1,0 +1,423 @@
+"""The PostgreSQL store: psycopg 3 over a psycopg_pool connection pool.
+
+A flush is one transaction: the batch's rows go by COPY into temporary
+tables (one round trip per table, not per row) and from there into the real
+tables with ``INSERT ... ON CONFLICT DO UPDATE``, followed by the checkpoint.
+Scales, exact nanoseconds and the market's split are computed on the server
+from the copied values (``scale(numeric)``, integer arithmetic), which keeps
+the per-row Python work to reading the engine's attributes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from openmatch_persistence.dsn import mask_dsn, scrub
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.store.base import (
+    ChangeBatch,
+    Checkpoint,
+    LoadedState,
+    WriteResult,
+)
+from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
+from openmatch_persistence.store.rows import (
+    PHASE,
+    PHASE_NAME,
+    from_name,
+    make_balance,
+    make_epoch,
+    order_from_row,
+    trade_from_row,
+    with_scale,
+)
+from openmatch_persistence.store.wire import order_line, trade_line
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONNECTIONS = 10
+_UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+# An exact TIMESTAMPTZ (microseconds, truncated) from BIGINT nanoseconds:
+# whole seconds through to_timestamp (exact for integers), the rest as an
+# integral number of microseconds.
+_TS = (
+    "(to_timestamp(({c} / 1000000000)::double precision)"
+    " + (mod({c}, 1000000000) / 1000) * interval '1 microsecond')"
+)
+
+
+def _ts(column: str) -> str:
+    return _TS.format(c=column)
+
+
+# The temporary tables that COPY fills. Their NUMERIC columns have no typmod,
+# so scale() sees the engine's scale; the CHECKs stop a value that
+# validate_for_store would have refused from being rounded by the cast.
+_TEMP_TABLES = {
+    "tmp_orders": """
+        id uuid, user_id uuid, market_base text, market_quote text, side text,
+        order_type text, status text,
+        price numeric CONSTRAINT price_fits_numeric_28_8 CHECK (scale(price) <= 8),
+        quantity numeric CONSTRAINT quantity_fits_numeric_28_8 CHECK (scale(quantity) <= 8),
+        remaining_qty numeric
+            CONSTRAINT remaining_qty_fits_numeric_28_8 CHECK (scale(remaining_qty) <= 8),
+        sr_id uuid, batch_id bigint, sequence bigint, origin_node bytea,
+        created_at_ns bigint, updated_at_ns bigint""",
+    "tmp_trades": """
+        id uuid, batch_id bigint, market_base text, market_quote text,
+        taker_order_id uuid, maker_order_id uuid, taker_user_id uuid, maker_user_id uuid,
+        price numeric CONSTRAINT price_fits_numeric_28_8 CHECK (scale(price) <= 8),
+        quantity numeric CONSTRAINT quantity_fits_numeric_28_8 CHECK (scale(quantity) <= 8),
+        quote_amount numeric
+            CONSTRAINT quote_amount_fits_numeric_28_8 CHECK (scale(quote_amount) <= 8),
+        taker_side text, matcher_node bytea, executed_at_ns bigint""",
+    "tmp_balances": """
+        user_id uuid, asset text,
+        available numeric CONSTRAINT available_fits_numeric_28_8 CHECK (scale(available) <= 8),
+        frozen numeric CONSTRAINT frozen_fits_numeric_28_8 CHECK (scale(frozen) <= 8)""",
+    "tmp_epochs": """
+        epoch_id bigint, phase text, batch_hash bytea, result_hash bytea, trade_count int,
+        started_at_ns bigint, completed_at_ns bigint""",
+}
+
+# Balances and epochs go by binary COPY with these types (psycopg's C
+# dumpers; a Decimal keeps its scale). Orders and trades, the bulk, go as
+# text lines made from their AOF encoding (store/wire.py).
+_COPY_TYPES = {
+    "tmp_balances": ["uuid", "text", "numeric", "numeric"],
+    "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
+}  # fmt: skip
+
+_ORDER_COLUMNS = [
+    "id", "user_id", "market", "side", "order_type", "status", "price", "quantity",
+    "remaining_qty", "batch_id", "sequence", "origin_node", "created_at", "updated_at",
+    "sr_id", "market_base", "market_quote", "price_scale", "quantity_scale",
+    "remaining_qty_scale", "created_at_ns", "updated_at_ns",
+]  # fmt: skip
+_ORDER_SELECT = f"""
+    SELECT id, user_id, market_base || '/' || market_quote, side, order_type, status,
+           price, quantity, remaining_qty, batch_id, sequence, origin_node,
+           {_ts("created_at_ns")}, {_ts("updated_at_ns")},
+           sr_id, market_base, market_quote, scale(price), scale(quantity),
+           scale(remaining_qty), created_at_ns, updated_at_ns
+    FROM tmp_orders"""
+
+_TRADE_COLUMNS = [
+    "id", "batch_id", "market", "taker_order_id", "maker_order_id", "taker_user_id",
+    "maker_user_id", "price", "quantity", "quote_amount", "taker_side", "matcher_node",
+    "executed_at", "market_base", "market_quote", "price_scale", "quantity_scale",
+    "quote_amount_scale", "executed_at_ns",
+]  # fmt: skip
+_TRADE_SELECT = f"""
+    SELECT id, batch_id, market_base || '/' || market_quote, taker_order_id, maker_order_id,
+           taker_user_id, maker_user_id, price, quantity, quote_amount, taker_side,
+           matcher_node, {_ts("executed_at_ns")}, market_base, market_quote,
+           scale(price), scale(quantity), scale(quote_amount), executed_at_ns
+    FROM tmp_trades s"""
+_BOTH_ORDERS_KNOWN = """
+    EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.taker_order_id)
+    AND EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.maker_order_id)"""
+
+_EPOCH_COLUMNS = [
+    "epoch_id", "phase", "batch_hash", "result_hash", "trade_count", "started_at",
+    "completed_at", "started_at_ns", "completed_at_ns",
+]  # fmt: skip
+_EPOCH_SELECT = f"""
+    SELECT epoch_id, phase, batch_hash, result_hash, trade_count, {_ts("started_at_ns")},
+           CASE WHEN completed_at_ns IS NULL THEN NULL ELSE {_ts("completed_at_ns")} END,
+           started_at_ns, completed_at_ns
+    FROM tmp_epochs"""
+
+_BALANCE_COLUMNS = ["user_id", "asset", "available", "frozen", "available_scale", "frozen_scale"]
+_BALANCE_SELECT = """
+    SELECT user_id, asset, available, frozen, scale(available), scale(frozen) FROM tmp_balances"""
+
+
+def _upsert(table: str, columns: list[str], key: list[str], select: str) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE that leaves a row alone when nothing
+    changed, so flushing the same rows again writes nothing."""
+    values = [c for c in columns if c not in key]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
+    old = ", ".join(f"t.{c}" for c in values)
+    new = ", ".join(f"EXCLUDED.{c}" for c in values)
+    extra = ", updated_at = now()" if table == "balances" else ""
+    return (
+        f"INSERT INTO {table} AS t ({', '.join(columns)}) {select}"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}{extra}"
+        f" WHERE ({old}) IS DISTINCT FROM ({new})"
+    )
+
+
+_UPSERT_ORDERS = _upsert("orders", _ORDER_COLUMNS, ["id"], _ORDER_SELECT)
+_UPSERT_TRADES = _upsert(
+    "trades", _TRADE_COLUMNS, ["id"], _TRADE_SELECT + " WHERE" + _BOTH_ORDERS_KNOWN.format(t="s")
+)
+_UPSERT_ORPHANS = (
+    _upsert(
+        "orphan_trades",
+        [*_TRADE_COLUMNS, "aof_position"],
+        ["id"],
+        _TRADE_SELECT.replace("FROM tmp_trades s", ", %(position)s::bigint FROM tmp_trades s")
+        + " WHERE NOT ("
+        + _BOTH_ORDERS_KNOWN.format(t="s")
+        + ")",
+    )
+    + " RETURNING id"
+)
+_cols = ", ".join(_TRADE_COLUMNS)
+_REHOME_ORPHANS = f"""
+    WITH moved AS (
+        DELETE FROM orphan_trades t WHERE {_BOTH_ORDERS_KNOWN.format(t="t")} RETURNING {_cols}
+    )
+    INSERT INTO trades ({_cols}) SELECT {_cols} FROM moved ON CONFLICT (id) DO NOTHING"""
+_UPSERT_BALANCES = _upsert("balances", _BALANCE_COLUMNS, ["user_id", "asset"], _BALANCE_SELECT)
+_UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"], _EPOCH_SELECT)
+_WRITE_CHECKPOINT = """
+    INSERT INTO persistence_checkpoint AS t (singleton, aof_position, epoch_id, flushed_at)
+    VALUES (TRUE, %s, (SELECT max(epoch_id) FROM epochs), now())
+    ON CONFLICT (singleton) DO UPDATE
+        SET aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
+            flushed_at = EXCLUDED.flushed_at
+        WHERE (t.aof_position, t.epoch_id)
+            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id)
+"""
+
+
+def _balance_row(b: Any) -> tuple[Any, ...]:
+    return (b.user_id, b.asset, b.available, b.frozen)
+
+
+def _epoch_row(e: Any) -> tuple[Any, ...]:
+    return (
+        e.epoch_id, PHASE_NAME[e.phase], e.batch_hash, e.result_hash, e.trade_count,
+        e.started_at_ns, e.completed_at_ns,
+    )  # fmt: skip
+
+
+class PostgresStore:
+    """The engine's state in PostgreSQL. Thread-safe: every call borrows a
+    connection from the pool (at most ``max_connections``)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        min_connections: int = 1,
+        schema: str | None = None,
+        timeout: float = 5.0,
+        migrations_dir: Path = POSTGRES_MIGRATIONS,
+        connect_timeout: int = 5,
+    ) -> None:
+        self._dsn = dsn
+        self._migrations_dir = migrations_dir
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
+        if schema is not None:
+            # One schema per store (tests run in their own): every pooled
+            # connection resolves the unqualified table names there.
+            kwargs["options"] = f"-c search_path={schema}"
+        self._connect_kwargs = kwargs
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=min(min_connections, max_connections),
+            max_size=max_connections,
+            kwargs=kwargs,
+            timeout=timeout,
+            check=ConnectionPool.check_connection,
+            open=False,
+            name="openmatch-store",
+        )
+        self._open_lock = threading.Lock()
+        self._opened = False
+
+    def _ensure_open(self) -> None:
+        # Opened on first use (``migrate`` alone needs no pool), and without
+        # waiting: a store made while the database is down works once it is
+        # back (the pool keeps trying in the background).
+        if not self._opened:
+            with self._open_lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({mask_dsn(self._dsn)!r})"
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection; driver errors become
+        :class:`StoreError` with the DSN's password masked."""
+        self._ensure_open()
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise StoreError(
+                f"no connection to {mask_dsn(self._dsn)} within {self._pool.timeout} s: "
+                f"{scrub(str(e), self._dsn)}"
+            ) from None
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{mask_dsn(self._dsn)}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def migrate(self) -> list[int]:
+        # A connection of its own, not the pool's: a failure to connect is
+        # reported at once and with libpq's reason.
+        try:
+            with psycopg.connect(self._dsn, **self._connect_kwargs) as conn:
+                return migrate_postgres(conn, self._migrations_dir)
+        except psycopg.Error as e:
+            raise StoreError(
+                f"{mask_dsn(self._dsn)}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
+            ) from None
+
+    def checkpoint(self) -> Checkpoint | None:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint"
+            ).fetchone()
+        return None if row is None else Checkpoint(row[0], row[1], row[2])
+
+    def write_changes(self, batch: ChangeBatch) -> WriteResult:
+        with self.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            # FOR UPDATE: two flushers of one database take turns here.
+            row = cur.execute(
+                "SELECT aof_position FROM persistence_checkpoint FOR UPDATE"
+            ).fetchone()
+            if row is not None and batch.position < row[0]:
+                return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
+            orphans: list[uuid.UUID] = []
+            if batch.orders:
+                self._copy_lines(cur, "tmp_orders", map(order_line, batch.orders))
+                cur.execute(_UPSERT_ORDERS)
+            if batch.trades:
+                self._copy_lines(cur, "tmp_trades", map(trade_line, batch.trades))
+                cur.execute(_UPSERT_TRADES)
+                cur.execute(_UPSERT_ORPHANS, {"position": batch.position})
+                orphans = [r[0] for r in cur.fetchall()]
+            if batch.orders:
+                cur.execute(_REHOME_ORPHANS)
+            if batch.balances:
+                self._copy(cur, "tmp_balances", map(_balance_row, batch.balances))
+                cur.execute(_UPSERT_BALANCES)
+            if batch.epochs:
+                self._copy(cur, "tmp_epochs", map(_epoch_row, batch.epochs))
+                cur.execute(_UPSERT_EPOCHS)
+            cur.execute(_WRITE_CHECKPOINT, (batch.position,))
+        return WriteResult(
+            batch.position,
+            len(batch.orders),
+            len(batch.trades),
+            len(batch.balances),
+            len(batch.epochs),
+            tuple(orphans),
+        )
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], table: str, rows: Any) -> None:
+        # ON COMMIT DELETE ROWS: the table is made once per connection and
+        # is empty at the start of every transaction.
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES[table])
+            for r in rows:
+                copy.write_row(r)
+
+    @staticmethod
+    def _copy_lines(cur: psycopg.Cursor[Any], table: str, lines: Any) -> None:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY {table} FROM STDIN") as copy:
+            chunk: list[bytes] = []
+            for line in lines:
+                chunk.append(line)
+                if len(chunk) == 4096:
+                    copy.write(b"".join(chunk))
+                    chunk.clear()
+            if chunk:
+                copy.write(b"".join(chunk))
+
+    def load_state(self) -> LoadedState:
+        # One REPEATABLE READ transaction: the rows and the checkpoint agree.
+        with self.connection() as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = conn.cursor(row_factory=dict_row)
+                orders = [
+                    order_from_row(r)
+                    for r in cur.execute("SELECT * FROM orders ORDER BY created_at_ns, id")
+                ]
+                trade_rows = cur.execute("SELECT * FROM trades").fetchall()
+                orphan_rows = cur.execute("SELECT * FROM orphan_trades").fetchall()
+                rows = sorted(
+                    trade_rows + orphan_rows, key=lambda r: (r["executed_at_ns"], r["id"])
+                )
+                trades = [trade_from_row(r) for r in rows]
+                balances = [
+                    make_balance(
+                        r["user_id"],
+                        r["asset"],
+                        with_scale(r["available"], r["available_scale"]),
+                        with_scale(r["frozen"], r["frozen_scale"]),
+                    )
+                    for r in cur.execute("SELECT * FROM balances ORDER BY user_id, asset")
+                ]
+                epochs = [
+                    make_epoch(
+                        r["epoch_id"],
+                        from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
+                        None if r["batch_hash"] is None else bytes(r["batch_hash"]),
+                        None if r["result_hash"] is None else bytes(r["result_hash"]),
+                        r["trade_count"] or 0,
+                        _ns_or_micros(r["started_at_ns"], r["started_at"]),
+                        None
+                        if r["completed_at"] is None
+                        else _ns_or_micros(r["completed_at_ns"], r["completed_at"]),
+                    )
+                    for r in cur.execute("SELECT * FROM epochs ORDER BY epoch_id")
+                ]
+                cp = cur.execute("SELECT * FROM persistence_checkpoint").fetchone()
+        checkpoint = (
+            None if cp is None else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"])
+        )
+        return LoadedState(
+            orders, trades, balances, epochs, checkpoint, [r["id"] for r in orphan_rows]
+        )
+
+
+def _ns_or_micros(ns: int | None, ts: datetime.datetime) -> int:
+    if ns is not None:
+        return ns
+    # A row from before the *_ns columns: microseconds are all there is.
+    delta = ts - _UNIX_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000

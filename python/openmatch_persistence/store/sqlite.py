@@ -1,0 +1,359 @@
+"""The SQLite store (stdlib ``sqlite3``): the embedded default, and
+``:memory:`` for unit tests.
+
+The same tables and columns as PostgreSQL in SQLite's dialect: decimals as
+their exact TEXT, UUIDs as hyphenated TEXT, timestamps as RFC 3339 TEXT with
+9 fractional digits beside their BIGINT nanoseconds. One connection, guarded
+by a lock (SQLite has one writer anyway); WAL and ``synchronous=FULL`` on a
+file, so a committed flush survives a power loss.
+"""
+
+from __future__ import annotations
+
+import decimal
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.store.base import (
+    ChangeBatch,
+    Checkpoint,
+    LoadedState,
+    WriteResult,
+)
+from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS, migrate_sqlite
+from openmatch_persistence.store.rows import (
+    PHASE,
+    PHASE_NAME,
+    SIDE_NAME,
+    STATUS_NAME,
+    TYPE_NAME,
+    from_name,
+    make_balance,
+    make_epoch,
+    ns_to_text,
+    order_from_row,
+    scale_of,
+    trade_from_row,
+)
+
+#: The embedded database when no URL is given (relative to the working directory).
+DEFAULT_SQLITE_PATH = Path("openmatch-data") / "state.sqlite3"
+
+
+def _dec(d: decimal.Decimal) -> str:
+    return format(d, "f")
+
+
+def _opt_dec(d: decimal.Decimal | None) -> str | None:
+    return None if d is None else format(d, "f")
+
+
+def _upsert(table: str, columns: list[str], key: list[str]) -> str:
+    values = [c for c in columns if c not in key]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in values)
+    old = ", ".join(f"{table}.{c}" for c in values)
+    new = ", ".join(f"excluded.{c}" for c in values)
+    marks = ", ".join("?" for _ in columns)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+        f" WHERE ({old}) IS NOT ({new})"
+    )
+
+
+_ORDER_COLUMNS = [
+    "id", "user_id", "market", "side", "order_type", "status", "price", "quantity",
+    "remaining_qty", "batch_id", "sequence", "origin_node", "created_at", "updated_at",
+    "sr_id", "market_base", "market_quote", "price_scale", "quantity_scale",
+    "remaining_qty_scale", "created_at_ns", "updated_at_ns",
+]  # fmt: skip
+_TRADE_COLUMNS = [
+    "id", "batch_id", "market", "taker_order_id", "maker_order_id", "taker_user_id",
+    "maker_user_id", "price", "quantity", "quote_amount", "taker_side", "matcher_node",
+    "executed_at", "market_base", "market_quote", "price_scale", "quantity_scale",
+    "quote_amount_scale", "executed_at_ns",
+]  # fmt: skip
+_BALANCE_COLUMNS = ["user_id", "asset", "available", "frozen", "available_scale", "frozen_scale"]
+_EPOCH_COLUMNS = [
+    "epoch_id", "phase", "batch_hash", "result_hash", "trade_count", "started_at",
+    "completed_at", "started_at_ns", "completed_at_ns",
+]  # fmt: skip
+
+_UPSERT_ORDERS = _upsert("orders", _ORDER_COLUMNS, ["id"])
+_UPSERT_TRADES = _upsert("trades", _TRADE_COLUMNS, ["id"])
+_UPSERT_ORPHANS = _upsert("orphan_trades", [*_TRADE_COLUMNS, "aof_position"], ["id"])
+# updated_at moves only when a value changes (the WHERE of the upsert).
+_UPSERT_BALANCES = (
+    "INSERT INTO balances (user_id, asset, available, frozen, available_scale, frozen_scale,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, asset) DO UPDATE SET"
+    " available = excluded.available, frozen = excluded.frozen,"
+    " available_scale = excluded.available_scale, frozen_scale = excluded.frozen_scale,"
+    " updated_at = excluded.updated_at"
+    " WHERE (balances.available, balances.frozen, balances.available_scale, balances.frozen_scale)"
+    " IS NOT (excluded.available, excluded.frozen, excluded.available_scale, excluded.frozen_scale)"
+)
+_UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"])
+_BOTH_KNOWN = (
+    "EXISTS (SELECT 1 FROM orders o WHERE o.id = t.taker_order_id)"
+    " AND EXISTS (SELECT 1 FROM orders o WHERE o.id = t.maker_order_id)"
+)
+_cols = ", ".join(_TRADE_COLUMNS)
+_REHOME = [
+    f"INSERT INTO trades ({_cols}) SELECT {_cols} FROM orphan_trades t WHERE {_BOTH_KNOWN}"
+    " ON CONFLICT (id) DO NOTHING",
+    f"DELETE FROM orphan_trades AS t WHERE {_BOTH_KNOWN}",
+]
+
+
+def _order_row(o: Any) -> tuple[Any, ...]:
+    m = o.market
+    price = o.price
+    quantity = o.quantity
+    remaining = o.remaining_qty
+    return (
+        str(o.id), str(o.user_id), m.symbol, SIDE_NAME[o.side], TYPE_NAME[o.order_type],
+        STATUS_NAME[o.status], _opt_dec(price), _dec(quantity), _dec(remaining), o.epoch_id,
+        o.sequence, o.origin_node, ns_to_text(o.created_at_ns), ns_to_text(o.updated_at_ns),
+        str(o.sr_id), m.base, m.quote, None if price is None else scale_of(price),
+        scale_of(quantity), scale_of(remaining), o.created_at_ns, o.updated_at_ns,
+    )  # fmt: skip
+
+
+def _trade_row(t: Any) -> tuple[Any, ...]:
+    m = t.market
+    return (
+        str(t.id), t.epoch_id, m.symbol, str(t.taker_order_id), str(t.maker_order_id),
+        str(t.taker_user_id), str(t.maker_user_id), _dec(t.price), _dec(t.quantity),
+        _dec(t.quote_amount), SIDE_NAME[t.taker_side], t.matcher_node,
+        ns_to_text(t.executed_at_ns), m.base, m.quote, scale_of(t.price),
+        scale_of(t.quantity), scale_of(t.quote_amount), t.executed_at_ns,
+    )  # fmt: skip
+
+
+def _epoch_row(e: Any) -> tuple[Any, ...]:
+    done = e.completed_at_ns
+    return (
+        e.epoch_id, PHASE_NAME[e.phase], e.batch_hash, e.result_hash, e.trade_count,
+        ns_to_text(e.started_at_ns), None if done is None else ns_to_text(done),
+        e.started_at_ns, done,
+    )  # fmt: skip
+
+
+def _decoded(row: sqlite3.Row, uuids: tuple[str, ...], decimals: tuple[str, ...]) -> dict[str, Any]:
+    r = dict(row)
+    for k in uuids:
+        if r.get(k) is not None:
+            r[k] = uuid.UUID(r[k])
+    for k in decimals:
+        if r.get(k) is not None:
+            r[k] = decimal.Decimal(r[k])
+    return r
+
+
+_TRADE_UUIDS = ("id", "taker_order_id", "maker_order_id", "taker_user_id", "maker_user_id")
+_TRADE_DECIMALS = ("price", "quantity", "quote_amount")
+
+
+class SqliteStore:
+    """The engine's state in an SQLite file (or ``:memory:``)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, migrations_dir: Path = SQLITE_MIGRATIONS
+    ) -> None:
+        self._path = os.fspath(path)
+        self._migrations_dir = migrations_dir
+        if self._path != ":memory:":
+            target = Path(self._path)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Owner-only from the first byte (sqlite3 would create it 0644).
+            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            self._conn = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            if self._path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._path}: {e}") from e
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._path!r})"
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def execute(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """Runs one statement and returns its rows (for tools and tests)."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def migrate(self) -> list[int]:
+        with self._lock:
+            return migrate_sqlite(self._conn, self._migrations_dir)
+
+    def checkpoint(self) -> Checkpoint | None:
+        rows = self.execute("SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint")
+        return Checkpoint(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def write_changes(self, batch: ChangeBatch) -> WriteResult:
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    result = self._write(c, batch)
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self._path}: flush to position {batch.position}: {e}") from e
+            return result
+
+    @staticmethod
+    def _write(c: sqlite3.Connection, batch: ChangeBatch) -> WriteResult:
+        row = c.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()
+        if row is not None and batch.position < row[0]:
+            return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
+        if batch.orders:
+            c.executemany(_UPSERT_ORDERS, map(_order_row, batch.orders))
+        orphans: list[uuid.UUID] = []
+        if batch.trades:
+            rows = [_trade_row(t) for t in batch.trades]
+            wanted = {r[3] for r in rows} | {r[4] for r in rows}
+            known = _known_orders(c, wanted)
+            good = [r for r in rows if r[3] in known and r[4] in known]
+            bad = [(*r, batch.position) for r in rows if not (r[3] in known and r[4] in known)]
+            c.executemany(_UPSERT_TRADES, good)
+            if bad:
+                c.executemany(_UPSERT_ORPHANS, bad)
+                orphans = [uuid.UUID(r[0]) for r in bad]
+            c.executemany("DELETE FROM orphan_trades WHERE id = ?", ((r[0],) for r in good))
+        if batch.orders:
+            for sql in _REHOME:
+                c.execute(sql)
+        if batch.balances:
+            now = ns_to_text(_now_ns())
+            c.executemany(
+                _UPSERT_BALANCES,
+                (
+                    (
+                        str(b.user_id),
+                        b.asset,
+                        _dec(b.available),
+                        _dec(b.frozen),
+                        scale_of(b.available),
+                        scale_of(b.frozen),
+                        now,
+                    )
+                    for b in batch.balances
+                ),
+            )
+        if batch.epochs:
+            c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
+        c.execute(
+            "INSERT INTO persistence_checkpoint AS t"
+            " (singleton, aof_position, epoch_id, flushed_at)"
+            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?)"
+            " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
+            " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at"
+            " WHERE (t.aof_position, t.epoch_id) IS NOT (excluded.aof_position, excluded.epoch_id)",
+            (batch.position, ns_to_text(_now_ns())),
+        )
+        return WriteResult(
+            batch.position,
+            len(batch.orders),
+            len(batch.trades),
+            len(batch.balances),
+            len(batch.epochs),
+            tuple(orphans),
+        )
+
+    def load_state(self) -> LoadedState:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN")  # one read snapshot
+            try:
+                order_rows = c.execute("SELECT * FROM orders ORDER BY created_at_ns, id").fetchall()
+                trade_rows = c.execute("SELECT * FROM trades").fetchall()
+                orphan_rows = c.execute("SELECT * FROM orphan_trades").fetchall()
+                balance_rows = c.execute(
+                    "SELECT * FROM balances ORDER BY user_id, asset"
+                ).fetchall()
+                epoch_rows = c.execute("SELECT * FROM epochs ORDER BY epoch_id").fetchall()
+                cp = c.execute("SELECT * FROM persistence_checkpoint").fetchone()
+            finally:
+                c.execute("COMMIT")
+        orders = [
+            order_from_row(
+                _decoded(r, ("id", "user_id", "sr_id"), ("price", "quantity", "remaining_qty"))
+            )
+            for r in order_rows
+        ]
+        trades_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in trade_rows]
+        orphans_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in orphan_rows]
+        all_trades = sorted(trades_raw + orphans_raw, key=lambda r: (r["executed_at_ns"], r["id"]))
+        return LoadedState(
+            orders=orders,
+            trades=[trade_from_row(r) for r in all_trades],
+            balances=[
+                make_balance(
+                    uuid.UUID(r["user_id"]),
+                    r["asset"],
+                    decimal.Decimal(r["available"]),
+                    decimal.Decimal(r["frozen"]),
+                )
+                for r in balance_rows
+            ],
+            epochs=[
+                make_epoch(
+                    r["epoch_id"],
+                    from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
+                    r["batch_hash"],
+                    r["result_hash"],
+                    r["trade_count"] or 0,
+                    r["started_at_ns"],
+                    r["completed_at_ns"],
+                )
+                for r in epoch_rows
+            ],
+            checkpoint=None
+            if cp is None
+            else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"]),
+            orphan_trade_ids=[r["id"] for r in orphans_raw],
+        )
+
+
+def _known_orders(c: sqlite3.Connection, ids: set[str]) -> set[str]:
+    known: set[str] = set()
+    wanted = list(ids)
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        marks = ", ".join("?" for _ in chunk)
+        known.update(r[0] for r in c.execute(f"SELECT id FROM orders WHERE id IN ({marks})", chunk))
+    return known
+
+
+def _now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,182 @@
+"""The flusher: everything taken reaches the store, failed transactions lose
+nothing, memory stays bounded by the state, lag is visible."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from openmatch_persistence import EpochPhase, OrderStatus
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.flusher import AsyncFlusher, Flusher
+from openmatch_persistence.store import ChangeBatch, ChangeSource, WriteResult
+from test_store_support import (
+    FakeState,
+    assert_store_holds,
+    make_balance,
+    make_epoch,
+    make_order,
+    make_trade,
+)
+
+pytest_plugins = ["test_store_support"]  # the store fixtures
+
+
+def produce(state: FakeState, rounds: int, keys: int = 5) -> None:
+    """Orders that change status many times, trades between them, balances
+    and epochs: many operations over few keys."""
+    orders = [make_order() for _ in range(keys)]
+    balances = [make_balance(user_id=o.user_id) for o in orders]
+    for o in orders:
+        state.put_order(o)
+    for i in range(rounds):
+        k = i % keys
+        o = orders[k]
+        o = make_order(id=o.id, user_id=o.user_id, sr_id=o.sr_id, sequence=i,
+                       status=OrderStatus.PARTIALLY_FILLED,
+                       remaining_qty=Decimal(i % 7) / 4)  # fmt: skip
+        orders[k] = o
+        state.put_order(o)
+        b = balances[k]
+        state.put_balance(make_balance(user_id=b.user_id, asset=b.asset,
+                                       available=Decimal(i) / 100))  # fmt: skip
+        if i % 10 == 0:
+            state.put_trade(make_trade(o, orders[(k + 1) % keys], epoch_id=i // 10))
+            state.put_epoch(make_epoch(epoch_id=i // 10, phase=EpochPhase.MATCH))
+
+
+def test_the_fake_state_is_a_change_source() -> None:
+    assert isinstance(FakeState(), ChangeSource)
+
+
+def test_a_running_flusher_writes_everything(any_store: Any) -> None:
+    state = FakeState()
+    flusher = Flusher(any_store, state, interval=0.01)
+    with flusher:
+        produce(state, 300)
+    assert_store_holds(any_store, state)
+    stats = flusher.stats()
+    assert stats.pending_rows == 0 and stats.flushed_position == state.position
+    assert stats.seconds_behind == 0.0
+
+
+class FlakyStore:
+    """Fails the first ``failures`` writes, as a database outage would."""
+
+    def __init__(self, store: Any, failures: int) -> None:
+        self.store = store
+        self.failures = failures
+        self.batches: list[ChangeBatch] = []
+
+    def write_changes(self, batch: ChangeBatch) -> WriteResult:
+        self.batches.append(batch)
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database unreachable (simulated)")
+        result: WriteResult = self.store.write_changes(batch)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_flushes_lose_nothing_and_memory_stays_bounded(
+    sqlite_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = FakeState()
+    flaky = FlakyStore(sqlite_store, failures=50)
+    clock = FakeClock()
+    flusher = Flusher(flaky, state, backoff_min=0.0, clock=clock)
+    keys = 5
+    produce(state, 10, keys)
+    with caplog.at_level(logging.WARNING, "openmatch_persistence.flusher"):
+        for _ in range(50):
+            produce_more(state, keys)
+            clock.now += 0.1
+            with pytest.raises(StoreError):
+                flusher.flush()
+            stats = flusher.stats()
+            # The latest row per key only: never more rows than the state has.
+            assert stats.pending_rows <= len(state.orders) + len(state.trades) + len(
+                state.balances
+            ) + len(state.epochs)
+    assert stats.consecutive_failures == 50 and stats.failures == 50
+    assert stats.aof_bytes_behind == state.position and stats.seconds_behind == pytest.approx(4.9)
+    assert "failed" in caplog.text and "behind" in caplog.text
+    result = flusher.flush()
+    assert result is not None and not result.stale
+    assert_store_holds(sqlite_store, state)
+    assert flusher.stats().consecutive_failures == 0
+    assert flusher.stats().seconds_behind == 0.0
+
+
+def produce_more(state: FakeState, keys: int) -> None:
+    # Update the same keys again: the outage is long, the state is not.
+    for o in list(state.orders.values())[:keys]:
+        state.put_order(make_order(id=o.id, user_id=o.user_id, sr_id=o.sr_id,
+                                   sequence=o.sequence + 1))  # fmt: skip
+
+
+def test_newer_rows_win_over_a_failed_batch(sqlite_store: Any) -> None:
+    state = FakeState()
+    flaky = FlakyStore(sqlite_store, failures=1)
+    flusher = Flusher(flaky, state, backoff_min=0.0)
+    o = make_order(status=OrderStatus.ACTIVE)
+    state.put_order(o)
+    flusher.collect()
+    # The write fails after taking the batch; meanwhile the order is filled.
+    state.put_order(make_order(id=o.id, user_id=o.user_id, sr_id=o.sr_id,
+                               status=OrderStatus.FILLED))  # fmt: skip
+    with pytest.raises(StoreError):
+        flusher.write_pending()
+    flusher.flush()
+    assert_store_holds(sqlite_store, state)
+    assert sqlite_store.load_state().orders[0].status == OrderStatus.FILLED
+
+
+def test_async_flusher(any_store: Any) -> None:
+    state = FakeState()
+
+    async def main() -> None:
+        async with AsyncFlusher(any_store, state, interval=0.01) as flusher:
+            for _ in range(20):
+                produce(state, 5)
+                await asyncio.sleep(0.005)
+            assert flusher.stats().failures == 0
+        assert_store_holds(any_store, state)
+
+    asyncio.run(main())
+
+
+def test_stop_reports_a_final_flush_that_failed(sqlite_store: Any) -> None:
+    state = FakeState()
+    flusher = Flusher(FlakyStore(sqlite_store, failures=1000), state, interval=0.01)
+    flusher.start()
+    state.put_order(make_order())
+    with pytest.raises(StoreError, match="simulated"):
+        flusher.stop()
+    assert flusher.stats().pending_rows == 1
+
+
+def test_the_thread_survives_failures_and_catches_up(sqlite_store: Any) -> None:
+    state = FakeState()
+    flaky = FlakyStore(sqlite_store, failures=3)
+    done = threading.Event()
+    flusher = Flusher(flaky, state, interval=0.01, backoff_min=0.01, backoff_max=0.02)
+    with flusher:
+        produce(state, 50)
+        while flusher.stats().failures < 3:
+            done.wait(0.01)
+    assert_store_holds(sqlite_store, state)

@@ -1,0 +1,210 @@
+"""Both stores: every table round-trips exactly; flushes are idempotent,
+ordered by position, and keep trades with unknown orders apart."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from openmatch_persistence import (
+    EpochPhase,
+    MarketPair,
+    OrderReceived,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    TradeExecuted,
+    encode,
+)
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.store import ChangeBatch
+from test_store_support import (
+    T0,
+    balance_key,
+    epoch_key,
+    make_balance,
+    make_epoch,
+    make_order,
+    make_trade,
+    node,
+)
+
+pytest_plugins = ["test_store_support"]  # the store fixtures
+
+
+def _rich_batch() -> ChangeBatch:
+    a = make_order(
+        price=Decimal("1.5"),
+        quantity=Decimal("12345678901234567890.12345678"),
+        remaining_qty=Decimal("0.00000001"),
+        created_at=T0,
+        updated_at=T0 + 999,  # nanoseconds that TIMESTAMPTZ cannot hold
+        origin_node=bytes(range(32)),
+        epoch_id=2**63 - 1,
+        sequence=2**63 - 1,
+        status=OrderStatus.PENDING_ESCROW,
+    )
+    b = make_order(
+        market=MarketPair("A/B", "C"),  # a symbol that cannot be split back
+        side=OrderSide.SELL,
+        order_type=OrderType.MARKET,
+        price=None,
+        quantity=Decimal("1.50000000"),
+        remaining_qty=Decimal("0"),
+        status=OrderStatus.PARTIALLY_FILLED,
+        created_at=0,
+        updated_at=1,
+        origin_node=bytes([255] * 32),
+    )
+    c = make_order(
+        quantity=Decimal("-7.10"),
+        remaining_qty=Decimal("100"),
+        price=Decimal("3"),
+        market=MarketPair("€UR", "ÜSD"),
+    )
+    d = make_order(market=MarketPair("A\\B\tC", "D\nE\r"))  # COPY's escapes
+    trade = make_trade(a, b, price=Decimal("1.50"), quote_amount=Decimal("0.75000000"))
+    balances = [
+        make_balance(asset="BTC", available=Decimal("0.10"), frozen=Decimal("2.00000000")),
+        make_balance(asset="USDTTTTTTT", available=Decimal("99999999999999999999.99999999")),
+    ]
+    epochs = [
+        make_epoch(
+            epoch_id=1,
+            phase=EpochPhase.FINALIZE,
+            result_hash=node(5),
+            trade_count=3,
+            completed_at_ns=T0 + 7,
+        ),
+        make_epoch(epoch_id=2, phase=EpochPhase.COLLECT, batch_hash=None),
+    ]
+    return ChangeBatch([a, b, c, d], [trade], balances, epochs, position=4096)
+
+
+def test_every_table_round_trips_exactly(any_store: Any) -> None:
+    batch = _rich_batch()
+    result = any_store.write_changes(batch)
+    assert not result.stale and result.orphan_trade_ids == ()
+    loaded = any_store.load_state()
+
+    by_id = {o.id: o for o in loaded.orders}
+    assert set(by_id) == {o.id for o in batch.orders}
+    for o in batch.orders:
+        got = by_id[o.id]
+        assert got == o
+        # Scale and nanoseconds included: the AOF bytes are identical.
+        assert encode(OrderReceived(got)) == encode(OrderReceived(o))
+        assert str(got.quantity) == str(o.quantity)
+        assert got.updated_at_ns == o.updated_at_ns
+    assert [encode(TradeExecuted(t)) for t in loaded.trades] == [
+        encode(TradeExecuted(t)) for t in batch.trades
+    ]
+    assert sorted(map(balance_key, loaded.balances)) == sorted(map(balance_key, batch.balances))
+    assert [epoch_key(e) for e in loaded.epochs] == [
+        epoch_key(e) for e in sorted(batch.epochs, key=lambda e: e.epoch_id)
+    ]
+    assert loaded.checkpoint is not None
+    assert loaded.checkpoint.position == 4096
+    assert loaded.checkpoint.epoch_id == 2
+
+
+def test_postgres_keeps_the_engine_columns_readable(pg_store: Any) -> None:
+    pg_store.write_changes(_rich_batch())
+    with pg_store.connection() as conn:
+        row = conn.execute(
+            "SELECT market, side, order_type, status, price, created_at, created_at_ns"
+            " FROM orders WHERE market = 'A/B/C'"
+        ).fetchone()
+    assert row[:5] == ("A/B/C", "SELL", "MARKET", "PARTIALLY_FILLED", None)
+    assert row[5].timestamp() == 0 and row[6] == 0
+
+
+def test_writing_the_same_batch_twice_changes_nothing(any_store: Any) -> None:
+    batch = _rich_batch()
+    any_store.write_changes(batch)
+    before = _row_versions(any_store)
+    first = any_store.load_state()
+    any_store.write_changes(batch)
+    assert _row_versions(any_store) == before
+    assert any_store.load_state() == first
+
+
+def _row_versions(store: Any) -> Any:
+    tables = ["orders", "trades", "balances", "epochs", "persistence_checkpoint"]
+    if hasattr(store, "connection"):
+        with store.connection() as conn:
+            return [conn.execute(f"SELECT xmin::text, * FROM {t} ORDER BY 2").fetchall()
+                    for t in tables]  # fmt: skip
+    return [[tuple(r) for r in store.execute(f"SELECT * FROM {t} ORDER BY 1")] for t in tables]
+
+
+def test_a_changed_row_is_updated(any_store: Any) -> None:
+    o = make_order()
+    any_store.write_changes(ChangeBatch(orders=[o], position=100))
+    filled = make_order(
+        id=o.id, user_id=o.user_id, sr_id=o.sr_id, status=OrderStatus.FILLED,
+        remaining_qty=Decimal("0.00"), updated_at=T0 + 5, epoch_id=9,
+    )  # fmt: skip
+    any_store.write_changes(ChangeBatch(orders=[filled], position=200))
+    assert any_store.load_state().orders == [filled]
+
+
+def test_a_batch_older_than_the_checkpoint_writes_nothing(any_store: Any) -> None:
+    new = make_order(status=OrderStatus.FILLED)
+    any_store.write_changes(ChangeBatch(orders=[new], position=500))
+    old = make_order(id=new.id, user_id=new.user_id, sr_id=new.sr_id, status=OrderStatus.ACTIVE)
+    result = any_store.write_changes(ChangeBatch(orders=[old], position=400))
+    assert result.stale
+    state = any_store.load_state()
+    assert state.orders == [new]
+    assert state.checkpoint.position == 500
+
+
+def test_a_position_only_batch_moves_the_checkpoint(any_store: Any) -> None:
+    any_store.write_changes(ChangeBatch(position=10))
+    assert any_store.checkpoint().position == 10
+    any_store.write_changes(ChangeBatch(position=20))
+    assert any_store.checkpoint().position == 20
+
+
+def test_a_trade_with_unknown_orders_is_kept_apart_then_moved(any_store: Any) -> None:
+    taker, maker = make_order(), make_order(side=OrderSide.SELL)
+    trade = make_trade(taker, maker)
+    result = any_store.write_changes(ChangeBatch(trades=[trade], orders=[taker], position=100))
+    assert result.orphan_trade_ids == (trade.id,)
+    state = any_store.load_state()
+    assert state.trades == [trade]  # nothing lost
+    assert state.orphan_trade_ids == [trade.id]
+    # The missing order arrives: the trade moves to `trades`.
+    assert any_store.write_changes(ChangeBatch(orders=[maker], position=200)).orphan_trade_ids == ()
+    state = any_store.load_state()
+    assert state.trades == [trade]
+    assert state.orphan_trade_ids == []
+
+
+def test_postgres_refuses_to_round_a_value_that_skipped_validation(pg_store: Any) -> None:
+    bad = make_order(quantity=Decimal("1.123456789"))
+    with pytest.raises(StoreError, match="quantity_fits_numeric_28_8"):
+        pg_store.write_changes(ChangeBatch(orders=[bad], position=1))
+    state = pg_store.load_state()
+    assert state.orders == [] and state.checkpoint is None  # nothing half-written
+
+
+def test_sqlite_file_is_owner_only(tmp_path: Any) -> None:
+    from openmatch_persistence.store import SqliteStore
+
+    path = tmp_path / "data" / "state.sqlite3"
+    with SqliteStore(path) as store:
+        store.migrate()
+        store.write_changes(ChangeBatch(orders=[make_order()], position=1))
+    assert path.stat().st_mode & 0o777 == 0o600
+    with SqliteStore(path) as again:
+        assert again.migrate() == []
+        assert len(again.load_state().orders) == 1
+
+
+def test_an_empty_store_loads_empty(any_store: Any) -> None:
+    state = any_store.load_state()
+    assert (state.orders, state.trades, state.balances, state.epochs) == ([], [], [], [])
+    assert state.checkpoint is None and any_store.checkpoint() is None
