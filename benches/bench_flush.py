@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+
 from openmatch_persistence import MarketPair, Order, OrderSide, OrderStatus, OrderType
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.store import ChangeBatch, WriteResult

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from openmatch_persistence import AofWriter, _core, encode
 from openmatch_persistence.bench.fsync import RAW_RECORD_SIZE
 from openmatch_persistence.bench.redis_peer import RedisPeer, RespClient, resp_command

@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pure_python_codec as pure
+
 from openmatch_persistence import _core
 
 MiB = 1024 * 1024

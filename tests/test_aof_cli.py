@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import openmatch_persistence as om
 import pytest
+from test_scanner import frame_ends, sample_ops, seg_name
+
+import openmatch_persistence as om
 from openmatch_persistence.cli import main
 from openmatch_persistence.cli.aof import Progress
-from test_scanner import frame_ends, sample_ops, seg_name
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

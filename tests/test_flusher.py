@@ -10,10 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from openmatch_persistence import EpochPhase, OrderStatus
-from openmatch_persistence.errors import StoreError
-from openmatch_persistence.flusher import AsyncFlusher, Flusher
-from openmatch_persistence.store import ChangeBatch, ChangeSource, WriteResult
 from test_store_support import (
     FakeState,
     assert_store_holds,
@@ -22,6 +18,11 @@ from test_store_support import (
     make_order,
     make_trade,
 )
+
+from openmatch_persistence import EpochPhase, OrderStatus
+from openmatch_persistence.errors import StoreError
+from openmatch_persistence.flusher import AsyncFlusher, Flusher
+from openmatch_persistence.store import ChangeBatch, ChangeSource, WriteResult
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 

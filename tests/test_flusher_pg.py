@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from openmatch_persistence.flusher import Flusher
-from openmatch_persistence.store.postgres import PostgresStore
 from test_flusher import produce
 from test_store_support import FakeState, assert_store_holds, make_order
+
+from openmatch_persistence.flusher import Flusher
+from openmatch_persistence.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from test_store_support import T0, make_order, make_trade, node
+
 from openmatch_persistence import (
     BalanceUpdated,
     BufferSealed,
@@ -22,7 +24,6 @@ from openmatch_persistence import (
 )
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.validate import validate_for_store
-from test_store_support import T0, make_order, make_trade, node
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 

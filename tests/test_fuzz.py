@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openmatch_persistence as om
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scanner import sample_ops
+
+import openmatch_persistence as om
 
 CORPUS = Path(__file__).resolve().parent / "fuzz-corpus"
 OUTCOMES = {"clean", "torn_tail", "corrupt"}

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from openmatch_persistence.errors import MigrationError
 from openmatch_persistence.store.migrate import (
     POSTGRES_MIGRATIONS,

@@ -204,9 +204,14 @@ def test_crash_at_each_compaction_step_loses_nothing(tmp_path: Path, step: str) 
     for first, last in [(0, 1000), (1000, 2000)]:  # two rounds, several segments
         run = subprocess.run(
             [
-                sys.executable, "-c", CRASH_IN_COMPACTION, str(tmp_path), step,
-                str(first), str(last),
-            ],  # fmt: skip
+                sys.executable,
+                "-c",
+                CRASH_IN_COMPACTION,
+                str(tmp_path),
+                step,
+                str(first),
+                str(last),
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -11,8 +11,9 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import openmatch_persistence as om
 import pytest
+
+import openmatch_persistence as om
 from openmatch_persistence import repair as rp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))

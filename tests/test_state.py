@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from openmatch_persistence import (
     Balance,
     BalanceUpdated,

@@ -7,6 +7,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from test_store_support import (
+    T0,
+    balance_key,
+    epoch_key,
+    make_balance,
+    make_epoch,
+    make_order,
+    make_trade,
+    node,
+)
+
 from openmatch_persistence import (
     EpochPhase,
     MarketPair,
@@ -19,16 +30,6 @@ from openmatch_persistence import (
 )
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store import ChangeBatch
-from test_store_support import (
-    T0,
-    balance_key,
-    epoch_key,
-    make_balance,
-    make_epoch,
-    make_order,
-    make_trade,
-    node,
-)
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 

@@ -7,9 +7,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from test_store_support import make_order
+
 from openmatch_persistence.store import ChangeBatch
 from openmatch_persistence.store.postgres import PostgresStore
-from test_store_support import make_order
 
 pytestmark = pytest.mark.postgres
 

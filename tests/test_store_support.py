@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from openmatch_persistence import (
     EpochPhase,
     MarketPair,

@@ -7,6 +7,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from test_store_support import make_order, make_trade
+
 from openmatch_persistence import (
     BalanceUpdated,
     BufferSealed,
@@ -20,7 +22,6 @@ from openmatch_persistence import (
 from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import InvalidValueError
 from openmatch_persistence.validate import validate_for_store
-from test_store_support import make_order, make_trade
 
 MAX = Decimal("99999999999999999999.99999999")  # 20 integer digits, 8 places
 

@@ -7,10 +7,11 @@ from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_store_support import make_order, make_trade
+
 from openmatch_persistence import MarketPair, OrderSide, OrderStatus, OrderType
 from openmatch_persistence.store.rows import SIDE_NAME, STATUS_NAME, TYPE_NAME
 from openmatch_persistence.store.wire import order_line, trade_line
-from test_store_support import make_order, make_trade
 
 
 def _at_most_8_places(d: Decimal) -> Decimal:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from openmatch_persistence import (
     AofWriter,
     ChecksumMismatchError,

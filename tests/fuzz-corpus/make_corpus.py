@@ -14,8 +14,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import openmatch_persistence as om  # noqa: E402
 from test_scanner import frame_ends, sample_ops  # noqa: E402
+
+import openmatch_persistence as om  # noqa: E402
 
 
 def main() -> None:
