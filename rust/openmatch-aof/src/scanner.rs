@@ -31,7 +31,6 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-
 use crate::codec::{check_frame, decode_payload, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN};
 use crate::segment::{list_segments, parse_segment_file_name, Segment};
 use crate::types::{AofOperation, OPERATION_KINDS};

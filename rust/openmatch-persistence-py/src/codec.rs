@@ -83,7 +83,22 @@ pub fn from_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>
     Operation::to_py(py, op)
 }
 
+/// Raises `InvalidValueError` naming the field and the value when `op` holds
+/// a value that the database schema cannot store exactly (NUMERIC(28,8),
+/// the VARCHAR lengths, BIGINT); see `openmatch_aof::store_fit`.
+#[pyfunction]
+pub fn check_fits_store(op: &Bound<'_, PyAny>) -> PyResult<()> {
+    match op.cast::<Operation>() {
+        Ok(o) => openmatch_aof::store_fit::check_fits_store(&o.get().op).map_err(invalid_value),
+        Err(_) => Err(invalid_value(format!(
+            "not an operation: {}",
+            crate::convert::type_name(op)
+        ))),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(check_fits_store, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_many, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;

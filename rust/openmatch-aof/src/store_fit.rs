@@ -1,0 +1,156 @@
+//! What the engine's SQL schema holds exactly: NUMERIC(28,8) decimals,
+//! VARCHAR(20) markets and VARCHAR(10) assets, BIGINT ids and nanosecond
+//! timestamps. An operation that passes [`check_fits_store`] is stored and
+//! read back unchanged; one that does not must never be appended, so that
+//! the AOF and the database cannot disagree.
+//!
+//! In Rust because it runs before every append: reading each field through
+//! Python objects cost tens of microseconds per order.
+
+use rust_decimal::Decimal;
+
+use crate::types::{AofOperation, MarketPair, Order, Trade};
+
+/// NUMERIC(28,8): at most 8 places...
+pub const NUMERIC_SCALE: u32 = 8;
+/// ...and 20 integer digits.
+pub const NUMERIC_INTEGER_DIGITS: u32 = 20;
+/// VARCHAR lengths of the schema, in characters.
+pub const MARKET_LEN: usize = 20;
+pub const ASSET_LEN: usize = 10;
+
+fn decimal(value: &Decimal, field: &str) -> Result<(), String> {
+    if value.scale() > NUMERIC_SCALE {
+        return Err(format!(
+            "{field}: {value} has {} decimal places; the store's NUMERIC(28,8) holds \
+             {NUMERIC_SCALE} (refused, not rounded)",
+            value.scale()
+        ));
+    }
+    let limit = Decimal::from(10u128.pow(NUMERIC_INTEGER_DIGITS));
+    if value.abs() >= limit {
+        return Err(format!(
+            "{field}: {value} has more than {NUMERIC_INTEGER_DIGITS} integer digits; the \
+             store's NUMERIC(28,8) cannot hold it"
+        ));
+    }
+    Ok(())
+}
+
+fn text(value: &str, limit: Option<usize>, field: &str) -> Result<(), String> {
+    let quoted = format!("'{}'", value.escape_debug());
+    let chars = value.chars().count();
+    if let Some(limit) = limit {
+        if chars > limit {
+            return Err(format!(
+                "{field}: {quoted} is {chars} characters; the store's VARCHAR({limit}) holds at \
+                 most {limit} (refused, not truncated)"
+            ));
+        }
+    }
+    if value.contains('\0') {
+        return Err(format!(
+            "{field}: {quoted} contains a NUL character (PostgreSQL text)"
+        ));
+    }
+    Ok(())
+}
+
+fn bigint(value: u64, field: &str) -> Result<(), String> {
+    if i64::try_from(value).is_err() {
+        return Err(format!("{field}: {value} does not fit the store's BIGINT"));
+    }
+    Ok(())
+}
+
+fn timestamp(value: &chrono::DateTime<chrono::Utc>, field: &str) -> Result<(), String> {
+    if value.timestamp_nanos_opt().is_none() {
+        return Err(format!(
+            "{field}: {value} is outside the store's BIGINT nanoseconds (years 1677..2262)"
+        ));
+    }
+    Ok(())
+}
+
+fn market(m: &MarketPair, field: &str) -> Result<(), String> {
+    text(&m.base, None, field)?;
+    text(&m.quote, None, field)?;
+    text(&m.symbol(), Some(MARKET_LEN), field)
+}
+
+fn order(o: &Order, where_: &str) -> Result<(), String> {
+    let w = format!("{where_} {}", o.id.0);
+    market(&o.market, &format!("{w}: market"))?;
+    if let Some(price) = &o.price {
+        decimal(price, &format!("{w}: price"))?;
+    }
+    decimal(&o.quantity, &format!("{w}: quantity"))?;
+    decimal(&o.remaining_qty, &format!("{w}: remaining_qty"))?;
+    if let Some(epoch) = o.epoch_id {
+        bigint(epoch.0, &format!("{w}: epoch_id (batch_id)"))?;
+    }
+    bigint(o.sequence, &format!("{w}: sequence"))?;
+    timestamp(&o.created_at, &format!("{w}: created_at"))?;
+    timestamp(&o.updated_at, &format!("{w}: updated_at"))
+}
+
+fn trade(t: &Trade, where_: &str) -> Result<(), String> {
+    let w = format!("{where_} {}", t.id.0);
+    market(&t.market, &format!("{w}: market"))?;
+    bigint(t.epoch_id.0, &format!("{w}: epoch_id (batch_id)"))?;
+    decimal(&t.price, &format!("{w}: price"))?;
+    decimal(&t.quantity, &format!("{w}: quantity"))?;
+    decimal(&t.quote_amount, &format!("{w}: quote_amount"))?;
+    timestamp(&t.executed_at, &format!("{w}: executed_at"))
+}
+
+/// `Err` with a message naming the field and the value when any value of
+/// `op` does not fit the schema exactly.
+pub fn check_fits_store(op: &AofOperation) -> Result<(), String> {
+    match op {
+        AofOperation::OrderReceived(o) => order(o, "OrderReceived: order"),
+        AofOperation::TradeExecuted(t) => trade(t, "TradeExecuted: trade"),
+        AofOperation::BalanceUpdated(user, asset, available, frozen) => {
+            let w = format!("BalanceUpdated: balance {}/{asset}", user.0);
+            text(asset, Some(ASSET_LEN), &format!("{w}: asset"))?;
+            decimal(available, &format!("{w}: available"))?;
+            decimal(frozen, &format!("{w}: frozen"))
+        }
+        AofOperation::BufferSealed(batch, _) => bigint(batch.0, "BufferSealed: batch_id"),
+        AofOperation::EpochAdvanced(epoch, _) => bigint(epoch.0, "EpochAdvanced: epoch_id"),
+        AofOperation::OrderCancelled(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{EpochId, UserId};
+    use std::str::FromStr;
+
+    fn balance(asset: &str, available: &str) -> AofOperation {
+        AofOperation::BalanceUpdated(
+            UserId(uuid::Uuid::nil()),
+            asset.into(),
+            Decimal::from_str(available).unwrap(),
+            Decimal::ZERO,
+        )
+    }
+
+    #[test]
+    fn limits_are_inclusive_and_refusals_name_field_and_value() {
+        assert!(check_fits_store(&balance("ABCDEFGHIJ", "99999999999999999999.99999999")).is_ok());
+        let e = check_fits_store(&balance("BTC", "0.000000001")).unwrap_err();
+        assert!(
+            e.contains("available: 0.000000001 has 9 decimal places"),
+            "{e}"
+        );
+        let e = check_fits_store(&balance("BTC", "100000000000000000000")).unwrap_err();
+        assert!(e.contains("more than 20 integer digits"), "{e}");
+        let e = check_fits_store(&balance("ABCDEFGHIJK", "1")).unwrap_err();
+        assert!(e.contains("asset: 'ABCDEFGHIJK' is 11 characters"), "{e}");
+        let e =
+            check_fits_store(&AofOperation::BufferSealed(EpochId(1 << 63), [0; 32])).unwrap_err();
+        assert!(e.contains("BIGINT"), "{e}");
+    }
+}
