@@ -46,6 +46,7 @@ from openmatch_persistence._core import (
     verify,
     verify_bytes,
 )
+from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.errors import (
     AofError,
     ChecksumMismatchError,
@@ -67,6 +68,8 @@ from openmatch_persistence.errors import (
     WriterFailedError,
     WriterLockedError,
 )
+from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.recovery import RecoveryReport
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_LEN",
@@ -78,6 +81,7 @@ __all__ = [
     "BalanceUpdated",
     "BufferSealed",
     "ChecksumMismatchError",
+    "CompactionPolicy",
     "ConsistencyError",
     "CorruptFrameError",
     "Epoch",
@@ -98,7 +102,9 @@ __all__ = [
     "OrderStatus",
     "OrderType",
     "OversizedFrameError",
+    "Persistence",
     "RecoveryError",
+    "RecoveryReport",
     "ScanReport",
     "Scanner",
     "State",
