@@ -84,9 +84,7 @@ def main() -> None:
             assert best is not None
             rows.append((label, *best))
         aof = sum(f.stat().st_size for f in (root / "half" / "aof").glob("*.aof"))
-        print(
-            f"{platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}"
-        )
+        print(f"{platform.machine()}, Python {platform.python_version()}")
         print(f"AOF {aof / 1e6:.0f} MB, SQLite store, best of 3\n")
         print("| recovery | wall time of open | replayed | loaded from snapshot | target |")
         print("|---|---:|---:|---:|---|")
