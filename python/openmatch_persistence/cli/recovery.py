@@ -55,7 +55,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             print(
                 json.dumps(
                     {
-                        "digest": report.digest,
+                        "digest": p.digest(),
                         "orders": report.orders,
                         "trades": report.trades,
                         "balances": report.balances,
@@ -77,6 +77,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         else:
             print(f"recovered {p.data_dir} (database {p.database})")
             print(report.describe())
+            print(f"digest: {p.digest()}")
     return 0
 
 
