@@ -256,3 +256,47 @@ def test_a_value_the_schema_cannot_hold_is_refused_before_the_append(tmp_path: P
             p.append(om.BalanceUpdated(uuid.UUID(int=1), "USDT", Decimal("0.000000001"), 0))
         assert p.position == before == p._writer.position
     assert os.path.getsize(sorted((tmp_path / "aof").glob("*.aof"))[-1]) == before
+
+
+def _store_execute(data_dir: Path, database: str | None, sql: str) -> None:
+    if database is None:
+        import sqlite3
+
+        with sqlite3.connect(data_dir / "state.sqlite3") as conn:
+            conn.execute(sql)
+    else:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
+    tmp_path: Path, database: str | None
+) -> None:
+    ops = take(2500, seed=13)
+    with Persistence.open(tmp_path, database_url=database, compaction=NO_COMPACTION) as p:
+        p.append_many(ops[:1200])
+        image_at = p.snapshot()
+        p.append_many(ops[1200:])
+    expected = replay_digest(ops)
+    # A clean close wrote the image at the end: nothing to replay.
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "image"
+        assert p.recovery.replayed == 0
+        assert p.digest() == expected
+        end = p.position
+    assert image_at < end
+    # A damaged image is refused and the rows are used instead.
+    flip = "UPDATE persistence_state_image SET data = " + (
+        "substr(data, 1, 20) || x'00' || substr(data, 22)"
+        if database is None
+        else "overlay(data placing '\\x00'::bytea from 21 for 1)"
+    )
+    _store_execute(tmp_path, database, flip)
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert p.digest() == expected
+    # No image at all: the rows again.
+    _store_execute(tmp_path, database, "DELETE FROM persistence_state_image")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert p.digest() == expected

@@ -358,6 +358,9 @@ class State:
         epochs: Iterable[Epoch],
         position: int,
     ) -> State: ...
+    def to_image(self) -> bytes: ...
+    @staticmethod
+    def from_image(data: bytes) -> State: ...
 
 # --- scanner -----------------------------------------------------------------
 

@@ -244,8 +244,9 @@ class Persistence:
         return self._flusher.flush()
 
     def snapshot(self) -> int:
-        """Makes the database hold the whole state at the current position, in
-        one transaction; returns that position."""
+        """Makes the database hold the whole state at the current position:
+        its rows (one transaction) and its image (another); returns the
+        position."""
         target = self._applied
         result = self._flusher.flush()
         checkpoint = self._store.checkpoint()
@@ -255,7 +256,16 @@ class Persistence:
                 f"snapshot did not reach position {target}: the database holds {covered}"
                 + ("" if result is None else f" after writing up to {result.position}")
             )
-        return covered
+        return self._write_image(None if checkpoint is None else checkpoint.epoch_id)
+
+    def _write_image(self, epoch_id: int | None) -> int:
+        # Under the state lock so that the image is the state at one position;
+        # appends go on meanwhile (only applying waits).
+        with self._state_lock:
+            position = self._state.position
+            image = self._state.to_image()
+        self._store.write_image(position, epoch_id, image)
+        return position
 
     def compact(self) -> CompactionReport:
         """Rotate, snapshot, delete the covered segments (see compaction.py)."""
@@ -310,14 +320,21 @@ class Persistence:
     # --- closing ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Flushes what it can to the database, closes the AOF (fsync) and the
-        store. Safe to call twice."""
+        """Flushes what it can to the database, writes the state's image (so
+        the next open replays nothing), closes the AOF (fsync) and the store.
+        The database being down loses nothing: the AOF has every operation.
+        Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         with self._compaction_lock:
             try:
                 self._flusher.stop(final_flush=True, timeout=30)
+                try:
+                    checkpoint = self._store.checkpoint()
+                    self._write_image(None if checkpoint is None else checkpoint.epoch_id)
+                except OpenMatchPersistenceError as e:
+                    log.warning("close: no state image written (recovery will replay): %s", e)
             finally:
                 try:
                     self._writer.close()

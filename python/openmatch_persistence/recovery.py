@@ -3,10 +3,12 @@
 1. The writer opens the AOF directory first (it takes the directory lock
    and cuts a torn tail off the last segment, as Redis'
    ``aof-load-truncated`` does; corruption makes it refuse to open).
-2. The store's checkpoint is the snapshot: the state it holds is the state
-   at that AOF position. ``ignore_snapshot`` starts from an empty state at
-   position 0 instead (only possible while compaction has not removed the
-   AOF's start).
+2. The snapshot: the database's state image (the whole state as one
+   checksummed blob, written at each snapshot and clean close) when it is
+   good and its position is still in the AOF; else its rows at their
+   checkpoint (slower to load: one Python object per entity); else nothing.
+   ``ignore_snapshot`` starts from an empty state at position 0 instead
+   (only possible while compaction has not removed the AOF's start).
 3. The AOF is replayed from that position to its end, in Rust.
 4. The state is checked against its invariants.
 
@@ -28,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import ConsistencyError, RecoveryError
+from openmatch_persistence.errors import (
+    ConsistencyError,
+    InvalidValueError,
+    RecoveryError,
+    StoreError,
+)
 from openmatch_persistence.store.base import LoadedState, Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ class RecoveryReport:
 
     #: The snapshot's position, or None when none was loaded.
     snapshot: int | None
+    #: "image" (the state's image), "rows" (the tables), or None.
+    snapshot_source: str | None
     snapshot_epoch: int | None
     #: Entities loaded from the snapshot.
     loaded: dict[str, int]
@@ -66,7 +75,8 @@ class RecoveryReport:
         else:
             loaded = ", ".join(f"{v} {k}" for k, v in self.loaded.items())
             lines.append(
-                f"snapshot: position {self.snapshot} (epoch {self.snapshot_epoch}): {loaded}"
+                f"snapshot: position {self.snapshot} (epoch {self.snapshot_epoch}), from the "
+                f"database's {self.snapshot_source}: {loaded}"
             )
         lines.append(
             f"replayed: {self.replayed} operations, positions {self.replay_from}"
@@ -113,35 +123,61 @@ def recover(
     """The state at the end of the AOF in ``aof_dir``; see the module doc."""
     started = time.monotonic()
     end = writer.position
+    first = _core.aof_start(aof_dir)
+    usable_from = 0 if first is None else first
     loaded_counts: dict[str, int] = {}
     snapshot_epoch: int | None = None
-    checkpoint = None if ignore_snapshot else store.checkpoint()
-    if checkpoint is not None:
-        if checkpoint.position > end:
+    source: str | None = None
+    state: _core.State | None = None
+    start = 0
+    if not ignore_snapshot:
+        try:
+            image = store.load_image()
+        except StoreError as e:
+            # Unreadable is damaged: the rows are the fallback. (A database
+            # that is down fails again, with its own error, just below.)
+            log.warning("cannot read the state image, using the rows: %s", e)
+            image = None
+        if image is not None and image.position > end:
             raise RecoveryError(
-                f"the database's snapshot covers AOF position {checkpoint.position}, past the "
-                f"AOF's end at {end} in {aof_dir}: this AOF is not the one the snapshot came "
+                f"the database's state image is at AOF position {image.position}, past the "
+                f"AOF's end at {end} in {aof_dir}: this AOF is not the one the image came "
                 "from, or its tail was lost"
             )
-        loaded = store.load_state()
-        state = state_from_snapshot(loaded)
-        snapshot_epoch = checkpoint.epoch_id
-        loaded_counts = {
-            "orders": len(loaded.orders),
-            "trades": len(loaded.trades),
-            "balances": len(loaded.balances),
-            "epochs": len(loaded.epochs),
-        }
-        start = checkpoint.position
-    else:
+        if image is not None and image.position >= usable_from:
+            try:
+                state = _core.State.from_image(image.data)
+            except InvalidValueError as e:
+                log.warning(
+                    "state image at position %d is damaged, using the rows: %s", image.position, e
+                )
+            else:
+                source, start, snapshot_epoch = "image", image.position, image.epoch_id
+        if state is None:
+            checkpoint = store.checkpoint()
+            if checkpoint is not None and checkpoint.position > end:
+                raise RecoveryError(
+                    f"the database's snapshot covers AOF position {checkpoint.position}, past "
+                    f"the AOF's end at {end} in {aof_dir}: this AOF is not the one the "
+                    "snapshot came from, or its tail was lost"
+                )
+            if checkpoint is not None and checkpoint.position >= usable_from:
+                state = state_from_snapshot(store.load_state())
+                source, start, snapshot_epoch = "rows", checkpoint.position, checkpoint.epoch_id
+        if state is not None:
+            loaded_counts = {
+                "orders": state.order_count,
+                "trades": state.trade_count,
+                "balances": state.balance_count,
+                "epochs": state.epoch_count,
+            }
+    if state is None:
         state = _core.State()
-        start = 0
-    first = _core.aof_start(aof_dir)
-    if first is not None and start < first:
+    if start < usable_from:
         why = "--ignore-snapshot was given" if ignore_snapshot else "the database has no snapshot"
         raise RecoveryError(
-            f"{why}, but compaction removed the AOF before position {first} in {aof_dir}: "
-            "the operations before it exist only in the snapshot"
+            f"{why}, but compaction removed the AOF before position {usable_from} in "
+            f"{aof_dir}: the operations before it exist only in the snapshot"
         )
     report = _core.replay(state, aof_dir, start=start)
     if report.is_corrupt:
@@ -160,7 +196,8 @@ def recover(
     except ConsistencyError as e:
         raise RecoveryError(f"the recovered state is inconsistent: {e}") from e
     result = RecoveryReport(
-        snapshot=None if checkpoint is None else checkpoint.position,
+        snapshot=None if source is None else start,
+        snapshot_source=source,
         snapshot_epoch=snapshot_epoch,
         loaded=loaded_counts,
         replayed=report.frames,

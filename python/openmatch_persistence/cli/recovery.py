@@ -63,6 +63,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
                         "replayed": report.replayed,
                         "snapshot": report.snapshot,
                         "snapshot_epoch": report.snapshot_epoch,
+                        "snapshot_source": report.snapshot_source,
                         "loaded": report.loaded,
                         "replay_from": report.replay_from,
                         "replay_to": report.replay_to,

@@ -142,6 +142,16 @@ class WriteResult:
     stale: bool = False
 
 
+@dataclass(frozen=True)
+class StateImage:
+    """The whole state as one checksummed blob (``State.to_image``) at an AOF
+    position: what recovery loads first, the rows being the fallback."""
+
+    position: int
+    epoch_id: int | None
+    data: bytes
+
+
 @dataclass
 class LoadedState:
     """Every row of the store, rebuilt as the engine's values."""
@@ -173,6 +183,13 @@ class Store(Protocol):
     def checkpoint(self) -> Checkpoint | None: ...
 
     def load_state(self) -> LoadedState: ...
+
+    def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
+        """Replaces the stored state image, in one transaction, unless the
+        stored one is at a later position."""
+        ...
+
+    def load_image(self) -> StateImage | None: ...
 
     def close(self) -> None: ...
 

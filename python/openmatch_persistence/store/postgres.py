@@ -29,6 +29,7 @@ from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
     LoadedState,
+    StateImage,
     WriteResult,
 )
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
@@ -206,6 +207,16 @@ def _epoch_row(e: Any) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_UPSERT_IMAGE = """
+    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data)
+    VALUES (1, %s, %s, %s)
+    ON CONFLICT (id) DO UPDATE SET
+        aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
+        data = EXCLUDED.data, written_at = now()
+    WHERE EXCLUDED.aof_position >= persistence_state_image.aof_position
+"""
+
+
 class PostgresStore:
     """The engine's state in PostgreSQL. Thread-safe: every call borrows a
     connection from the pool (at most ``max_connections``)."""
@@ -303,6 +314,17 @@ class PostgresStore:
                 "SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint"
             ).fetchone()
         return None if row is None else Checkpoint(row[0], row[1], row[2])
+
+    def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
+        with self.connection() as conn, conn.transaction():
+            conn.execute(_UPSERT_IMAGE, (position, epoch_id, data))
+
+    def load_image(self) -> StateImage | None:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT aof_position, epoch_id, data FROM persistence_state_image"
+            ).fetchone()
+        return None if row is None else StateImage(row[0], row[1], bytes(row[2]))
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
         with self.connection() as conn, conn.transaction():

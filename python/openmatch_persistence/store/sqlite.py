@@ -10,6 +10,7 @@ file, so a committed flush survives a power loss.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
     LoadedState,
+    StateImage,
     WriteResult,
 )
 from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS, migrate_sqlite
@@ -160,6 +162,16 @@ _TRADE_UUIDS = ("id", "taker_order_id", "maker_order_id", "taker_user_id", "make
 _TRADE_DECIMALS = ("price", "quantity", "quote_amount")
 
 
+_UPSERT_IMAGE = """
+    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data, written_at)
+    VALUES (1, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET
+        aof_position = excluded.aof_position, epoch_id = excluded.epoch_id,
+        data = excluded.data, written_at = excluded.written_at
+    WHERE excluded.aof_position >= persistence_state_image.aof_position
+"""
+
+
 class SqliteStore:
     """The engine's state in an SQLite file (or ``:memory:``)."""
 
@@ -215,6 +227,33 @@ class SqliteStore:
     def checkpoint(self) -> Checkpoint | None:
         rows = self.execute("SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint")
         return Checkpoint(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
+        written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at))
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self._path}: state image at position {position}: {e}") from e
+
+    def load_image(self) -> StateImage | None:
+        try:
+            rows = self.execute("SELECT aof_position, epoch_id, data FROM persistence_state_image")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._path}: cannot read the state image: {e}") from e
+        if not rows:
+            return None
+        position, epoch_id, data = rows[0]
+        if not isinstance(data, bytes):
+            raise StoreError(f"{self._path}: the state image is {type(data).__name__}, not a blob")
+        return StateImage(position, epoch_id, data)
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
         with self._lock:

@@ -8,6 +8,7 @@ pub mod codec;
 pub mod scanner;
 pub mod segment;
 pub mod state;
+pub mod state_image;
 pub mod store_fit;
 pub mod types;
 pub mod writer;

@@ -228,7 +228,7 @@ impl Changes {
 
 /// The whole state as plain values: what a snapshot stores. Orders, balances
 /// and epochs sorted by key; trades in the order they were applied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub orders: Vec<Order>,
     pub trades: Vec<Trade>,

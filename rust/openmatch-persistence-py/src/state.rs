@@ -614,6 +614,29 @@ impl State {
         Ok(State { inner })
     }
 
+    /// The whole state as one checksummed image (`openmatch_aof::state_image`),
+    /// for the database to keep beside its rows.
+    fn to_image<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let inner = &self.inner;
+        let image = py.detach(|| openmatch_aof::state_image::encode_image(&inner.export()));
+        PyBytes::new(py, &image)
+    }
+
+    /// The state of an image made by `to_image`. Raises `InvalidValueError`
+    /// for a damaged image (bad magic, version, checksum or body).
+    #[staticmethod]
+    fn from_image(py: Python<'_>, data: PyBackedBytes) -> PyResult<State> {
+        let bytes: &[u8] = &data;
+        let inner = py
+            .detach(|| {
+                openmatch_aof::state_image::decode_image(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|snap| st::State::from_snapshot(snap).map_err(|e| e.to_string()))
+            })
+            .map_err(invalid_value)?;
+        Ok(State { inner })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "State(position={}, orders={}, trades={}, balances={}, epochs={})",
