@@ -107,7 +107,8 @@ def test_postgres_failed_migration_leaves_nothing(pg_conn: Any, tmp_path: Path) 
         migrate_postgres(pg_conn, d)
     assert "half_done" not in _tables(pg_conn)
     versions = [r[0] for r in pg_conn.execute("SELECT version FROM _sqlx_migrations")]
-    assert 20260201000000 not in versions and len(versions) == 2
+    shipped = len(discover(POSTGRES_MIGRATIONS))
+    assert 20260201000000 not in versions and len(versions) == shipped
     # A file that disappeared after being applied is refused too (as sqlx does).
     (d / "20260201000000_broken.sql").unlink()
     (d / "20260101000100_durable_state.sql").unlink()
@@ -182,7 +183,8 @@ def test_cli_migrate_postgres_masks_the_password(database_url: str, pg_schema: s
     url += ("&" if "?" in url else "?") + f"options=-csearch_path%3D{pg_schema}"
     r = _cli("migrate", "--database-url", url, cwd=Path.cwd())
     assert r.returncode == 0, r.stderr
-    assert "applied 2 migrations" in r.stderr and "hunter2" not in r.stderr + r.stdout
+    shipped = len(discover(POSTGRES_MIGRATIONS))
+    assert f"applied {shipped} migrations" in r.stderr and "hunter2" not in r.stderr + r.stdout
     bad = url.replace("127.0.0.1:5432", "127.0.0.1:1")
     r = _cli("migrate", "--database-url", bad, cwd=Path.cwd())
     assert r.returncode == 2 and "hunter2" not in r.stderr + r.stdout
