@@ -264,6 +264,10 @@ class Persistence:
         with self._state_lock:
             position = self._state.position
             image = self._state.to_image()
+        # Write-ahead: the database may hold a state only once the AOF behind
+        # it is durable (a no-op under `always`), or a power loss could leave
+        # an image ahead of the AOF, which recovery refuses.
+        self._writer.wait_durable(position)
         self._store.write_image(position, epoch_id, image)
         return position
 
