@@ -300,3 +300,37 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.recovery.snapshot_source == "rows"
         assert p.digest() == expected
+
+
+def test_reading_the_state_while_other_threads_append_is_safe(tmp_path: Path) -> None:
+    ops = take(1500, seed=17)
+    errors: list[BaseException] = []
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    p.state.digest()  # releases the GIL inside, under the state lock
+                    # Two threads interleave one workload, so cancels can land
+                    # before their orders: violations, reported, not raised.
+                    p.state.violations()
+                except BaseException as e:  # pragma: no cover - the failure we look for
+                    errors.append(e)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            writers = [
+                threading.Thread(target=lambda c=c: [p.append(op) for op in c])
+                for c in (ops[0::2], ops[1::2])
+            ]
+            for t in writers:
+                t.start()
+            for t in writers:
+                t.join()
+        finally:
+            stop.set()
+            reader.join()
+        assert p.state.position == p.position
+    assert errors == []

@@ -42,6 +42,7 @@ from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.errors import OpenMatchPersistenceError, StoreError
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.recovery import RecoveryReport, recover
+from openmatch_persistence.state_view import StateView
 from openmatch_persistence.store import open_store
 from openmatch_persistence.store.base import Store, WriteResult
 from openmatch_persistence.validate import validate_for_store
@@ -207,9 +208,9 @@ class Persistence:
     # --- reading ----------------------------------------------------------------
 
     @property
-    def state(self) -> _core.State:
-        """The in-memory state. Read it; do not apply to it yourself."""
-        return self._state
+    def state(self) -> StateView:
+        """The in-memory state, read-only; each call takes the state lock."""
+        return StateView(self._state, self._state_lock)
 
     @property
     def recovery(self) -> RecoveryReport:
