@@ -8,10 +8,13 @@ import bisect
 import contextlib
 import glob
 import os
+import struct
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import psycopg
@@ -19,6 +22,8 @@ import psycopg
 import openmatch_persistence as om
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
+from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.workload import Workload
 
 NO_COMPACTION = CompactionPolicy(max_bytes=None, max_age=None)
 HAVE_CLUSTER = bool(glob.glob("/etc/postgresql/*/main"))
@@ -119,3 +124,64 @@ def ensure_running(database_url: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+# --- crash victims ------------------------------------------------------------------
+
+#: Operations each victim thread may append; far more than it gets to.
+VICTIM_STREAM = 100_000
+ACK = struct.Struct("<IIQ")  # thread, index in its stream, acknowledged position
+
+
+def victim_stream(round_: int, thread: int) -> Iterator[om.Operation]:
+    """Thread ``thread``'s operations in round ``round_``: its own users and
+    epochs, so that the streams of all threads and rounds interleave into a
+    consistent state in whatever order the writer picks. Epochs finalize in
+    id order (docs/state.md), so only thread 0 runs whole epochs (orders,
+    seals, trades, balance moves); the others open one epoch with a higher
+    id than thread 0 will reach and keep adding orders and cancels to it."""
+    key = round_ * 64 + thread
+    return iter(
+        Workload(
+            seed=key,
+            users=4,
+            orders_per_epoch=12 if thread == 0 else 10**9,
+            first_epoch=key * 1_000_000,
+        )
+    )
+
+
+def victim(
+    data_dir: str,
+    database_url: str | None,
+    round_: int,
+    threads: int,
+    fsync: _core.FsyncPolicy,
+    acks: Connection,
+) -> None:
+    """Runs in a forked child until it is killed: opens (recovers) the data
+    directory and appends from ``threads`` threads, sending one ACK record
+    per acknowledged append (one write each, so never torn by the kill)."""
+    p = Persistence.open(
+        data_dir,
+        database_url=database_url,
+        fsync=fsync,
+        flush_interval=0.02,
+        compaction=NO_COMPACTION,
+    )
+    lock = threading.Lock()
+
+    def run(thread: int) -> None:
+        for index, op in enumerate(victim_stream(round_, thread)):
+            if index == VICTIM_STREAM:
+                break
+            position = p.append(op)
+            with lock:
+                acks.send_bytes(ACK.pack(thread, index, position))
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    time.sleep(3600)  # the parent kills us long before

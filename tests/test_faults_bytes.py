@@ -45,7 +45,7 @@ def log() -> tuple[list[om.Operation], bytes, list[int]]:
 def test_truncation_at_every_byte_keeps_exactly_the_complete_frames(
     log: tuple[list[om.Operation], bytes, list[int]],
 ) -> None:
-    ops, data, ends = log
+    _, data, ends = log
     wrong = []
     for cut in range(len(data) + 1):
         report = _core.verify_bytes(data[:cut], decode=False)
