@@ -22,6 +22,7 @@ import pytest
 from faultkit import NO_COMPACTION, frame_ends, log_records, replay_digest, victim_stream
 
 import openmatch_persistence as om
+from openmatch_persistence import _core
 from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.workload import take
 
@@ -147,15 +148,19 @@ def test_a_failure_under_concurrent_appends_fails_every_thread_and_loses_nothing
 def test_a_failed_background_fsync_under_everysec_stops_appends(tmp_path: Path) -> None:
     ops = take(3000, seed=13)
     acked: dict[int, om.Operation] = {}
-    with Persistence.open(tmp_path, fsync="everysec", compaction=NO_COMPACTION) as p:
-        p._writer._inject_failures(fsyncs=1)
-        deadline = time.monotonic() + 10  # the background fsync runs within a second
-        with pytest.raises(om.WriterFailedError, match="fdatasync"):
-            for op in ops:
-                assert time.monotonic() < deadline, "the failed fsync went unnoticed"
-                acked[p.append(op)] = op
-                time.sleep(0.001)
-        assert p._writer.failed and acked
+    p = Persistence.open(tmp_path, fsync="everysec", compaction=NO_COMPACTION)
+    p._writer._inject_failures(fsyncs=1)
+    deadline = time.monotonic() + 10  # the background fsync runs within a second
+    with pytest.raises(om.WriterFailedError, match="fdatasync"):
+        for op in ops:
+            assert time.monotonic() < deadline, "the failed fsync went unnoticed"
+            acked[p.append(op)] = op
+            time.sleep(0.001)
+    assert p._writer.failed and acked
+    # The state holds acknowledged operations that never became durable:
+    # the final flush refuses to put them into the database (write-ahead).
+    with pytest.raises(om.WriterFailedError):
+        p.close()
     # Acknowledged appends of that second are in the documented loss window
     # after a power loss; a process that lives on loses none of them.
     assert_recovers(tmp_path, acked)
@@ -228,3 +233,35 @@ def test_a_full_disk_fails_appends_clearly_and_loses_nothing(small_fs: Path) -> 
         for op in ops[len(logged) : len(logged) + 100]:
             acked[p.append(op)] = op
     assert assert_recovers(data_dir, acked) == ops[: len(logged) + 100]
+
+
+# --- a power loss under a lazy fsync policy ------------------------------------------
+
+
+def power_loss(p: Persistence) -> None:
+    """Ends ``p`` as a power loss would: the AOF keeps what was fsynced and
+    nothing else (the database is a separate, durable system)."""
+    durable = p._writer.durable_position
+    p._flusher.stop(final_flush=False)
+    p._writer.close()  # releases the lock (and fsyncs; undone below)
+    p._store.close()
+    for start, path, length in _core.list_segments(p.aof_dir):
+        if start + length > durable:
+            os.truncate(path, max(0, durable - start))
+
+
+@pytest.mark.parametrize("fsync", ["everysec", "no"])
+def test_the_database_never_gets_ahead_of_the_durable_aof(tmp_path: Path, fsync: str) -> None:
+    # The write-ahead rule: a change may reach the database only once the
+    # AOF records behind it are durable, or a power loss leaves a database
+    # that is ahead of the AOF, which recovery must refuse.
+    ops = take(1500, seed=15)
+    p = Persistence.open(tmp_path, fsync=fsync, flush_interval=3600, compaction=NO_COMPACTION)
+    p.append_many(ops[:1000])
+    checkpoint = p.snapshot()
+    assert checkpoint <= p._writer.durable_position
+    for op in ops[1000:]:
+        p.append(op)  # acknowledged, maybe not durable: the policy's loss window
+    power_loss(p)
+    logged = assert_recovers(tmp_path, {})
+    assert logged == ops[: len(logged)] and len(logged) >= 1000
