@@ -1,8 +1,8 @@
 """kill -9 under load. A forked child opens the data directory through the
 facade (so recovery is the real one), appends the workload from several
-threads (``fsync="always"``; the lazy policies too) with the flusher running, and sends each
-acknowledged position to the parent over a pipe; the parent kills it at a
-random moment, recovers, and checks that
+threads (``fsync="always"``, and the lazy policies) with the flusher
+running, and sends each acknowledged position to the parent over a pipe;
+the parent kills it at a random moment, recovers, and checks that
 
 * every acknowledged operation is in the log, at its acknowledged position;
 * every operation in the log was sent, each thread's in its send order, and
