@@ -135,6 +135,13 @@ def recover(
         start = 0
     first = _core.aof_start(aof_dir)
     if first is not None and start < first:
+        if checkpoint is not None:
+            # A database restored from a backup older than the last compaction.
+            raise RecoveryError(
+                f"the database's snapshot is at position {start}, but compaction removed the "
+                f"AOF before position {first} in {aof_dir}: the operations between them are "
+                "in neither (was the database restored from an older backup?)"
+            )
         why = "--ignore-snapshot was given" if ignore_snapshot else "the database has no snapshot"
         raise RecoveryError(
             f"{why}, but compaction removed the AOF before position {first} in {aof_dir}: "
