@@ -133,8 +133,12 @@ def kill_rounds(
             if rng.random() < EARLY:
                 deadline = time.monotonic() + rng.uniform(0.0, 0.5)
             else:
-                assert reader.poll(60), f"round {round_}: no acknowledgement within 60 s"
-                acks.append(ACK.unpack(reader.recv_bytes()))
+                try:
+                    assert reader.poll(60), f"round {round_}: no acknowledgement within 60 s"
+                    acks.append(ACK.unpack(reader.recv_bytes()))
+                except EOFError:
+                    child.join()
+                    pytest.fail(f"round {round_}: the child died on its own ({child.exitcode})")
                 deadline = time.monotonic() + rng.uniform(0.0, MAX_DELAY)
             while (left := deadline - time.monotonic()) > 0:
                 if reader.poll(left):
