@@ -130,6 +130,8 @@ def recover(
     source: str | None = None
     state: _core.State | None = None
     start = 0
+    #: The position of a snapshot that exists but predates the AOF's start.
+    too_old: int | None = None
     if not ignore_snapshot:
         try:
             image = store.load_image()
@@ -140,10 +142,12 @@ def recover(
             image = None
         if image is not None and image.position > end:
             raise RecoveryError(
-                f"the database's state image is at AOF position {image.position}, past the "
-                f"AOF's end at {end} in {aof_dir}: this AOF is not the one the image came "
-                "from, or its tail was lost"
+                f"the database's snapshot (its state image) covers AOF position "
+                f"{image.position}, past the AOF's end at {end} in {aof_dir}: this AOF is not "
+                "the one the snapshot came from, or its tail was lost"
             )
+        if image is not None and image.position < usable_from:
+            too_old = image.position
         if image is not None and image.position >= usable_from:
             try:
                 state = _core.State.from_image(image.data)
@@ -161,6 +165,10 @@ def recover(
                     f"the AOF's end at {end} in {aof_dir}: this AOF is not the one the "
                     "snapshot came from, or its tail was lost"
                 )
+            if checkpoint is not None and checkpoint.position < usable_from:
+                too_old = (
+                    checkpoint.position if too_old is None else max(too_old, checkpoint.position)
+                )
             if checkpoint is not None and checkpoint.position >= usable_from:
                 state = state_from_snapshot(store.load_state())
                 source, start, snapshot_epoch = "rows", checkpoint.position, checkpoint.epoch_id
@@ -174,6 +182,13 @@ def recover(
     if state is None:
         state = _core.State()
     if start < usable_from:
+        if too_old is not None:
+            # A database restored from a backup older than the last compaction.
+            raise RecoveryError(
+                f"the database's snapshot is at position {too_old}, but compaction removed the "
+                f"AOF before position {usable_from} in {aof_dir}: the operations between them "
+                "are in neither (was the database restored from an older backup?)"
+            )
         why = "--ignore-snapshot was given" if ignore_snapshot else "the database has no snapshot"
         raise RecoveryError(
             f"{why}, but compaction removed the AOF before position {usable_from} in "

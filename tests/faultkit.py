@@ -1,0 +1,187 @@
+"""Shared helpers of the fault suite (tests/test_faults_*.py): frame
+arithmetic, full-replay digests, the local PostgreSQL cluster and fresh
+schemas, and a fork server that starts crash victims cheaply."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import glob
+import os
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import psycopg
+
+import openmatch_persistence as om
+from openmatch_persistence import _core
+from openmatch_persistence.compaction import CompactionPolicy
+from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.workload import Workload
+
+NO_COMPACTION = CompactionPolicy(max_bytes=None, max_age=None)
+HAVE_CLUSTER = bool(glob.glob("/etc/postgresql/*/main"))
+
+
+def frame_ends(ops: Sequence[om.Operation], base: int = 0) -> list[int]:
+    """The position just past each operation's frame."""
+    ends, at = [], base
+    for op in ops:
+        at += len(om.encode(op))
+        ends.append(at)
+    return ends
+
+
+def whole_frames(ends: Sequence[int], cut: int) -> int:
+    """How many frames end at or before ``cut``."""
+    return bisect.bisect_right(ends, cut)
+
+
+def replay_digest(ops: Sequence[om.Operation]) -> str:
+    """The digest of applying ``ops`` to an empty state, in order."""
+    state = _core.State()
+    position = 0
+    for op in ops:
+        position += len(om.encode(op))
+        state.apply(op, position)
+    return state.digest()
+
+
+def prefix_digests(ops: Sequence[om.Operation], counts: set[int]) -> dict[int, str]:
+    """``replay_digest(ops[:n])`` for every n in ``counts``, in one pass."""
+    state = _core.State()
+    out = {}
+    if 0 in counts:
+        out[0] = state.digest()
+    position = 0
+    for i, op in enumerate(ops, 1):
+        position += len(om.encode(op))
+        state.apply(op, position)
+        if i in counts:
+            out[i] = state.digest()
+    return out
+
+
+def log_records(aof_dir: Path, start: int | None = None) -> list[tuple[int, om.Operation]]:
+    """Every (end position, operation) of the AOF; asserts the log is clean."""
+    scanner = _core.scan(aof_dir, start=start)
+    records = list(scanner)
+    assert scanner.result is not None and scanner.result.is_clean, scanner.result
+    return records
+
+
+def write_segment(aof_dir: Path, start: int, data: bytes) -> Path:
+    aof_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = aof_dir / _core.segment_file_name(start)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+# --- PostgreSQL -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_schema(database_url: str, prefix: str = "test_faults") -> Iterator[str]:
+    """A URL whose search_path is a new schema, dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in database_url else "?"
+    try:
+        yield f"{database_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        ensure_running(database_url)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def pg_ctl(action: str) -> subprocess.CompletedProcess[str]:
+    """``pg_ctlcluster`` on the local cluster (its stop is fast mode:
+    sessions are disconnected, open transactions roll back)."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    args = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def ensure_running(database_url: str) -> None:
+    """Starts the cluster if it is down and waits until it accepts sessions."""
+    if HAVE_CLUSTER and pg_ctl("status").returncode != 0:
+        pg_ctl("start")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(database_url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# --- crash victims ------------------------------------------------------------------
+
+#: Operations each victim thread may append; far more than it gets to.
+VICTIM_STREAM = 100_000
+ACK = struct.Struct("<IIQ")  # thread, index in its stream, acknowledged position
+
+
+def victim_stream(round_: int, thread: int) -> Iterator[om.Operation]:
+    """Thread ``thread``'s operations in round ``round_``: its own users and
+    epochs, so that the streams of all threads and rounds interleave into a
+    consistent state in whatever order the writer picks. Epochs finalize in
+    id order (docs/state.md), so only thread 0 runs whole epochs (orders,
+    seals, trades, balance moves); the others open one epoch with a higher
+    id than thread 0 will reach and keep adding orders and cancels to it."""
+    key = round_ * 64 + thread
+    return iter(
+        Workload(
+            seed=key,
+            users=4,
+            orders_per_epoch=12 if thread == 0 else 10**9,
+            first_epoch=key * 1_000_000,
+        )
+    )
+
+
+def victim(
+    data_dir: str,
+    database_url: str | None,
+    round_: int,
+    threads: int,
+    fsync: _core.FsyncPolicy,
+    acks: Connection,
+) -> None:
+    """Runs in a forked child until it is killed: opens (recovers) the data
+    directory and appends from ``threads`` threads, sending one ACK record
+    per acknowledged append (one write each, so never torn by the kill)."""
+    p = Persistence.open(
+        data_dir,
+        database_url=database_url,
+        fsync=fsync,
+        flush_interval=0.02,
+        compaction=NO_COMPACTION,
+    )
+    lock = threading.Lock()
+
+    def run(thread: int) -> None:
+        for index, op in enumerate(victim_stream(round_, thread)):
+            if index == VICTIM_STREAM:
+                break
+            position = p.append(op)
+            with lock:
+                acks.send_bytes(ACK.pack(thread, index, position))
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    time.sleep(3600)  # the parent kills us long before
