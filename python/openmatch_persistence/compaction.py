@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +86,3 @@ def aof_bytes_and_oldest(aof_dir: Path) -> tuple[int, int | None]:
         return 0, None
     return sum(length for _, _, length in segments), segments[0][0]
 
-
-def elapsed_since(monotonic_start: float) -> float:
-    return time.monotonic() - monotonic_start

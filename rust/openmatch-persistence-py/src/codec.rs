@@ -9,9 +9,8 @@ use crate::errors::{frame_error, invalid_value, JsonFormatError};
 use crate::gc_pause::GcPause;
 use crate::model::Operation;
 
-fn encode_into(py: Python<'_>, obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+fn encode_into(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     let op = Operation::from_py(obj)?;
-    let _ = py;
     codec::encode_frame_into(&op, out).map_err(|e| invalid_value(e.to_string()))?;
     Ok(())
 }
@@ -20,7 +19,7 @@ fn encode_into(py: Python<'_>, obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyR
 #[pyfunction]
 pub fn encode<'py>(py: Python<'py>, op: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(512);
-    encode_into(py, op, &mut out)?;
+    encode_into(op, &mut out)?;
     Ok(PyBytes::new(py, &out))
 }
 
@@ -30,7 +29,7 @@ pub fn encode<'py>(py: Python<'py>, op: &Bound<'py, PyAny>) -> PyResult<Bound<'p
 pub fn encode_many<'py>(py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(ops.len().unwrap_or(16) * 400);
     for op in ops.try_iter()? {
-        encode_into(py, &op?, &mut out)?;
+        encode_into(&op?, &mut out)?;
     }
     Ok(PyBytes::new(py, &out))
 }
