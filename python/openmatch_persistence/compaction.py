@@ -85,4 +85,3 @@ def aof_bytes_and_oldest(aof_dir: Path) -> tuple[int, int | None]:
     if not segments:
         return 0, None
     return sum(length for _, _, length in segments), segments[0][0]
-
