@@ -76,7 +76,7 @@ def _rich_batch() -> ChangeBatch:
             phase=EpochPhase.FINALIZE,
             result_hash=node(5),
             trade_count=3,
-            completed_at_ns=T0 + 7,
+            completed_at=T0 + 7,
         ),
         make_epoch(epoch_id=2, phase=EpochPhase.COLLECT, batch_hash=None),
     ]

@@ -22,8 +22,9 @@ from openmatch_persistence import (
     OrderStatus,
     OrderType,
     Trade,
+    _core,
 )
-from openmatch_persistence.store import BalanceRow, EpochRow, SqliteStore
+from openmatch_persistence.store import SqliteStore
 from openmatch_persistence.store.postgres import PostgresStore
 
 T0 = 1_772_228_125_123_456_789  # 2026-02-27T21:35:25.123456789Z
@@ -75,26 +76,26 @@ def make_trade(taker: Order, maker: Order, **kw: Any) -> Trade:
     return Trade(**args)
 
 
-def make_balance(**kw: Any) -> BalanceRow:
+def make_balance(**kw: Any) -> _core.Balance:
     args: dict[str, Any] = dict(
         user_id=uuid.uuid4(), asset="USDT", available=Decimal("1500.25"), frozen=Decimal("0")
     )
     args.update(kw)
-    return BalanceRow(**args)
+    return _core.Balance(**args)
 
 
-def make_epoch(**kw: Any) -> EpochRow:
+def make_epoch(**kw: Any) -> _core.Epoch:
     args: dict[str, Any] = dict(
         epoch_id=7,
         phase=EpochPhase.SEAL,
         batch_hash=node(3),
         result_hash=None,
         trade_count=0,
-        started_at_ns=T0,
-        completed_at_ns=None,
+        started_at=T0,
+        completed_at=None,
     )
     args.update(kw)
-    return EpochRow(**args)
+    return _core.Epoch(**args)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class FakeState:
 
 def balance_key(b: Any) -> tuple[Any, ...]:
     """A balance's attributes, exact text of the decimals included (the
-    store returns the engine's ``Balance`` or a ``BalanceRow``)."""
+    store returns the engine's ``Balance``)."""
     return (b.user_id, b.asset, str(b.available), str(b.frozen))
 
 

@@ -99,21 +99,8 @@ class RecoveryReport:
 def state_from_snapshot(loaded: LoadedState) -> _core.State:
     checkpoint = loaded.checkpoint
     assert checkpoint is not None
-    balances = [_core.Balance(b.user_id, b.asset, b.available, b.frozen) for b in loaded.balances]
-    epochs = [
-        _core.Epoch(
-            epoch_id=e.epoch_id,
-            phase=e.phase,
-            batch_hash=e.batch_hash,
-            result_hash=e.result_hash,
-            trade_count=e.trade_count,
-            started_at=e.started_at_ns,
-            completed_at=e.completed_at_ns,
-        )
-        for e in loaded.epochs
-    ]
     return _core.State.from_snapshot(
-        loaded.orders, loaded.trades, balances, epochs, checkpoint.position
+        loaded.orders, loaded.trades, loaded.balances, loaded.epochs, checkpoint.position
     )
 
 

@@ -8,11 +8,9 @@ and ``load_state()`` that rebuilds the engine's values exactly.
 from __future__ import annotations
 
 from openmatch_persistence.store.base import (
-    BalanceRow,
     ChangeBatch,
     ChangeSource,
     Checkpoint,
-    EpochRow,
     LoadedState,
     StateChangesLike,
     Store,
@@ -39,11 +37,9 @@ def open_store(
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
-    "BalanceRow",
     "ChangeBatch",
     "ChangeSource",
     "Checkpoint",
-    "EpochRow",
     "LoadedState",
     "SqliteStore",
     "StateChangesLike",

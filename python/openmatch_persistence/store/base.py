@@ -8,41 +8,12 @@ The flusher and the stores see the engine's rows through small protocols
 from __future__ import annotations
 
 import datetime
-import decimal
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from openmatch_persistence import _core
-
-
-class BalanceLike(Protocol):
-    @property
-    def user_id(self) -> uuid.UUID: ...
-    @property
-    def asset(self) -> str: ...
-    @property
-    def available(self) -> decimal.Decimal: ...
-    @property
-    def frozen(self) -> decimal.Decimal: ...
-
-
-class EpochLike(Protocol):
-    @property
-    def epoch_id(self) -> int: ...
-    @property
-    def phase(self) -> _core.EpochPhase: ...
-    @property
-    def batch_hash(self) -> bytes | None: ...
-    @property
-    def result_hash(self) -> bytes | None: ...
-    @property
-    def trade_count(self) -> int: ...
-    @property
-    def started_at_ns(self) -> int: ...
-    @property
-    def completed_at_ns(self) -> int | None: ...
 
 
 class StateChangesLike(Protocol):
@@ -54,9 +25,9 @@ class StateChangesLike(Protocol):
     @property
     def trades(self) -> Sequence[_core.Trade]: ...
     @property
-    def balances(self) -> Sequence[BalanceLike]: ...
+    def balances(self) -> Sequence[_core.Balance]: ...
     @property
-    def epochs(self) -> Sequence[EpochLike]: ...
+    def epochs(self) -> Sequence[_core.Epoch]: ...
     @property
     def position(self) -> int: ...
 
@@ -66,39 +37,6 @@ class ChangeSource(Protocol):
     """What the flusher drains: the engine's in-memory ``State``."""
 
     def take_changes(self) -> StateChangesLike: ...
-
-
-@dataclass(frozen=True)
-class BalanceRow:
-    """A balance as the store reads it back (the attributes of the engine's
-    ``Balance``)."""
-
-    user_id: uuid.UUID
-    asset: str
-    available: decimal.Decimal
-    frozen: decimal.Decimal
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    """An epoch as the store reads it back (the attributes of the engine's
-    ``Epoch``)."""
-
-    epoch_id: int
-    phase: _core.EpochPhase
-    batch_hash: bytes | None
-    result_hash: bytes | None
-    trade_count: int
-    started_at_ns: int
-    completed_at_ns: int | None
-
-    @property
-    def started_at(self) -> datetime.datetime:
-        return ns_to_datetime(self.started_at_ns)
-
-    @property
-    def completed_at(self) -> datetime.datetime | None:
-        return None if self.completed_at_ns is None else ns_to_datetime(self.completed_at_ns)
 
 
 @dataclass
@@ -158,10 +96,8 @@ class LoadedState:
 
     orders: list[_core.Order]
     trades: list[_core.Trade]
-    #: The engine's ``Balance``/``Epoch`` objects when the extension has
-    #: them, else :class:`BalanceRow`/:class:`EpochRow` (the same attributes).
-    balances: list[Any]
-    epochs: list[Any]
+    balances: list[_core.Balance]
+    epochs: list[_core.Epoch]
     checkpoint: Checkpoint | None
     #: Trades from ``orphan_trades`` (their orders are missing); also in ``trades``.
     orphan_trade_ids: list[uuid.UUID] = field(default_factory=list)

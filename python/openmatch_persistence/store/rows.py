@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from openmatch_persistence import _core
 from openmatch_persistence.errors import StoreError
-from openmatch_persistence.store.base import BalanceRow, EpochRow
 
 E = TypeVar("E")
 
@@ -156,13 +155,8 @@ def trade_from_row(r: dict[str, Any]) -> _core.Trade:
 
 def make_balance(
     user_id: uuid.UUID, asset: str, available: decimal.Decimal, frozen: decimal.Decimal
-) -> Any:
-    """The engine's ``Balance`` when the extension has it (what
-    ``State.from_snapshot`` takes), else a :class:`BalanceRow`."""
-    cls = getattr(_core, "Balance", None)
-    if cls is None:
-        return BalanceRow(user_id, asset, available, frozen)
-    return cls(user_id, asset, available, frozen)
+) -> _core.Balance:
+    return _core.Balance(user_id, asset, available, frozen)
 
 
 def make_epoch(
@@ -173,14 +167,8 @@ def make_epoch(
     trade_count: int,
     started_at_ns: int,
     completed_at_ns: int | None,
-) -> Any:
-    """The engine's ``Epoch`` when the extension has it, else an :class:`EpochRow`."""
-    cls = getattr(_core, "Epoch", None)
-    if cls is None:
-        return EpochRow(
-            epoch_id, phase, batch_hash, result_hash, trade_count, started_at_ns, completed_at_ns
-        )
-    return cls(
+) -> _core.Epoch:
+    return _core.Epoch(
         epoch_id=epoch_id,
         phase=phase,
         started_at=started_at_ns,
