@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import glob
-import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from faultkit import ensure_running, pg_ctl
 from test_flusher import produce
 from test_store_support import FakeState, assert_store_holds, make_order
 
@@ -168,35 +167,6 @@ def test_outage_then_catch_up(database_url: str, pg_schema: str, proxy: Proxy) -
         check.close()
 
 
-def _cluster() -> tuple[str, str]:
-    versions = sorted(os.listdir("/etc/postgresql"))
-    return versions[-1], "main"
-
-
-def _pg_ctl(action: str) -> subprocess.CompletedProcess[str]:
-    version, name = _cluster()
-    return subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, action],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
-def _ensure_running(database_url: str) -> None:
-    if _pg_ctl("status").returncode != 0:
-        _pg_ctl("start")
-    import psycopg
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(database_url, connect_timeout=2).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not glob.glob("/etc/postgresql/*/main"), reason="no local cluster to restart")
 def test_server_restart_during_flushes(database_url: str, pg_schema: str) -> None:
@@ -217,7 +187,7 @@ def test_server_restart_during_flushes(database_url: str, pg_schema: str) -> Non
         flusher.start()
         producer.start()
         time.sleep(0.3)
-        r = _pg_ctl("restart")
+        r = pg_ctl("restart")
         assert r.returncode == 0, r.stderr
         time.sleep(0.3)
         stop.set()
@@ -227,7 +197,7 @@ def test_server_restart_during_flushes(database_url: str, pg_schema: str) -> Non
         flusher.stop()
     finally:
         stop.set()
-        _ensure_running(database_url)
+        ensure_running(database_url)
         flusher.stop(final_flush=False)
     try:
         assert_store_holds(store, state)  # nothing lost, nothing duplicated
