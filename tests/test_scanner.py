@@ -345,6 +345,30 @@ print(grown_scan, rss_mib() - base)
 """
 
 
+@pytest.mark.parametrize("damage", ["clean", "bit flip", "torn tail"])
+def test_read_ahead_reports_like_one_thread(
+    tmp_path: Path, ops: list[om.Operation], damage: str
+) -> None:
+    data = bytearray(om.encode_many(ops * 50))
+    if damage == "bit flip":
+        data[len(data) // 2] ^= 4
+    elif damage == "torn tail":
+        del data[-5:]
+    path = tmp_path / seg_name(0)
+    path.write_bytes(bytes(data))
+    for chunk in (1, 64, 1000):
+        one, ahead = (
+            om.verify(path, chunk_size=chunk, read_ahead=read_ahead) for read_ahead in (False, True)
+        )
+        assert one.to_dict() == ahead.to_dict()
+        assert one.outcome == damage.replace("bit flip", "corrupt").replace(" ", "_")
+        scans = [
+            [pos for pos, _ in om.scan(path, chunk_size=chunk, read_ahead=read_ahead)]
+            for read_ahead in (False, True)
+        ]
+        assert scans[0] == scans[1] and len(scans[0]) == one.frames
+
+
 @pytest.mark.slow
 def test_memory_stays_bounded_on_a_large_file_and_a_huge_length(tmp_path: Path) -> None:
     import subprocess

@@ -433,6 +433,7 @@ def scan(
     batch_size: int = ...,
     max_payload: int = ...,
     chunk_size: int = ...,
+    read_ahead: bool = True,
 ) -> Scanner: ...
 def scan_bytes(
     data: bytes | bytearray,
@@ -450,6 +451,7 @@ def verify(
     progress: Callable[[int], object] | None = None,
     max_payload: int = ...,
     chunk_size: int = ...,
+    read_ahead: bool = True,
 ) -> ScanReport: ...
 def verify_bytes(
     data: bytes | bytearray,

@@ -5,6 +5,7 @@
 //! scanner. The PyO3 binding lives in a separate crate.
 
 pub mod codec;
+mod read_ahead;
 pub mod scanner;
 pub mod segment;
 pub mod state;

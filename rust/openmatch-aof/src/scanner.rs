@@ -32,12 +32,15 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{check_frame, decode_payload, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::read_ahead::{ReadAhead, HEADROOM};
 use crate::segment::{list_segments, parse_segment_file_name, Segment};
 use crate::types::{AofOperation, OPERATION_KINDS};
 
-/// The default read size: large enough that `read(2)` and CRC dominate,
-/// small enough to stay a modest, bounded allocation.
-pub const DEFAULT_CHUNK_SIZE: usize = 4 * 1024 * 1024;
+/// The default read size: large enough that `read(2)` and CRC dominate the
+/// per-read costs, small enough that the read-ahead ring
+/// ([`crate::read_ahead`]) stays a few megabytes and each chunk is still in
+/// the shared cache when the scanning thread gets to it.
+pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
 
 /// How a scan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,9 @@ pub struct ScanOptions {
     /// Bytes per read; the buffer grows past it only for a frame (bounded by
     /// `max_payload`) that does not fit.
     pub chunk_size: usize,
+    /// Read a segment of more than two chunks on a second thread, ahead of
+    /// the scan ([`crate::read_ahead`]). The outcome is the same either way.
+    pub read_ahead: bool,
 }
 
 impl Default for ScanOptions {
@@ -54,6 +60,7 @@ impl Default for ScanOptions {
         ScanOptions {
             max_payload: DEFAULT_MAX_PAYLOAD_LEN,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            read_ahead: true,
         }
     }
 }
@@ -278,18 +285,82 @@ struct Source {
     offset: u64,
 }
 
-/// The segment being read.
-struct Cursor {
-    reader: Box<dyn Read + Send + Sync>,
-    path: Option<PathBuf>,
-    seg_start: u64,
-    is_last: bool,
+/// Where a cursor's bytes come from.
+enum Input {
+    /// Read into the cursor's buffer on the scanning thread: bytes in
+    /// memory, and segments too small for a second thread to pay off.
+    Direct(Box<dyn Read + Send + Sync>),
+    /// Chunks read by another thread, scanned in place.
+    ReadAhead(ReadAhead),
+}
+
+/// The bytes of a segment in memory: `buf[lo..hi]` are read and not yet
+/// handed out.
+struct Window {
     buf: Vec<u8>,
-    /// The unread frames are `buf[lo..hi]`.
     lo: usize,
     hi: usize,
     /// Offset in the segment of `buf[0]`.
     buf_offset: u64,
+}
+
+impl Window {
+    fn offset_of(&self, idx: usize) -> u64 {
+        self.buf_offset + idx as u64
+    }
+
+    fn unread(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    /// Moves the unread bytes to the front of the buffer.
+    fn compact(&mut self) {
+        if self.lo > 0 {
+            self.buf.copy_within(self.lo..self.hi, 0);
+            self.buf_offset += self.lo as u64;
+            self.hi -= self.lo;
+            self.lo = 0;
+        }
+    }
+
+    /// Takes the read-ahead chunk `chunk[HEADROOM..HEADROOM + len]` as the
+    /// bytes that follow the unread ones; returns the buffer that is free
+    /// now, for recycling.
+    ///
+    /// In place when the unread bytes (the start of a frame that the
+    /// previous chunk cut) fit in the chunk's headroom: they are copied in
+    /// front of the chunk, which becomes the buffer. Otherwise (a frame
+    /// larger than the headroom, or the first chunk of a segment, where the
+    /// headroom would lie before the segment's first byte) the chunk is
+    /// appended to the buffer.
+    fn take_chunk(&mut self, mut chunk: Vec<u8>, len: usize) -> Vec<u8> {
+        let lo = HEADROOM.checked_sub(self.unread());
+        let buf_offset = lo.and_then(|lo| self.offset_of(self.lo).checked_sub(lo as u64));
+        if let (Some(lo), Some(buf_offset)) = (lo, buf_offset) {
+            chunk[lo..HEADROOM].copy_from_slice(&self.buf[self.lo..self.hi]);
+            self.lo = lo;
+            self.hi = HEADROOM + len;
+            self.buf_offset = buf_offset;
+            return std::mem::replace(&mut self.buf, chunk);
+        }
+        self.compact();
+        let end = self.hi + len;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        self.buf[self.hi..end].copy_from_slice(&chunk[HEADROOM..HEADROOM + len]);
+        self.hi = end;
+        chunk
+    }
+}
+
+/// The segment being read.
+struct Cursor {
+    input: Input,
+    path: Option<PathBuf>,
+    seg_start: u64,
+    is_last: bool,
+    win: Window,
     eof: bool,
     /// Bytes the segment had left when opened: a small segment gets a small
     /// buffer. Only a hint (a file may grow); reads go on to end of file.
@@ -298,43 +369,50 @@ struct Cursor {
 
 impl Cursor {
     fn pos_of(&self, idx: usize) -> u64 {
-        self.seg_start + self.buf_offset + idx as u64
+        self.seg_start + self.win.offset_of(idx)
     }
 
     fn offset_of(&self, idx: usize) -> u64 {
-        self.buf_offset + idx as u64
+        self.win.offset_of(idx)
     }
 
-    /// Moves the unread bytes to the front and reads until the buffer holds
-    /// at least `need` unread bytes (and a chunk, if the segment has one),
-    /// or the segment ends.
+    /// Reads until the buffer holds at least `need` unread bytes (and, read
+    /// on this thread, a chunk if the segment has one), or the segment ends.
     ///
     /// `need` is at most `HEADER_LEN + max_payload` (the length field was
     /// bounded before we got here), and the buffer grows towards it one
     /// chunk at a time, only as bytes actually arrive: a corrupt length at
     /// the end of a short file costs at most one chunk, never the length.
     fn fill(&mut self, need: usize, chunk: usize) -> io::Result<()> {
-        if self.lo > 0 {
-            self.buf.copy_within(self.lo..self.hi, 0);
-            self.buf_offset += self.lo as u64;
-            self.hi -= self.lo;
-            self.lo = 0;
-        }
-        let hint = usize::try_from(self.size_hint.saturating_add(1)).unwrap_or(usize::MAX);
-        let target = need.max(chunk.min(hint));
-        while self.hi < target {
-            if self.hi == self.buf.len() {
-                let grown = self.buf.len().saturating_add(chunk).min(target);
-                self.buf.resize(grown, 0);
-            }
-            match self.reader.read(&mut self.buf[self.hi..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
+        let w = &mut self.win;
+        match &mut self.input {
+            Input::ReadAhead(ahead) => {
+                while w.unread() < need && !self.eof {
+                    match ahead.next()? {
+                        None => self.eof = true,
+                        Some(next) => ahead.recycle(w.take_chunk(next.buf, next.len)),
+                    }
                 }
-                Ok(n) => self.hi += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            }
+            Input::Direct(reader) => {
+                w.compact();
+                let hint = usize::try_from(self.size_hint.saturating_add(1)).unwrap_or(usize::MAX);
+                let target = need.max(chunk.min(hint));
+                while w.hi < target {
+                    if w.hi == w.buf.len() {
+                        let grown = w.buf.len().saturating_add(chunk).min(target);
+                        w.buf.resize(grown, 0);
+                    }
+                    match reader.read(&mut w.buf[w.hi..]) {
+                        Ok(0) => {
+                            self.eof = true;
+                            break;
+                        }
+                        Ok(n) => w.hi += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
         Ok(())
@@ -346,14 +424,15 @@ impl Cursor {
     fn rest_is_zero(&mut self, chunk: usize) -> io::Result<(bool, u64)> {
         let mut count = 0u64;
         loop {
-            let unread = &self.buf[self.lo..self.hi];
+            let w = &mut self.win;
+            let unread = &w.buf[w.lo..w.hi];
             if unread.iter().any(|&b| b != 0) {
                 return Ok((false, count));
             }
             count += unread.len() as u64;
-            self.buf_offset += self.hi as u64;
-            self.lo = 0;
-            self.hi = 0;
+            w.buf_offset += w.hi as u64;
+            w.lo = 0;
+            w.hi = 0;
             if self.eof {
                 return Ok((true, count));
             }
@@ -478,8 +557,8 @@ impl Scanner {
         bytes: Option<Vec<u8>>,
     ) -> Self {
         let opts = ScanOptions {
-            max_payload: opts.max_payload,
             chunk_size: opts.chunk_size.max(1),
+            ..opts
         };
         Scanner {
             origin,
@@ -490,6 +569,18 @@ impl Scanner {
             stats: ScanStats::default(),
             outcome: None,
         }
+    }
+
+    /// True while the segment being scanned is read on a second thread
+    /// ([`ScanOptions::read_ahead`]).
+    pub fn is_reading_ahead(&self) -> bool {
+        matches!(
+            self.cursor,
+            Some(Cursor {
+                input: Input::ReadAhead(_),
+                ..
+            })
+        )
     }
 
     /// What the scan was opened on.
@@ -509,7 +600,7 @@ impl Scanner {
     /// The position after the last good frame handed out so far.
     pub fn position(&self) -> u64 {
         match &self.cursor {
-            Some(c) => c.pos_of(c.lo),
+            Some(c) => c.pos_of(c.win.lo),
             None => self
                 .outcome
                 .as_ref()
@@ -530,8 +621,8 @@ impl Scanner {
             Some(c) => (
                 c.path.clone(),
                 c.seg_start,
-                c.offset_of(c.lo),
-                c.pos_of(c.lo),
+                c.offset_of(c.win.lo),
+                c.pos_of(c.win.lo),
             ),
             None => (None, 0, 0, self.stats.start),
         };
@@ -555,7 +646,7 @@ impl Scanner {
             return Ok(false);
         };
         if let Some(prev) = &self.cursor {
-            let expected = prev.pos_of(prev.lo);
+            let expected = prev.pos_of(prev.win.lo);
             if src.start != expected {
                 let cause = if src.start > expected {
                     StopCause::SegmentGap {
@@ -584,38 +675,59 @@ impl Scanner {
                 return Ok(false);
             }
         }
-        let (reader, size_hint): (Box<dyn Read + Send + Sync>, u64) = match &src.path {
+        let (input, size_hint) = match &src.path {
             Some(p) => {
                 let mut f = File::open(p).map_err(|e| io_err(p, e))?;
                 if src.offset > 0 {
                     f.seek(SeekFrom::Start(src.offset))
                         .map_err(|e| io_err(p, e))?;
                 }
-                let len = f.metadata().map_err(|e| io_err(p, e))?.len();
-                (Box::new(f), len.saturating_sub(src.offset))
+                let left = f
+                    .metadata()
+                    .map_err(|e| io_err(p, e))?
+                    .len()
+                    .saturating_sub(src.offset);
+                (self.file_input(f, left), left)
             }
             None => {
                 let data = self.bytes.take().unwrap_or_default();
                 let len = data.len() as u64;
-                (Box::new(io::Cursor::new(data)), len)
+                (Input::Direct(Box::new(io::Cursor::new(data))), len)
             }
         };
         // Reuse the previous segment's buffer.
-        let buf = self.cursor.take().map(|c| c.buf).unwrap_or_default();
+        let buf = self.cursor.take().map(|c| c.win.buf).unwrap_or_default();
         self.stats.segments += u64::from(src.path.is_some());
         self.cursor = Some(Cursor {
-            reader,
+            input,
             path: src.path,
             seg_start: src.start,
             is_last: self.pending.is_empty(),
-            buf,
-            lo: 0,
-            hi: 0,
-            buf_offset: src.offset,
+            win: Window {
+                buf,
+                lo: 0,
+                hi: 0,
+                buf_offset: src.offset,
+            },
             eof: false,
             size_hint,
         });
         Ok(true)
+    }
+
+    /// Reads a segment with `left` bytes to go on a second thread when that
+    /// is asked for and pays off, else on this one. A thread that cannot be
+    /// started is not an error: the scan then reads on this thread.
+    fn file_input(&self, file: File, left: u64) -> Input {
+        let chunk = self.opts.chunk_size;
+        if self.opts.read_ahead && left > 2 * chunk as u64 {
+            if let Ok(clone) = file.try_clone() {
+                if let Ok(ahead) = ReadAhead::start(clone, chunk) {
+                    return Input::ReadAhead(ahead);
+                }
+            }
+        }
+        Input::Direct(Box::new(file))
     }
 
     fn cursor_path(&self) -> PathBuf {
@@ -641,9 +753,9 @@ impl Scanner {
                 }
                 continue;
             };
-            let base = c.offset_of(c.lo);
-            match check_frame(&c.buf[c.lo..c.hi], base, self.opts.max_payload) {
-                Ok(raw) => return Ok(Some((c.lo, raw.frame_len))),
+            let base = c.offset_of(c.win.lo);
+            match check_frame(&c.win.buf[c.win.lo..c.win.hi], base, self.opts.max_payload) {
+                Ok(raw) => return Ok(Some((c.win.lo, raw.frame_len))),
                 Err(e) => match e.kind {
                     FrameErrorKind::Torn { needed, .. } if !c.eof => {
                         let need = needed as usize;
@@ -653,7 +765,7 @@ impl Scanner {
                             return Err(io_err(&p, err));
                         }
                     }
-                    FrameErrorKind::Torn { .. } if c.lo == c.hi => {
+                    FrameErrorKind::Torn { .. } if c.win.lo == c.win.hi => {
                         // The segment ended on a frame boundary.
                         if self.pending.is_empty() {
                             self.stop(OutcomeKind::Clean, None, 0);
@@ -664,10 +776,10 @@ impl Scanner {
                         }
                     }
                     FrameErrorKind::Torn { .. } => {
-                        let tail = (c.hi - c.lo) as u64;
+                        let tail = (c.win.hi - c.win.lo) as u64;
                         if c.is_last {
                             // At end of file the buffer holds the whole rest of the segment.
-                            let rest = &c.buf[c.lo..c.hi];
+                            let rest = &c.win.buf[c.win.lo..c.win.hi];
                             match find_intact_frame(rest, self.opts.max_payload) {
                                 None => self.stop(
                                     OutcomeKind::TornTail,
@@ -687,8 +799,8 @@ impl Scanner {
                         return Ok(None);
                     }
                     FrameErrorKind::ZeroLength if c.is_last => {
-                        let lo = c.lo;
-                        let buf_offset = c.buf_offset;
+                        let lo = c.win.lo;
+                        let buf_offset = c.win.buf_offset;
                         let chunk = self.opts.chunk_size;
                         let (zero, count) = match c.rest_is_zero(chunk) {
                             Ok(r) => r,
@@ -700,9 +812,9 @@ impl Scanner {
                         // Report at the zero length field, not where the check ended.
                         let c = self.cursor.as_mut().expect("cursor is open");
                         let offset = buf_offset + lo as u64;
-                        c.buf_offset = offset;
-                        c.lo = 0;
-                        c.hi = 0;
+                        c.win.buf_offset = offset;
+                        c.win.lo = 0;
+                        c.win.hi = 0;
                         if zero {
                             self.stop(OutcomeKind::TornTail, Some(StopCause::ZeroedTail), count);
                         } else {
@@ -733,11 +845,11 @@ impl Scanner {
             .cursor
             .as_mut()
             .expect("advance leaves the cursor open");
-        c.lo = lo + len;
+        c.win.lo = lo + len;
         Ok(Some(RawFrame {
             start: c.pos_of(lo),
             end: c.pos_of(lo + len),
-            payload: &c.buf[lo + crate::codec::HEADER_LEN..lo + len],
+            payload: &c.win.buf[lo + crate::codec::HEADER_LEN..lo + len],
         }))
     }
 
@@ -752,10 +864,10 @@ impl Scanner {
             .cursor
             .as_mut()
             .expect("advance leaves the cursor open");
-        match decode_payload(&c.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
+        match decode_payload(&c.win.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
             Ok(op) => {
-                c.lo = lo + len;
-                let end = c.pos_of(c.lo);
+                c.win.lo = lo + len;
+                let end = c.pos_of(c.win.lo);
                 self.stats.record(len, op.kind_index(), op.epoch());
                 Ok(Some((end, op)))
             }
@@ -819,14 +931,14 @@ impl Scanner {
                 .cursor
                 .as_mut()
                 .expect("advance leaves the cursor open");
-            let payload = &c.buf[lo + crate::codec::HEADER_LEN..lo + len];
+            let payload = &c.win.buf[lo + crate::codec::HEADER_LEN..lo + len];
             let tag = payload
                 .get(..4)
                 .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize)
                 .filter(|&t| t < OPERATION_KINDS.len());
             match tag {
                 Some(kind) => {
-                    c.lo = lo + len;
+                    c.win.lo = lo + len;
                     self.stats.record(len, kind, None);
                 }
                 None => {

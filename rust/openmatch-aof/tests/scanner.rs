@@ -225,6 +225,7 @@ fn oversized_length_allocates_nothing_of_that_size() {
     let opts = ScanOptions {
         max_payload: 1024,
         chunk_size: 64,
+        ..Default::default()
     };
     let (got, r) = scan_bytes(&data, opts);
     assert_eq!(got.len(), sample_ops().len());
@@ -348,7 +349,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048),
                                    chunk in 1usize..64) {
-        let opts = ScanOptions { max_payload: 4096, chunk_size: chunk };
+        let opts = ScanOptions { max_payload: 4096, chunk_size: chunk, ..Default::default() };
         let (ops, r) = scan_bytes(&data, opts);
         prop_assert!(r.outcome.position <= data.len() as u64);
         prop_assert_eq!(ops.len() as u64, r.stats.frames);
@@ -442,4 +443,157 @@ fn seed_corpus_outcomes() {
             assert_eq!(r.stats.frames, frames, "{name}");
         }
     }
+}
+
+/// A scan of `path` to its end: every op with its position and the report,
+/// then the frames-only report, and whether the first segment was read ahead.
+fn scan_with(
+    path: &Path,
+    start: Option<u64>,
+    opts: ScanOptions,
+) -> (Vec<(u64, AofOperation)>, ScanReport, ScanReport, bool) {
+    let mut s = Scanner::open(path, start, opts).unwrap();
+    let mut ops = Vec::new();
+    s.next_batch(1, &mut ops).unwrap();
+    let ahead = s.is_reading_ahead();
+    s.next_batch(usize::MAX, &mut ops).unwrap();
+    let frames = Scanner::open(path, start, opts)
+        .unwrap()
+        .verify_frames()
+        .unwrap();
+    (ops, s.report().unwrap(), frames, ahead)
+}
+
+/// Asserts that reading ahead on a second thread changes nothing: the same
+/// operations at the same positions and the same reports, at `chunk`.
+fn assert_read_ahead_agrees(path: &Path, start: Option<u64>, chunk: usize, what: &str) {
+    let opts = |read_ahead| ScanOptions {
+        max_payload: 1 << 20,
+        chunk_size: chunk,
+        read_ahead,
+    };
+    let direct = scan_with(path, start, opts(false));
+    let ahead = scan_with(path, start, opts(true));
+    assert!(
+        !direct.3,
+        "{what}, chunk {chunk}: read ahead though told not to"
+    );
+    let first_len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if !path.is_dir() && first_len > 2 * chunk as u64 {
+        assert!(ahead.3, "{what}, chunk {chunk}: not read ahead");
+    }
+    assert_eq!(direct.0, ahead.0, "{what}, chunk {chunk}: operations");
+    assert_eq!(direct.1, ahead.1, "{what}, chunk {chunk}: report");
+    assert_eq!(
+        direct.2, ahead.2,
+        "{what}, chunk {chunk}: frames-only report"
+    );
+}
+
+/// A log of the sample operations `times` over, with a frame larger than
+/// the read-ahead headroom (64 KiB) in the middle when `big` is set.
+fn long_log(times: usize, big: bool) -> (Vec<u8>, Vec<u64>) {
+    let mut ops: Vec<AofOperation> = (0..times).flat_map(|_| sample_ops()).collect();
+    if big {
+        let asset = "X".repeat(100_000);
+        let huge = AofOperation::BalanceUpdated(
+            UserId(uuid(9)),
+            asset,
+            "1".parse().unwrap(),
+            "0".parse().unwrap(),
+        );
+        ops.insert(ops.len() / 2, huge);
+    }
+    encode(&ops)
+}
+
+/// Damaged forms of a log: what a crash leaves and what it does not.
+fn damaged(data: &[u8], ends: &[u64]) -> Vec<(&'static str, Vec<u8>)> {
+    let mid = ends[ends.len() / 2] as usize;
+    let mut flipped = data.to_vec();
+    flipped[mid + HEADER_LEN + 5] ^= 0x10;
+    let mut zeroed = data.to_vec();
+    zeroed.extend(vec![0u8; 5000]);
+    let mut zero_then_data = zeroed.clone();
+    zero_then_data.push(1);
+    let mut oversized = data[..mid].to_vec();
+    oversized.extend([0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]);
+    oversized.extend(&data[mid..]);
+    vec![
+        ("clean", data.to_vec()),
+        ("torn tail", data[..data.len() - 3].to_vec()),
+        (
+            "torn header",
+            data[..ends[ends.len() - 2] as usize + 5].to_vec(),
+        ),
+        ("bit flip", flipped),
+        ("zeroed tail", zeroed),
+        ("zero length then data", zero_then_data),
+        ("oversized length", oversized),
+    ]
+}
+
+#[test]
+fn read_ahead_scans_exactly_like_the_direct_read() {
+    let dir = TempDir::new("read-ahead");
+    let path = dir.0.join("log.aof");
+    // Small frames at every chunk size from 1 byte up: frames cut at every
+    // place, carried in the headroom.
+    let (data, ends) = long_log(3, false);
+    for (what, bytes) in damaged(&data, &ends) {
+        fs::write(&path, &bytes).unwrap();
+        for chunk in (1..=64).chain([127, 128, 129, 255, 256, 257, 1000]) {
+            assert_read_ahead_agrees(&path, None, chunk, what);
+        }
+        assert_read_ahead_agrees(&path, Some(ends[4]), 5, what);
+    }
+    // A frame larger than the headroom takes the copying path.
+    let (data, ends) = long_log(40, true);
+    for (what, bytes) in damaged(&data, &ends) {
+        fs::write(&path, &bytes).unwrap();
+        for chunk in [997, 4096, 65_535, 65_536, 65_537, 70_000] {
+            assert_read_ahead_agrees(&path, None, chunk, what);
+        }
+    }
+}
+
+#[test]
+fn read_ahead_scans_a_directory_like_the_direct_read() {
+    let (data, ends) = long_log(6, false);
+    let cut = ends[ends.len() / 3] as usize;
+    for (name, first, second) in [
+        ("two segments", &data[..cut], &data[cut..]),
+        ("torn mid-log", &data[..cut - 2], &data[cut..]),
+    ] {
+        let dir = TempDir::new(&format!("read-ahead-dir-{}", name.replace(' ', "-")));
+        write_segments(&dir.0, &[(0, first), (first.len() as u64, second)]);
+        for chunk in [1, 3, 64, 257] {
+            assert_read_ahead_agrees(&dir.0, None, chunk, name);
+            assert_read_ahead_agrees(&dir.0, Some(ends[2]), chunk, name);
+        }
+    }
+}
+
+#[test]
+fn dropping_a_scan_midway_stops_its_reader() {
+    let dir = TempDir::new("read-ahead-drop");
+    let path = dir.0.join("log.aof");
+    let (data, _) = long_log(200, false);
+    fs::write(&path, &data).unwrap();
+    let opts = ScanOptions {
+        chunk_size: 512,
+        ..Default::default()
+    };
+    let mut s = Scanner::open(&path, None, opts).unwrap();
+    assert!(s.next_op().unwrap().is_some());
+    assert!(s.is_reading_ahead());
+    // Let the reader fill its ring and block on it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    drop(s);
+    // The reader thread held its own descriptor of the file: joined, so closed.
+    let open: Vec<PathBuf> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(!open.contains(&path), "{open:?}");
 }

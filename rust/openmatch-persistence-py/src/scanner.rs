@@ -56,10 +56,12 @@ fn position(value: Option<i128>, name: &str) -> PyResult<Option<u64>> {
     value.map(|v| bounded(v, name, 0, u64::MAX)).transpose()
 }
 
-fn options(max_payload: i128, chunk_size: i128) -> PyResult<ScanOptions> {
+/// `read_ahead` applies to files only: bytes in memory are not read.
+fn options(max_payload: i128, chunk_size: i128, read_ahead: bool) -> PyResult<ScanOptions> {
     Ok(ScanOptions {
         max_payload: bounded(max_payload, "max_payload", 1, u64::from(u32::MAX))? as u32,
         chunk_size: bounded(chunk_size, "chunk_size", 1, 1 << 30)? as usize,
+        read_ahead,
     })
 }
 
@@ -381,7 +383,8 @@ impl Scanner {
 /// default the start of the first segment).
 #[pyfunction]
 #[pyo3(signature = (path, *, start = None, batch_size = DEFAULT_BATCH_SIZE as i128,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128,
+    read_ahead = true))]
 fn scan(
     py: Python<'_>,
     path: PathBuf,
@@ -389,8 +392,9 @@ fn scan(
     batch_size: i128,
     max_payload: i128,
     chunk_size: i128,
+    read_ahead: bool,
 ) -> PyResult<Scanner> {
-    let opts = options(max_payload, chunk_size)?;
+    let opts = options(max_payload, chunk_size, read_ahead)?;
     let start = position(start, "start")?;
     let batch_size = batch(batch_size)?;
     let inner = py
@@ -410,7 +414,7 @@ fn scan_bytes(
     max_payload: i128,
     chunk_size: i128,
 ) -> PyResult<Scanner> {
-    let opts = options(max_payload, chunk_size)?;
+    let opts = options(max_payload, chunk_size, false)?;
     let base = bounded(base, "base", 0, u64::MAX)?;
     let batch_size = batch(batch_size)?;
     Scanner::new(
@@ -449,7 +453,9 @@ fn run_verify(
 /// not reported).
 #[pyfunction]
 #[pyo3(signature = (path, *, start = None, decode = true, progress = None,
-    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128))]
+    max_payload = codec::DEFAULT_MAX_PAYLOAD_LEN as i128, chunk_size = DEFAULT_CHUNK_SIZE as i128,
+    read_ahead = true))]
+#[allow(clippy::too_many_arguments)] // the keyword arguments of a Python function
 fn verify(
     py: Python<'_>,
     path: PathBuf,
@@ -458,8 +464,9 @@ fn verify(
     progress: Option<Bound<'_, PyAny>>,
     max_payload: i128,
     chunk_size: i128,
+    read_ahead: bool,
 ) -> PyResult<ScanReport> {
-    let opts = options(max_payload, chunk_size)?;
+    let opts = options(max_payload, chunk_size, read_ahead)?;
     let start = position(start, "start")?;
     let inner = py
         .detach(|| core::Scanner::open(&path, start, opts))
@@ -479,7 +486,7 @@ fn verify_bytes(
     max_payload: i128,
     chunk_size: i128,
 ) -> PyResult<ScanReport> {
-    let opts = options(max_payload, chunk_size)?;
+    let opts = options(max_payload, chunk_size, false)?;
     let base = bounded(base, "base", 0, u64::MAX)?;
     let inner = core::Scanner::from_bytes(data.to_vec(), base, opts);
     run_verify(py, inner, decode, None)
