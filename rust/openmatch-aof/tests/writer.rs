@@ -147,7 +147,30 @@ fn everysec_fsyncs_in_the_background() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(w.stats().fsyncs >= 1);
+    // The background fsync has an open file description of its own (a
+    // writeback error is reported once per description): two for the
+    // segment, also after a rotation.
+    let segment = |w: &AofWriter| w.locate(w.position()).unwrap().0;
+    assert_eq!(descriptors_of(&segment(&w)), 2);
+    let rotated_at = w.rotate().unwrap();
+    let p = w.append(&op(2)).unwrap();
+    assert!(p > rotated_at);
+    while w.durable_position() < p {
+        assert!(std::time::Instant::now() < deadline, "no background fsync");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(descriptors_of(&segment(&w)), 2);
     w.close().unwrap();
+}
+
+/// How many of this process's file descriptors are open on `path`.
+fn descriptors_of(path: &Path) -> usize {
+    let path = fs::canonicalize(path).unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| *target == path)
+        .count()
 }
 
 #[test]

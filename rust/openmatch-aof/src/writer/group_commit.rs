@@ -415,9 +415,16 @@ impl Shared {
     /// `interval`, until close or failure. It fsyncs beside a leader's
     /// `pwrite` (the kernel allows it) and covers only what was written
     /// before it started, so appends never wait for it.
+    ///
+    /// It fsyncs through its own open file description of the segment, not
+    /// the leader's. Linux reports a writeback error once per open file
+    /// description (errseq): sharing one, whichever of two concurrent
+    /// fsyncs came second would return 0 over the lost pages, and a leader
+    /// could then acknowledge them as durable. With one each, both see it.
     pub fn background_fsync(self: Arc<Self>, interval: Duration) {
         let mut st = self.lock();
         let mut due = Instant::now() + interval;
+        let mut own: Option<(PathBuf, Arc<File>)> = None;
         loop {
             if st.closed || st.failed.is_some() {
                 return;
@@ -436,8 +443,20 @@ impl Shared {
                 continue;
             }
             let target = st.written;
-            let file = Arc::clone(&st.current.file);
             let path = st.current.path.clone();
+            let file = match &own {
+                Some((p, f)) if *p == path => Arc::clone(f),
+                _ => {
+                    // Opened under the lock, where the path is the current
+                    // segment's and exists. Read-only is enough for
+                    // fdatasync. Should it fail, the shared descriptor syncs.
+                    let f = File::open(&path)
+                        .map(Arc::new)
+                        .unwrap_or_else(|_| Arc::clone(&st.current.file));
+                    own = Some((path.clone(), Arc::clone(&f)));
+                    f
+                }
+            };
             drop(st);
             let t0 = Instant::now();
             let result = self
