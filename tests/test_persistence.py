@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,35 @@ def test_torn_tail_is_cut_and_acknowledged_operations_survive(tmp_path: Path) ->
         assert p.recovery.torn_tail_cut == len(om.encode(ops[0])) - 3
         assert p.position == positions[-1]
         assert p.digest() == replay_digest(ops)
+
+
+def test_close_lets_a_started_background_compaction_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compact = Persistence.compact
+    entered = threading.Event()
+
+    def slow_compact(self: Persistence) -> object:
+        # The compaction thread is slow to get going: close() comes first.
+        entered.set()
+        time.sleep(0.3)
+        return compact(self)
+
+    monkeypatch.setattr(Persistence, "compact", slow_compact)
+    policy = CompactionPolicy(max_bytes=16 * 1024, max_age=None)
+    ops = take(400, seed=4)
+    p = Persistence.open(tmp_path, compaction=policy)
+    for op in ops:
+        p.append(op)
+        if entered.is_set():
+            break
+    assert entered.wait(10), "no compaction became due"
+    p.close()
+    assert p._compactions == 1
+    assert p._last_compaction_error is None
+    assert p.wait_compaction(0)
+    with Persistence.open(tmp_path) as again:
+        assert again.recovery.replayed == 0  # the image written at close covers all
 
 
 def test_compaction_deletes_covered_segments_and_recovery_still_matches(

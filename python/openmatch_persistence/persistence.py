@@ -105,6 +105,7 @@ class Persistence:
         self._policy = compaction
         self._compaction_lock = threading.Lock()
         self._compacting = False
+        self._compaction_thread: threading.Thread | None = None
         self._compactions = 0
         self._last_compaction_error: str | None = None
         # The age of the oldest record is counted from when it was appended;
@@ -307,7 +308,7 @@ class Persistence:
 
     def _maybe_compact(self) -> None:
         # Called after every append: arithmetic only, no file system calls.
-        if self._policy is None or self._compacting:
+        if self._policy is None or self._compacting or self._closed:
             return
         held = self._writer.position - self._oldest_start
         if held <= 0:
@@ -317,7 +318,18 @@ class Persistence:
             return
         self._compacting = True
         log.info("compaction due: %s", why)
-        threading.Thread(target=self._compact_in_background, name="om-compaction").start()
+        thread = threading.Thread(target=self._compact_in_background, name="om-compaction")
+        self._compaction_thread = thread
+        thread.start()
+
+    def wait_compaction(self, timeout: float | None = None) -> bool:
+        """Waits for a background compaction that has started; True once
+        none runs."""
+        thread = self._compaction_thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _compact_in_background(self) -> None:
         try:
@@ -339,7 +351,10 @@ class Persistence:
         Safe to call twice."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # and no compaction starts from now on
+        # One that already started finishes first: closing the writer under
+        # it would fail it halfway (after its rotation, before its snapshot).
+        self.wait_compaction()
         with self._compaction_lock:
             try:
                 self._flusher.stop(final_flush=True, timeout=30)
