@@ -187,7 +187,16 @@ def test_server_restart_during_flushes(database_url: str, pg_schema: str) -> Non
         flusher.start()
         producer.start()
         time.sleep(0.3)
-        r = pg_ctl("restart")
+        # Down until a flush has failed, then up again: a restart quicker
+        # than one flush interval may fall between two flushes, and the
+        # pool then replaces its broken connections without any failure.
+        r = pg_ctl("stop")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 30
+        while flusher.stats().failures == 0:
+            assert time.monotonic() < deadline, "no flush failed while the server was down"
+            time.sleep(0.02)
+        r = pg_ctl("start")
         assert r.returncode == 0, r.stderr
         time.sleep(0.3)
         stop.set()
