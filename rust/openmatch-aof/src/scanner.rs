@@ -716,11 +716,15 @@ impl Scanner {
     }
 
     /// Reads a segment with `left` bytes to go on a second thread when that
-    /// is asked for and pays off, else on this one. A thread that cannot be
-    /// started is not an error: the scan then reads on this thread.
+    /// is asked for and can pay off, else on this one: not for a small
+    /// segment, nor where this thread may use only one CPU (its affinity or
+    /// a cgroup quota), since the two threads would then take turns on it.
+    /// A thread that cannot be started is not an error: the scan then reads
+    /// on this thread.
     fn file_input(&self, file: File, left: u64) -> Input {
         let chunk = self.opts.chunk_size;
-        if self.opts.read_ahead && left > 2 * chunk as u64 {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.opts.read_ahead && left > 2 * chunk as u64 && cpus > 1 {
             if let Ok(clone) = file.try_clone() {
                 if let Ok(ahead) = ReadAhead::start(clone, chunk) {
                     return Input::ReadAhead(ahead);

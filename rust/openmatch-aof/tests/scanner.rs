@@ -629,3 +629,40 @@ fn dropping_a_scan_midway_stops_its_reader() {
         .collect();
     assert!(!open.contains(&path), "{open:?}");
 }
+
+#[test]
+fn one_cpu_reads_on_one_thread() {
+    let dir = TempDir::new("read-ahead-one-cpu");
+    let path = dir.0.join("log.aof");
+    let (data, _) = long_log(20, false);
+    fs::write(&path, &data).unwrap();
+    let opts = ScanOptions {
+        chunk_size: 512,
+        ..Default::default()
+    };
+    let reads_ahead = || {
+        let mut s = Scanner::open(&path, None, opts).unwrap();
+        assert!(s.next_op().unwrap().is_some());
+        s.is_reading_ahead()
+    };
+    // On a thread of its own, since the affinity is the thread's.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+                    return; // one CPU already: nothing to compare
+                }
+                let cpus = rustix::thread::sched_getaffinity(None).unwrap();
+                assert!(reads_ahead());
+                let first = (0..rustix::thread::CpuSet::MAX_CPU)
+                    .find(|&c| cpus.is_set(c))
+                    .unwrap();
+                let mut one = rustix::thread::CpuSet::new();
+                one.set(first);
+                rustix::thread::sched_setaffinity(None, &one).unwrap();
+                assert!(!reads_ahead());
+            })
+            .join()
+            .unwrap();
+    });
+}
