@@ -20,6 +20,7 @@ from openmatch_persistence import (
     ChecksumMismatchError,
     EpochAdvanced,
     EpochPhase,
+    InvalidTypeError,
     InvalidValueError,
     Operation,
     WriterClosedError,
@@ -101,6 +102,24 @@ def test_positions_are_record_ends_and_map_to_segments(tmp_path: Path) -> None:
         assert Path(path).name == f"{p1:020}.aof" and offset == p3 - p1
         assert Path(writer.locate(p1)[0]).name == f"{0:020}.aof"
     assert [op for _, op in read_log(tmp_path)] == ops
+
+
+def test_append_many_bounds_are_every_records_start_and_end(tmp_path: Path) -> None:
+    # Large enough that the binding encodes on several threads.
+    ops: list[Operation] = [epoch(1), *order_ops(5000), epoch(2)]
+    sizes = [len(encode(op)) for op in ops]
+    with AofWriter(tmp_path, "no") as writer:
+        first = writer.append(epoch(0))
+        bounds = writer.append_many_bounds(ops)
+        assert len(bounds) == len(ops) + 1
+        assert bounds[0] == first and bounds[-1] == writer.position
+        assert [b - a for a, b in zip(bounds, bounds[1:])] == sizes
+        assert writer.append_many_bounds([]) == [writer.position]
+        with pytest.raises(InvalidTypeError):
+            writer.append_many_bounds([epoch(3), "not an operation"])  # type: ignore[list-item]
+        assert writer.position == bounds[-1]  # all or nothing
+    log = read_log(tmp_path)
+    assert [pos for pos, _ in log[1:]] == bounds[1:]
 
 
 def test_everysec_and_wait_durable(tmp_path: Path) -> None:

@@ -182,16 +182,10 @@ class Persistence:
             return self._writer.position
         for op in ops:
             validate_for_store(op)
-        lengths = [len(_core.encode(op)) for op in ops]
-        end = self._writer.append_many(ops)
-        start = end - sum(lengths)
-        entries = []
-        for op, length in zip(ops, lengths):
-            entries.append((start, start + length, op))
-            start += length
-        self._apply_in_order(entries)
+        bounds = self._writer.append_many_bounds(ops)
+        self._apply_in_order([(bounds[i], bounds[i + 1], op) for i, op in enumerate(ops)])
         self._maybe_compact()
-        return end
+        return bounds[-1]
 
     def _apply_in_order(self, entries: list[tuple[int, int, _core.Operation]]) -> None:
         with self._state_lock:

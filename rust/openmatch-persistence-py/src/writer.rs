@@ -50,16 +50,25 @@ fn encode_op(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
 /// Operations per encoding thread below which one thread does it all.
 const PARALLEL_ENCODE_CHUNK: usize = 2048;
 
+/// Frames of a batch, one after the other, and the length of each.
+type Encoded = (Vec<u8>, Vec<usize>);
+
 /// The frames of `ops`, in order. Large batches are split over the cores
 /// (scoped threads: a thread start costs microseconds, encoding 10,000
 /// Orders milliseconds).
-fn encode_batch(ops: &[AofOperation]) -> Result<Vec<u8>, WriterError> {
-    fn encode_all(ops: &[AofOperation]) -> Result<Vec<u8>, WriterError> {
+fn encode_batch(ops: &[AofOperation]) -> Result<Encoded, WriterError> {
+    fn encode_all(ops: &[AofOperation]) -> Result<Encoded, WriterError> {
         let mut out = Vec::with_capacity(ops.len() * 300);
+        let mut lengths = Vec::with_capacity(ops.len());
         for op in ops {
-            encode_frame_into(op, &mut out)?;
+            lengths.push(encode_frame_into(op, &mut out)?);
         }
-        Ok(out)
+        Ok((out, lengths))
+    }
+    if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
+        // Before asking for the cores: on Linux that reads cgroup files,
+        // tens of microseconds, more than a small batch takes to encode.
+        return encode_all(ops);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parts = (ops.len() / PARALLEL_ENCODE_CHUNK).clamp(1, cores);
@@ -67,7 +76,7 @@ fn encode_batch(ops: &[AofOperation]) -> Result<Vec<u8>, WriterError> {
         return encode_all(ops);
     }
     let chunk = ops.len().div_ceil(parts);
-    let encoded: Vec<Result<Vec<u8>, WriterError>> =
+    let encoded: Vec<Result<Encoded, WriterError>> =
         std::thread::scope(|scope| {
             let mut chunks = ops.chunks(chunk);
             let first = chunks.next().unwrap_or(&[]);
@@ -81,11 +90,22 @@ fn encode_batch(ops: &[AofOperation]) -> Result<Vec<u8>, WriterError> {
             results
         });
     let mut parts = encoded.into_iter();
-    let mut out = parts.next().unwrap_or_else(|| Ok(Vec::new()))?;
+    let (mut out, mut lengths) = parts.next().unwrap_or_else(|| Ok(Default::default()))?;
     for part in parts {
-        out.extend_from_slice(&part?);
+        let (frames, lens) = part?;
+        out.extend_from_slice(&frames);
+        lengths.extend(lens);
     }
-    Ok(out)
+    Ok((out, lengths))
+}
+
+/// The operations out of their Python objects (this needs the GIL).
+fn take_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<AofOperation>> {
+    let mut owned = Vec::with_capacity(ops.len().unwrap_or(16));
+    for op in ops.try_iter()? {
+        owned.push(Operation::from_py(&op?)?);
+    }
+    Ok(owned)
 }
 
 /// A snapshot of a writer's counters.
@@ -245,13 +265,32 @@ impl AofWriter {
         // Only taking the operations out of their Python objects needs the
         // GIL; encoding them (most of the CPU) runs without it, in parallel
         // for large batches.
-        let mut owned = Vec::with_capacity(ops.len().unwrap_or(16));
-        for op in ops.try_iter()? {
-            owned.push(Operation::from_py(&op?)?);
-        }
+        let owned = take_ops(ops)?;
         py.detach(|| {
-            let frames = encode_batch(&owned)?;
+            let (frames, _) = encode_batch(&owned)?;
             self.inner.append_frames(&frames, owned.len() as u64)
+        })
+        .map_err(|e| writer_error(py, e))
+    }
+
+    /// As `append_many`, returning the boundaries of every record: `n + 1`
+    /// positions, record `i` from `bounds[i]` to `bounds[i + 1]` (for an
+    /// empty batch, the end of the log alone).
+    fn append_many_bounds(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        let owned = take_ops(ops)?;
+        py.detach(|| {
+            let (frames, lengths) = encode_batch(&owned)?;
+            let end = self.inner.append_frames(&frames, owned.len() as u64)?;
+            // The batch is one contiguous run that ends at `end`.
+            let mut at = end - frames.len() as u64;
+            let mut bounds = Vec::with_capacity(lengths.len() + 1);
+            bounds.push(at);
+            for len in lengths {
+                at += len as u64;
+                bounds.push(at);
+            }
+            debug_assert_eq!(at, end);
+            Ok(bounds)
         })
         .map_err(|e| writer_error(py, e))
     }
