@@ -723,8 +723,9 @@ impl Scanner {
     /// on this thread.
     fn file_input(&self, file: File, left: u64) -> Input {
         let chunk = self.opts.chunk_size;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if self.opts.read_ahead && left > 2 * chunk as u64 && cpus > 1 {
+        // Last: on Linux, asking for the CPUs reads cgroup files.
+        let more_cpus = || std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if self.opts.read_ahead && left > 2 * chunk as u64 && more_cpus() {
             if let Ok(clone) = file.try_clone() {
                 if let Ok(ahead) = ReadAhead::start(clone, chunk) {
                     return Input::ReadAhead(ahead);
