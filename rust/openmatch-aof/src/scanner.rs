@@ -257,6 +257,10 @@ pub enum ScanError {
         position: u64,
         reason: String,
     },
+    /// One of the scanner's own invariants does not hold: a bug, reported
+    /// as an error rather than a panic (which would cross into Python).
+    #[error("{path}: scanner invariant broken (a bug, please report it): {what}")]
+    Broken { path: String, what: &'static str },
 }
 
 fn io_err(path: &Path, source: io::Error) -> ScanError {
@@ -505,11 +509,12 @@ impl Scanner {
                 ),
             ));
         }
-        // The segment holding `position`: the last one starting at or before it.
+        // The segment holding `position`: the last one starting at or before
+        // it (the first one does, as checked above).
         let idx = segments
             .iter()
             .rposition(|s| s.start <= position)
-            .expect("the first segment starts at or before position");
+            .unwrap_or(0);
         let seg = &segments[idx];
         if position > seg.end() {
             let reason = if idx + 1 == segments.len() {
@@ -735,6 +740,24 @@ impl Scanner {
         Input::Direct(Box::new(file))
     }
 
+    /// The open cursor, where [`Scanner::advance`] found a frame (it
+    /// returns one only with the cursor open).
+    fn frame_cursor(&mut self) -> Result<&mut Cursor, ScanError> {
+        let origin = &self.origin;
+        self.cursor.as_mut().ok_or_else(|| ScanError::Broken {
+            path: origin.clone(),
+            what: "a frame was found with no segment open",
+        })
+    }
+
+    /// The report of a scan that has stopped.
+    pub fn finished_report(&self) -> Result<ScanReport, ScanError> {
+        self.report().ok_or_else(|| ScanError::Broken {
+            path: self.origin.clone(),
+            what: "the scan ended without an outcome",
+        })
+    }
+
     fn cursor_path(&self) -> PathBuf {
         self.cursor
             .as_ref()
@@ -815,7 +838,7 @@ impl Scanner {
                             }
                         };
                         // Report at the zero length field, not where the check ended.
-                        let c = self.cursor.as_mut().expect("cursor is open");
+                        let c = self.frame_cursor()?;
                         let offset = buf_offset + lo as u64;
                         c.win.buf_offset = offset;
                         c.win.lo = 0;
@@ -846,10 +869,7 @@ impl Scanner {
         let Some((lo, len)) = self.advance()? else {
             return Ok(None);
         };
-        let c = self
-            .cursor
-            .as_mut()
-            .expect("advance leaves the cursor open");
+        let c = self.frame_cursor()?;
         c.win.lo = lo + len;
         Ok(Some(RawFrame {
             start: c.pos_of(lo),
@@ -865,10 +885,7 @@ impl Scanner {
         let Some((lo, len)) = self.advance()? else {
             return Ok(None);
         };
-        let c = self
-            .cursor
-            .as_mut()
-            .expect("advance leaves the cursor open");
+        let c = self.frame_cursor()?;
         match decode_payload(&c.win.buf[lo + crate::codec::HEADER_LEN..lo + len]) {
             Ok(op) => {
                 c.win.lo = lo + len;
@@ -903,14 +920,14 @@ impl Scanner {
     /// Reads to the end, decoding every payload, and reports.
     pub fn verify(mut self) -> Result<ScanReport, ScanError> {
         while !self.verify_step(u64::MAX, true)? {}
-        Ok(self.report().expect("a finished scan has an outcome"))
+        self.finished_report()
     }
 
     /// Reads to the end checking lengths and checksums only, and reports.
     /// See [`Scanner::verify_step`] with `decode = false`.
     pub fn verify_frames(mut self) -> Result<ScanReport, ScanError> {
         while !self.verify_step(u64::MAX, false)? {}
-        Ok(self.report().expect("a finished scan has an outcome"))
+        self.finished_report()
     }
 
     /// Verifies about `max_bytes` more bytes of frames (at least one frame),
@@ -932,10 +949,7 @@ impl Scanner {
             let Some((lo, len)) = self.advance()? else {
                 return Ok(true);
             };
-            let c = self
-                .cursor
-                .as_mut()
-                .expect("advance leaves the cursor open");
+            let c = self.frame_cursor()?;
             let payload = &c.win.buf[lo + crate::codec::HEADER_LEN..lo + len];
             let tag = payload
                 .get(..4)

@@ -36,9 +36,7 @@ fn replay(
         Ok(())
     })
     .map_err(scan_error)?;
-    let report = scanner
-        .report()
-        .expect("a scan that returned its last operation has an outcome");
+    let report = scanner.finished_report().map_err(scan_error)?;
     Ok(ScanReport::new(report, &origin))
 }
 

@@ -34,7 +34,7 @@ const VERIFY_STEP: u64 = 64 * 1024 * 1024;
 
 pub(crate) fn scan_error(e: ScanError) -> PyErr {
     match e {
-        ScanError::Io { .. } => AofError::new_err(e.to_string()),
+        ScanError::Io { .. } | ScanError::Broken { .. } => AofError::new_err(e.to_string()),
         ScanError::BadStart { .. } => invalid_value(e.to_string()),
     }
 }
@@ -443,7 +443,7 @@ fn run_verify(
         }
         py.check_signals()?;
     }
-    let report = inner.report().expect("a finished scan has an outcome");
+    let report = inner.finished_report().map_err(scan_error)?;
     Ok(ScanReport::new(report, inner.origin()))
 }
 
