@@ -16,24 +16,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from faultkit import NO_COMPACTION, replay_digest
 
 import openmatch_persistence as om
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.workload import take
-
-NO_COMPACTION = CompactionPolicy(max_bytes=None, max_age=None)
-
-
-def replay_digest(ops: list[om.Operation]) -> str:
-    """The digest of applying ``ops`` to an empty state, in order."""
-    state = _core.State()
-    position = 0
-    for op in ops:
-        position += len(om.encode(op))
-        state.apply(op, position)
-    return state.digest()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

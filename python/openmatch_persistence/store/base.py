@@ -11,7 +11,7 @@ import datetime
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from openmatch_persistence import _core
 
@@ -101,6 +101,22 @@ class LoadedState:
     checkpoint: Checkpoint | None
     #: Trades from ``orphan_trades`` (their orders are missing); also in ``trades``.
     orphan_trade_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+_Closing = TypeVar("_Closing", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """``with store: ...`` closes the store at the end of the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(Protocol):

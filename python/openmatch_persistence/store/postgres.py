@@ -28,6 +28,7 @@ from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
+    ClosesOnExit,
     LoadedState,
     StateImage,
     WriteResult,
@@ -217,7 +218,7 @@ _UPSERT_IMAGE = """
 """
 
 
-class PostgresStore:
+class PostgresStore(ClosesOnExit):
     """The engine's state in PostgreSQL. Thread-safe: every call borrows a
     connection from the pool (at most ``max_connections``)."""
 
@@ -265,12 +266,6 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         return f"PostgresStore({mask_dsn(self._dsn)!r})"
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def pool(self) -> ConnectionPool:

@@ -24,6 +24,7 @@ from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
+    ClosesOnExit,
     LoadedState,
     StateImage,
     WriteResult,
@@ -172,7 +173,7 @@ _UPSERT_IMAGE = """
 """
 
 
-class SqliteStore:
+class SqliteStore(ClosesOnExit):
     """The engine's state in an SQLite file (or ``:memory:``)."""
 
     def __init__(
@@ -200,12 +201,6 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def path(self) -> str:
