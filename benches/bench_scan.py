@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import sys
@@ -147,8 +148,7 @@ def run(size_mb: int) -> dict[str, float]:
         )
 
         cases: dict[str, Callable[[], object]] = {
-            f"raw{size}": (lambda size=size: raw_read(path, size))  # type: ignore[misc]
-            for size in RAW_BUFFERS
+            f"raw{size}": functools.partial(raw_read, path, size) for size in RAW_BUFFERS
         }
         cases["frames"] = lambda: _core.verify(path, decode=False)
         cases["frames_1t"] = lambda: _core.verify(path, decode=False, read_ahead=False)

@@ -183,7 +183,7 @@ class Persistence:
         for op in ops:
             validate_for_store(op)
         bounds = self._writer.append_many_bounds(ops)
-        self._apply_in_order([(bounds[i], bounds[i + 1], op) for i, op in enumerate(ops)])
+        self._apply_in_order(list(zip(bounds, bounds[1:], ops)))
         self._maybe_compact()
         return bounds[-1]
 

@@ -193,6 +193,22 @@ pub struct AofWriter {
     inner: core::AofWriter,
 }
 
+impl AofWriter {
+    /// Appends `ops` as one contiguous batch; returns where it ends and the
+    /// length of each record's frame. Only taking the operations out of
+    /// their Python objects needs the GIL; encoding them (most of the CPU)
+    /// runs without it, in parallel for large batches.
+    fn append_batch(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<(u64, Vec<usize>)> {
+        let owned = take_ops(ops)?;
+        py.detach(|| {
+            let (frames, lengths) = encode_batch(&owned)?;
+            let end = self.inner.append_frames(&frames, owned.len() as u64)?;
+            Ok((end, lengths))
+        })
+        .map_err(|e| writer_error(py, e))
+    }
+}
+
 #[pymethods]
 impl AofWriter {
     #[new]
@@ -262,37 +278,24 @@ impl AofWriter {
     /// position of the last. A bad operation fails the call before anything
     /// is appended.
     fn append_many(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<u64> {
-        // Only taking the operations out of their Python objects needs the
-        // GIL; encoding them (most of the CPU) runs without it, in parallel
-        // for large batches.
-        let owned = take_ops(ops)?;
-        py.detach(|| {
-            let (frames, _) = encode_batch(&owned)?;
-            self.inner.append_frames(&frames, owned.len() as u64)
-        })
-        .map_err(|e| writer_error(py, e))
+        Ok(self.append_batch(py, ops)?.0)
     }
 
     /// As `append_many`, returning the boundaries of every record: `n + 1`
     /// positions, record `i` from `bounds[i]` to `bounds[i + 1]` (for an
     /// empty batch, the end of the log alone).
     fn append_many_bounds(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-        let owned = take_ops(ops)?;
-        py.detach(|| {
-            let (frames, lengths) = encode_batch(&owned)?;
-            let end = self.inner.append_frames(&frames, owned.len() as u64)?;
-            // The batch is one contiguous run that ends at `end`.
-            let mut at = end - frames.len() as u64;
-            let mut bounds = Vec::with_capacity(lengths.len() + 1);
+        let (end, lengths) = self.append_batch(py, ops)?;
+        // The batch is one contiguous run that ends at `end`.
+        let mut at = end - lengths.iter().sum::<usize>() as u64;
+        let mut bounds = Vec::with_capacity(lengths.len() + 1);
+        bounds.push(at);
+        for len in lengths {
+            at += len as u64;
             bounds.push(at);
-            for len in lengths {
-                at += len as u64;
-                bounds.push(at);
-            }
-            debug_assert_eq!(at, end);
-            Ok(bounds)
-        })
-        .map_err(|e| writer_error(py, e))
+        }
+        debug_assert_eq!(at, end);
+        Ok(bounds)
     }
 
     /// Appends one operation without blocking the running event loop: the
