@@ -68,6 +68,18 @@ impl<K: std::hash::Hash + Eq, E> Table<K, E> {
     fn values(&self) -> std::slice::Iter<'_, E> {
         self.entries.iter()
     }
+    fn index_of(&self, k: &K) -> Option<usize> {
+        self.index.get(k).copied()
+    }
+    /// Removes the entries past the first `len` (an undo of their inserts;
+    /// entries are only ever appended).
+    fn truncate(&mut self, len: usize, key: impl Fn(&E) -> K) {
+        while self.entries.len() > len {
+            if let Some(e) = self.entries.pop() {
+                self.index.remove(&key(&e));
+            }
+        }
+    }
     fn reserve(&mut self, n: usize) {
         self.entries.reserve(n);
         self.index.reserve(n);
@@ -166,6 +178,9 @@ pub enum ViolationKind {
     /// An epoch moved to a lower phase, or changed phase after a later
     /// epoch was finalized.
     EpochRegression,
+    /// A trade or a cancel names an order that is already filled,
+    /// cancelled, rejected or expired.
+    TerminalOrder,
     /// An order id received a second time.
     DuplicateOrder,
     /// A trade id executed a second time.
@@ -183,6 +198,7 @@ impl ViolationKind {
             ViolationKind::UnknownOrder => "unknown_order",
             ViolationKind::NegativeBalance => "negative_balance",
             ViolationKind::EpochRegression => "epoch_regression",
+            ViolationKind::TerminalOrder => "terminal_order",
             ViolationKind::DuplicateOrder => "duplicate_order",
             ViolationKind::DuplicateTrade => "duplicate_trade",
             ViolationKind::Overflow => "arithmetic_overflow",
@@ -282,6 +298,26 @@ struct EpochEntry {
     dirty: bool,
 }
 
+/// What a rollback restores: the scalars and lengths at the savepoint and
+/// the entries, as they were, that existed then and changed since.
+#[derive(Debug, Clone)]
+struct UndoLog {
+    position: u64,
+    clock: DateTime<Utc>,
+    max_finalized: Option<EpochId>,
+    orders: usize,
+    trades: usize,
+    balances: usize,
+    recorded: usize,
+    recorded_dropped: u64,
+    dirty_orders: usize,
+    dirty_balances: usize,
+    dirty_epochs: usize,
+    saved_orders: Vec<(usize, OrderEntry)>,
+    saved_balances: Vec<(usize, BalanceEntry)>,
+    saved_epochs: Vec<(EpochId, Option<EpochEntry>)>,
+}
+
 /// The logical clock's value before any timestamp has been seen.
 pub fn clock_origin() -> DateTime<Utc> {
     DateTime::<Utc>::UNIX_EPOCH
@@ -311,6 +347,8 @@ pub struct State {
     dirty_epochs: Vec<EpochId>,
     /// Trades are append-only: those at and after this index are new.
     trades_taken: usize,
+    /// Set between [`State::savepoint`] and its release or rollback.
+    undo: Option<Box<UndoLog>>,
 }
 
 impl Default for State {
@@ -336,6 +374,7 @@ impl State {
             dirty_balances: Vec::new(),
             dirty_epochs: Vec::new(),
             trades_taken: 0,
+            undo: None,
         }
     }
 
@@ -415,7 +454,28 @@ impl State {
     // --- applying -------------------------------------------------------------
 
     /// Applies one operation whose position (the AOF position just past its
-    /// frame) is `position`.
+    /// frame) is `position`, or refuses it: an operation that would break an
+    /// invariant changes nothing and comes back as the [`Violation`] it
+    /// would cause. This is the one rule the journal uses before an append
+    /// and recovery uses on replay, so a log the journal wrote always
+    /// replays (`docs/state.md`, "Refusals").
+    pub fn try_apply(&mut self, op: &AofOperation, position: u64) -> Result<(), Violation> {
+        self.judge(op, position)?;
+        self.mutate(op.clone(), position);
+        Ok(())
+    }
+
+    /// As [`State::try_apply`], taking the operation by value.
+    pub fn try_apply_owned(&mut self, op: AofOperation, position: u64) -> Result<(), Violation> {
+        self.judge(&op, position)?;
+        self.mutate(op, position);
+        Ok(())
+    }
+
+    /// Applies one operation, or, when [`State::try_apply`] refuses it,
+    /// records the violation and skips it (the position still moves past
+    /// it). For tools that read a log someone else wrote and want every
+    /// problem in it (`aof verify`); recovery refuses instead.
     pub fn apply(&mut self, op: &AofOperation, position: u64) {
         self.apply_owned(op.clone(), position);
     }
@@ -423,28 +483,17 @@ impl State {
     /// As [`State::apply`], taking the operation by value (no clone of the
     /// order or trade it carries).
     pub fn apply_owned(&mut self, op: AofOperation, position: u64) {
-        self.position = position;
-        match op {
-            AofOperation::OrderReceived(order) => self.order_received(order, position),
-            AofOperation::OrderCancelled(id) => self.order_cancelled(id, position),
-            AofOperation::BufferSealed(batch, hash) => {
-                let entry = self.epoch_entry(batch, position);
-                entry.epoch.batch_hash = Some(hash);
-            }
-            AofOperation::TradeExecuted(trade) => self.trade_executed(trade, position),
-            AofOperation::BalanceUpdated(user_id, asset, available, frozen) => {
-                self.balance_updated(user_id, asset, available, frozen, position)
-            }
-            AofOperation::EpochAdvanced(epoch, phase) => {
-                self.epoch_advanced(epoch, phase, position)
-            }
+        if let Err(v) = self.try_apply_owned(op, position) {
+            self.position = position;
+            self.record(v.kind, v.entity, v.position, v.detail);
         }
     }
 
     /// Decodes `data`, a whole number of frames whose first byte is at AOF
-    /// position `base`, and applies them, each at the position just past its
-    /// frame. All or nothing: a bad frame fails
-    /// the call before any operation is applied. Returns how many were applied.
+    /// position `base`, and applies them as [`State::apply`] does, each at
+    /// the position just past its frame. All or nothing for frames: a bad
+    /// frame fails the call before any operation is applied. Returns how
+    /// many were applied.
     pub fn apply_frames(
         &mut self,
         data: &[u8],
@@ -469,6 +518,284 @@ impl State {
             self.apply_owned(op, at);
         }
         Ok(n)
+    }
+
+    /// Starts remembering how to undo what is applied from now on, until
+    /// [`State::release`] or [`State::rollback`]. The journal applies a
+    /// batch under a savepoint so that a refusal, or an append that fails,
+    /// leaves the state as it was. Not nested: a second call moves the
+    /// savepoint here.
+    pub fn savepoint(&mut self) {
+        self.undo = Some(Box::new(UndoLog {
+            position: self.position,
+            clock: self.clock,
+            max_finalized: self.max_finalized,
+            orders: self.orders.len(),
+            trades: self.trades.len(),
+            balances: self.balances.len(),
+            recorded: self.recorded.len(),
+            recorded_dropped: self.recorded_dropped,
+            dirty_orders: self.dirty_orders.len(),
+            dirty_balances: self.dirty_balances.len(),
+            dirty_epochs: self.dirty_epochs.len(),
+            saved_orders: Vec::new(),
+            saved_balances: Vec::new(),
+            saved_epochs: Vec::new(),
+        }));
+    }
+
+    /// Keeps what was applied since the savepoint.
+    pub fn release(&mut self) {
+        self.undo = None;
+    }
+
+    /// Puts the state back as it was at the savepoint: the same content,
+    /// digest, pending changes and recorded violations. A no-op without one.
+    pub fn rollback(&mut self) {
+        let Some(u) = self.undo.take() else { return };
+        for (i, entry) in u.saved_orders.into_iter().rev() {
+            self.orders.entries[i] = entry;
+        }
+        self.orders.truncate(u.orders, |e| e.order.id);
+        for (i, entry) in u.saved_balances.into_iter().rev() {
+            self.balances.entries[i] = entry;
+        }
+        self.balances
+            .truncate(u.balances, |e| (e.balance.user_id, e.balance.asset.clone()));
+        for (id, entry) in u.saved_epochs.into_iter().rev() {
+            match entry {
+                Some(e) => self.epochs.insert(id, e),
+                None => self.epochs.remove(&id),
+            };
+        }
+        for gone in self.trades.drain(u.trades..) {
+            self.trade_index.remove(&gone.trade.id);
+        }
+        self.dirty_orders.truncate(u.dirty_orders);
+        self.dirty_balances.truncate(u.dirty_balances);
+        self.dirty_epochs.truncate(u.dirty_epochs);
+        self.recorded.truncate(u.recorded);
+        self.recorded_dropped = u.recorded_dropped;
+        self.position = u.position;
+        self.clock = u.clock;
+        self.max_finalized = u.max_finalized;
+    }
+
+    /// Under a savepoint, keeps the order at index `i` as it is now.
+    fn save_order(&mut self, i: usize) {
+        if let Some(u) = self.undo.as_deref_mut() {
+            if i < u.orders {
+                u.saved_orders.push((i, self.orders.entries[i].clone()));
+            }
+        }
+    }
+
+    fn save_balance(&mut self, i: usize) {
+        if let Some(u) = self.undo.as_deref_mut() {
+            if i < u.balances {
+                u.saved_balances.push((i, self.balances.entries[i].clone()));
+            }
+        }
+    }
+
+    fn save_epoch(&mut self, id: EpochId) {
+        if let Some(u) = self.undo.as_deref_mut() {
+            u.saved_epochs.push((id, self.epochs.get(&id).cloned()));
+        }
+    }
+
+    /// Whether `op` may be applied now; the violation it would cause if
+    /// not. Reads only: every rule of `docs/state.md` lives here.
+    fn judge(&self, op: &AofOperation, position: u64) -> Result<(), Violation> {
+        let refuse = |kind, entity, detail: String| {
+            Err(Violation {
+                kind,
+                entity,
+                position,
+                detail,
+            })
+        };
+        match op {
+            AofOperation::OrderReceived(o) => {
+                let entity = EntityRef::Order(o.id);
+                if self.orders.contains_key(&o.id) {
+                    return refuse(
+                        ViolationKind::DuplicateOrder,
+                        entity,
+                        "order id received again".into(),
+                    );
+                }
+                if o.remaining_qty.is_sign_negative() && !o.remaining_qty.is_zero()
+                    || o.remaining_qty > o.quantity
+                {
+                    return refuse(
+                        ViolationKind::RemainingOutOfRange,
+                        entity,
+                        format!(
+                            "remaining {} is outside 0..={}",
+                            o.remaining_qty, o.quantity
+                        ),
+                    );
+                }
+                if o.remaining_qty != o.quantity {
+                    return refuse(
+                        ViolationKind::FillMismatch,
+                        entity,
+                        format!(
+                            "a new order has no fills, but its remaining {} is not its quantity {}",
+                            o.remaining_qty, o.quantity
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            AofOperation::OrderCancelled(id) => match self.orders.get(id) {
+                None => refuse(
+                    ViolationKind::UnknownOrder,
+                    EntityRef::Order(*id),
+                    "cancel of an order never received".into(),
+                ),
+                Some(e) if is_terminal(e.order.status) => refuse(
+                    ViolationKind::TerminalOrder,
+                    EntityRef::Order(*id),
+                    format!("cancel of an order that is {:?}", e.order.status),
+                ),
+                Some(_) => Ok(()),
+            },
+            AofOperation::TradeExecuted(t) => self.judge_trade(t, position),
+            AofOperation::BalanceUpdated(user, asset, available, frozen) => {
+                for (name, value) in [("available", available), ("frozen", frozen)] {
+                    if value.is_sign_negative() && !value.is_zero() {
+                        return refuse(
+                            ViolationKind::NegativeBalance,
+                            EntityRef::Balance(*user, asset.clone()),
+                            format!("{name} would be {value}"),
+                        );
+                    }
+                }
+                Ok(())
+            }
+            AofOperation::EpochAdvanced(id, phase) => {
+                let current = self.epochs.get(id).map(|e| e.epoch.phase);
+                if current == Some(*phase) {
+                    return Ok(()); // a repeat: nothing changes
+                }
+                let detail = match (current, self.max_finalized) {
+                    (Some(cur), _) if *phase < cur => {
+                        format!("phase {phase:?} after {cur:?}: phases only move forward")
+                    }
+                    (_, Some(fin)) if fin > *id => format!(
+                        "phase {phase:?} after the later epoch {} was finalized: epochs finalize in id order",
+                        fin.0
+                    ),
+                    _ => return Ok(()),
+                };
+                refuse(ViolationKind::EpochRegression, EntityRef::Epoch(*id), detail)
+            }
+            AofOperation::BufferSealed(..) => Ok(()),
+        }
+    }
+
+    fn judge_trade(&self, t: &Trade, position: u64) -> Result<(), Violation> {
+        let violation = |kind, entity, detail| Violation {
+            kind,
+            entity,
+            position,
+            detail,
+        };
+        if self.trade_index.contains_key(&t.id) {
+            return Err(violation(
+                ViolationKind::DuplicateTrade,
+                EntityRef::Trade(t.id),
+                "trade id executed again".into(),
+            ));
+        }
+        // A self-trade fills one order twice: judge the sum.
+        let sides: &[(&str, OrderId, Decimal)] = if t.taker_order_id == t.maker_order_id {
+            let Some(twice) = t.quantity.checked_mul(Decimal::TWO) else {
+                return Err(violation(
+                    ViolationKind::Overflow,
+                    EntityRef::Trade(t.id),
+                    format!("twice the quantity {} overflows", t.quantity),
+                ));
+            };
+            &[("taker and maker", t.taker_order_id, twice)]
+        } else {
+            &[
+                ("taker", t.taker_order_id, t.quantity),
+                ("maker", t.maker_order_id, t.quantity),
+            ]
+        };
+        for &(role, id, quantity) in sides {
+            let Some(entry) = self.orders.get(&id) else {
+                return Err(violation(
+                    ViolationKind::UnknownOrder,
+                    EntityRef::Trade(t.id),
+                    format!("{role} order {} is unknown", id.0),
+                ));
+            };
+            let o = &entry.order;
+            if is_terminal(o.status) {
+                return Err(violation(
+                    ViolationKind::TerminalOrder,
+                    EntityRef::Order(id),
+                    format!("trade {} names the {role} order, which is {:?}", t.id.0, o.status),
+                ));
+            }
+            let remaining = o.remaining_qty.checked_sub(quantity);
+            let filled = entry.filled.checked_add(quantity);
+            let (Some(remaining), Some(_)) = (remaining, filled) else {
+                return Err(violation(
+                    ViolationKind::Overflow,
+                    EntityRef::Order(id),
+                    format!(
+                        "filling {} by {} of trade {} overflows",
+                        o.remaining_qty, quantity, t.id.0
+                    ),
+                ));
+            };
+            if remaining.is_sign_negative() && !remaining.is_zero() || remaining > o.quantity {
+                return Err(violation(
+                    ViolationKind::RemainingOutOfRange,
+                    EntityRef::Order(id),
+                    format!(
+                        "a trade of {quantity} would overfill order {} ({role}), remaining {}",
+                        id.0, o.remaining_qty
+                    ),
+                ));
+            }
+        }
+        let count = self.epochs.get(&t.epoch_id).map_or(0, |e| e.epoch.trade_count);
+        if count == u64::MAX {
+            return Err(violation(
+                ViolationKind::Overflow,
+                EntityRef::Epoch(t.epoch_id),
+                "trade count past 2^64".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Folds a judged operation into the state. The refusals are all in
+    /// [`State::judge`]; the branches here that still record a violation
+    /// are unreachable after it, kept so that no input can make this panic.
+    fn mutate(&mut self, op: AofOperation, position: u64) {
+        self.position = position;
+        match op {
+            AofOperation::OrderReceived(order) => self.order_received(order, position),
+            AofOperation::OrderCancelled(id) => self.order_cancelled(id, position),
+            AofOperation::BufferSealed(batch, hash) => {
+                let entry = self.epoch_entry(batch, position);
+                entry.epoch.batch_hash = Some(hash);
+            }
+            AofOperation::TradeExecuted(trade) => self.trade_executed(trade, position),
+            AofOperation::BalanceUpdated(user_id, asset, available, frozen) => {
+                self.balance_updated(user_id, asset, available, frozen, position)
+            }
+            AofOperation::EpochAdvanced(epoch, phase) => {
+                self.epoch_advanced(epoch, phase, position)
+            }
+        }
     }
 
     fn record(&mut self, kind: ViolationKind, entity: EntityRef, position: u64, detail: String) {
@@ -501,7 +828,11 @@ impl State {
         // Look up with the owned key we already have; clone it only for a
         // new entry or a first change since the last flush.
         let key = (user_id, asset);
-        match self.balances.get_mut(&key) {
+        let index = self.balances.index_of(&key);
+        if let Some(i) = index {
+            self.save_balance(i);
+        }
+        match index.map(|i| &mut self.balances.entries[i]) {
             Some(entry) => {
                 entry.balance.available = available;
                 entry.balance.frozen = frozen;
@@ -530,15 +861,6 @@ impl State {
     }
 
     fn order_received(&mut self, order: Order, position: u64) {
-        if self.orders.contains_key(&order.id) {
-            self.record(
-                ViolationKind::DuplicateOrder,
-                EntityRef::Order(order.id),
-                position,
-                "order id received again; the first one is kept".into(),
-            );
-            return;
-        }
         self.advance_clock(order.created_at);
         self.advance_clock(order.updated_at);
         self.dirty_orders.push(order.id);
@@ -554,7 +876,11 @@ impl State {
     }
 
     fn order_cancelled(&mut self, id: OrderId, position: u64) {
-        match self.orders.get_mut(&id) {
+        let index = self.orders.index_of(&id);
+        if let Some(i) = index {
+            self.save_order(i);
+        }
+        match index.map(|i| &mut self.orders.entries[i]) {
             Some(entry) => {
                 entry.order.status = OrderStatus::Cancelled;
                 entry.changed_at = position;
@@ -573,15 +899,6 @@ impl State {
     }
 
     fn trade_executed(&mut self, trade: Trade, position: u64) {
-        if self.trade_index.contains_key(&trade.id) {
-            self.record(
-                ViolationKind::DuplicateTrade,
-                EntityRef::Trade(trade.id),
-                position,
-                "trade id executed again; not applied a second time".into(),
-            );
-            return;
-        }
         self.advance_clock(trade.executed_at);
         self.fill(&trade, trade.taker_order_id, "taker", position);
         self.fill(&trade, trade.maker_order_id, "maker", position);
@@ -601,7 +918,11 @@ impl State {
     }
 
     fn fill(&mut self, trade: &Trade, order_id: OrderId, role: &str, position: u64) {
-        let Some(entry) = self.orders.get_mut(&order_id) else {
+        let index = self.orders.index_of(&order_id);
+        if let Some(i) = index {
+            self.save_order(i);
+        }
+        let Some(entry) = index.map(|i| &mut self.orders.entries[i]) else {
             self.record(
                 ViolationKind::UnknownOrder,
                 EntityRef::Trade(trade.id),
@@ -646,6 +967,7 @@ impl State {
     /// The epoch's entry, created (phase `Collect`, started now by the
     /// logical clock) if unknown; marked changed at `position`.
     fn epoch_entry(&mut self, id: EpochId, position: u64) -> &mut EpochEntry {
+        self.save_epoch(id);
         let clock = self.clock;
         let entry = self.epochs.entry(id).or_insert_with(|| EpochEntry {
             epoch: Epoch::new(id, clock),
@@ -664,25 +986,6 @@ impl State {
         let current = self.epochs.get(&id).map(|e| e.epoch.phase);
         if current == Some(phase) {
             return; // a repeat: nothing changes
-        }
-        let regression = match (current, self.max_finalized) {
-            (Some(cur), _) if phase < cur => Some(format!(
-                "phase {phase:?} after {cur:?}: phases only move forward"
-            )),
-            (_, Some(fin)) if fin > id => Some(format!(
-                "phase {phase:?} after the later epoch {} was finalized: epochs finalize in id order",
-                fin.0
-            )),
-            _ => None,
-        };
-        if let Some(detail) = regression {
-            self.record(
-                ViolationKind::EpochRegression,
-                EntityRef::Epoch(id),
-                position,
-                format!("{detail}; not applied"),
-            );
-            return;
         }
         let clock = self.clock;
         let entry = self.epoch_entry(id, position);
@@ -963,6 +1266,15 @@ fn feed<T: Serialize + ?Sized>(h: &mut Sha256, value: &T) {
     // The writer never fails and the engine's plain data types always
     // serialize, so there is no error to report.
     bincode::serialize_into(HashWriter(h), value).expect("engine types always serialize");
+}
+
+/// Filled, cancelled, rejected and expired orders take no more trades or
+/// cancels.
+fn is_terminal(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Filled | OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::Expired
+    )
 }
 
 /// `Option<EpochId>` is below `id` (or absent).

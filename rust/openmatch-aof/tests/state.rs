@@ -233,7 +233,7 @@ fn each_invariant_names_its_entity_and_position() {
         Op::OrderReceived(big),                        // 500
         Op::TradeExecuted(trade(3, 3, 1, "-1", 1, 22)), // 600: overflows order 3
         Op::OrderReceived(short),                      // 700
-        Op::TradeExecuted(trade(1, 1, 2, "1", 1, 23)), // 800: duplicate trade
+        Op::TradeExecuted(trade(1, 1, 2, "1", 1, 23)), // 800: applied (the first trade 1 was refused)
     ]);
     let v = kinds(&s);
     assert_eq!(
@@ -247,10 +247,9 @@ fn each_invariant_names_its_entity_and_position() {
                 400
             ),
             ("arithmetic_overflow", EntityRef::Order(oid(3)), 600),
-            // Order 1 was last changed by trade 3 (as its maker, at 600):
-            // 5 - 4 - 1 + 1 = 1 remaining, fills 4 + 1 - 1 = 4. Consistent.
+            // Refused operations change nothing: orders 1 and 2 are only
+            // filled by the trade at 800.
             ("fill_mismatch", EntityRef::Order(oid(4)), 700),
-            ("duplicate_trade", EntityRef::Trade(tid(1)), 800),
         ]
     );
     let first = &s.check().unwrap_err()[0];
@@ -424,6 +423,9 @@ fn step() -> impl Strategy<Value = Step> {
 fn valid_stream(steps: &[Step]) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut remaining: Vec<Decimal> = Vec::new();
+    // Cancelled orders take no more trades or cancels (filled ones have no
+    // remaining quantity, so no trade picks them).
+    let mut cancelled: Vec<bool> = Vec::new();
     let mut epoch = 0u64;
     let mut phase = EpochPhase::Collect;
     ops.push(Op::EpochAdvanced(EpochId(epoch), phase));
@@ -443,13 +445,14 @@ fn valid_stream(steps: &[Step]) -> Vec<Op> {
                 o.quantity = Decimal::new(q as i64, scale);
                 o.remaining_qty = o.quantity;
                 remaining.push(o.quantity);
+                cancelled.push(false);
                 ops.push(Op::OrderReceived(o));
             }
             Step::Trade(a, b, pct) if !remaining.is_empty() => {
                 let (a, b) = (a % remaining.len(), b % remaining.len());
                 let room = remaining[a].min(remaining[b]);
                 let qty = (room * Decimal::new(pct as i64, 2)).round_dp(4).min(room);
-                if a == b || qty.is_zero() {
+                if a == b || qty.is_zero() || cancelled[a] || cancelled[b] {
                     continue;
                 }
                 remaining[a] -= qty;
@@ -462,9 +465,12 @@ fn valid_stream(steps: &[Step]) -> Vec<Op> {
                 ops.push(Op::TradeExecuted(t));
             }
             Step::Cancel(a) if !remaining.is_empty() => {
-                ops.push(Op::OrderCancelled(OrderId(Uuid::from_u128(
-                    (a % remaining.len()) as u128 + 1,
-                ))));
+                let a = a % remaining.len();
+                if cancelled[a] || remaining[a].is_zero() {
+                    continue;
+                }
+                cancelled[a] = true;
+                ops.push(Op::OrderCancelled(OrderId(Uuid::from_u128(a as u128 + 1))));
             }
             Step::Balance(u, a, x, y) => ops.push(Op::BalanceUpdated(
                 user(u),
@@ -577,4 +583,89 @@ fn apply_time_violations_are_bounded() {
     }
     assert_eq!(s.violations().len(), MAX_RECORDED_VIOLATIONS);
     assert_eq!(s.violations_dropped(), 10);
+}
+
+/// Every refusal names its kind, entity and position, and changes nothing:
+/// not the content, not the position, not the pending changes.
+#[test]
+fn try_apply_refuses_without_changing_anything() {
+    let mut s = state_of(&base_stream());
+    let _ = s.take_changes();
+    let mut filled = order(7, "2", 30);
+    filled.remaining_qty = d("2");
+    s.try_apply_owned(Op::OrderReceived(filled), 5000).unwrap();
+    let before = (s.digest(), s.position());
+    let _ = s.take_changes();
+    let mut bad_receipt = order(8, "5", 40);
+    bad_receipt.remaining_qty = d("4");
+    let cases: Vec<(Op, &str, EntityRef)> = vec![
+        (Op::OrderReceived(order(1, "1", 40)), "duplicate_order", EntityRef::Order(oid(1))),
+        (Op::OrderReceived(bad_receipt), "fill_mismatch", EntityRef::Order(oid(8))),
+        (Op::OrderCancelled(oid(9)), "unknown_order", EntityRef::Order(oid(9))),
+        (
+            Op::TradeExecuted(trade(8, 1, 9, "1", 1, 41)),
+            "unknown_order",
+            EntityRef::Trade(tid(8)),
+        ),
+        (
+            Op::TradeExecuted(trade(9, 7, 2, "3", 1, 41)),
+            "remaining_out_of_range",
+            EntityRef::Order(oid(7)),
+        ),
+        (
+            Op::BalanceUpdated(user(1), "ETH".into(), d("1"), d("-1")),
+            "negative_balance",
+            EntityRef::Balance(user(1), "ETH".into()),
+        ),
+        (
+            Op::EpochAdvanced(EpochId(1), EpochPhase::Collect),
+            "epoch_regression",
+            EntityRef::Epoch(EpochId(1)),
+        ),
+    ];
+    for (op, kind, entity) in cases {
+        let v = s.try_apply_owned(op.clone(), 6000).expect_err(kind);
+        assert_eq!((v.kind.name(), &v.entity, v.position), (kind, &entity, 6000));
+        assert_eq!((s.digest(), s.position()), before, "{op:?} changed the state");
+        assert!(!s.has_changes(), "{op:?} left a pending change");
+    }
+    // A cancelled order takes no trade and no second cancel.
+    s.try_apply_owned(Op::OrderCancelled(oid(7)), 6100).unwrap();
+    for op in [
+        Op::OrderCancelled(oid(7)),
+        Op::TradeExecuted(trade(9, 7, 2, "1", 1, 42)),
+    ] {
+        let v = s.try_apply_owned(op, 6200).unwrap_err();
+        assert_eq!((v.kind.name(), v.entity), ("terminal_order", EntityRef::Order(oid(7))));
+    }
+}
+
+/// A rollback gives back the state at the savepoint: content, position,
+/// pending changes and recorded violations, whatever was applied since.
+#[test]
+fn rollback_restores_the_state_at_the_savepoint() {
+    let ops = base_stream();
+    let (head, tail) = ops.split_at(ops.len() / 2);
+    let mut expected = state_of(head);
+    let mut s = state_of(head);
+    s.savepoint();
+    for (i, op) in tail.iter().enumerate() {
+        s.apply(op, 10_000 + i as u64);
+    }
+    s.apply(&Op::OrderCancelled(oid(200)), 20_000); // recorded, then undone
+    s.apply(
+        &Op::BalanceUpdated(user(9), "NEW".into(), d("1"), d("0")),
+        20_100,
+    );
+    s.rollback();
+    assert_eq!(s.digest(), expected.digest());
+    assert_eq!(s.violations(), expected.violations());
+    assert_eq!(s.take_changes(), expected.take_changes());
+    // And it goes on exactly as the state that never saw the tail.
+    for (i, op) in tail.iter().enumerate() {
+        s.try_apply(op, 30_000 + i as u64).unwrap();
+        expected.try_apply(op, 30_000 + i as u64).unwrap();
+    }
+    assert_eq!(s.digest(), expected.digest());
+    assert_eq!(s.take_changes(), expected.take_changes());
 }
