@@ -139,8 +139,46 @@ class ConsistencyError(OpenMatchPersistenceError):
         self.position: int | None = first.position if first else None
 
 
+class OperationRefusedError(ConsistencyError, ValueError):
+    """An operation that would break an invariant of the state, refused
+    before anything was written (``docs/state.md``, "Refusals"). ``kind``,
+    ``entity``, ``entity_id`` and ``position`` name the violation it would
+    cause; ``index`` is the operation's place in the appended batch."""
+
+    def __init__(
+        self, message: str, *, violations: Sequence[Violation] = (), index: int | None = None
+    ) -> None:
+        super().__init__(message, violations=violations)
+        self.index = index
+
+
 class RecoveryError(OpenMatchPersistenceError):
     """Recovery cannot produce a trustworthy state."""
+
+
+class LogViolationError(RecoveryError):
+    """The log holds an operation that breaks the state's invariants
+    (written by another program or an older version). ``position``, ``kind``,
+    ``entity`` and ``entity_id`` name the first one; ``frame_start`` is where
+    its frame starts. ``recover --until POSITION`` rebuilds the state before
+    it and keeps the rest in a backup."""
+
+    def __init__(
+        self, message: str, *, violations: Sequence[Violation] = (), frame_start: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.violations: list[Violation] = list(violations)
+        first = self.violations[0] if self.violations else None
+        self.kind: str | None = first.kind if first else None
+        self.entity: str | None = first.entity if first else None
+        self.entity_id: object = first.entity_id if first else None
+        self.position: int | None = first.position if first else None
+        self.frame_start = frame_start
+
+
+class JournalBrokenError(OpenMatchPersistenceError):
+    """One of the journal's own invariants does not hold: a bug. The state
+    is not trusted from then on; reopen the data directory."""
 
 
 __all__ = [
@@ -151,9 +189,12 @@ __all__ = [
     "FrameError",
     "InvalidTypeError",
     "InvalidValueError",
+    "JournalBrokenError",
     "JsonFormatError",
+    "LogViolationError",
     "MigrationError",
     "OpenMatchPersistenceError",
+    "OperationRefusedError",
     "OversizedFrameError",
     "RecoveryError",
     "StoreError",

@@ -4,19 +4,13 @@
         position = p.append(op)                   # durable per the fsync policy
         p.state.order(order_id)
 
-Write-ahead, in this order for every operation:
-
-1. validated against the database schema (nothing that cannot be stored
-   exactly ever reaches the AOF),
-2. appended to the AOF and made durable (group commit across threads),
-3. applied to the in-memory state, in AOF order,
-4. flushed to the database by a background thread, in batches.
-
-Threads may append concurrently. Appends become durable in an order that
-the writer decides; each thread applies its operation only after all the
-operations before it in the AOF are applied (an operation whose
-predecessors are still on their way is left for the thread that applies
-them), so the state is always the replay of a prefix of the AOF.
+The write path belongs to the journal (``_core.Journal``, Rust): every
+append is judged (the database schema and the state's invariants), written
+with group commit across threads, and applied to the state in AOF order,
+in one call that no exception or signal of the caller can split. Readers
+of :attr:`Persistence.state` see only acknowledged operations; the
+background flusher takes only durable changes. Python keeps the database
+(flushes, snapshots) and the compaction policy.
 """
 
 from __future__ import annotations
@@ -42,34 +36,13 @@ from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.errors import OpenMatchPersistenceError, StoreError
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.recovery import RecoveryReport, recover
-from openmatch_persistence.state_view import StateView
 from openmatch_persistence.store import open_store
 from openmatch_persistence.store.base import Store, WriteResult
-from openmatch_persistence.validate import validate_for_store
 
 log = logging.getLogger(__name__)
 
 AOF_DIRNAME = "aof"
 SQLITE_FILENAME = "state.sqlite3"
-
-
-class _LockedChanges:
-    """The flusher's view of the state: ``take_changes`` under the state lock."""
-
-    def __init__(self, owner: Persistence) -> None:
-        self._owner = owner
-
-    def take_changes(self) -> Any:
-        owner = self._owner
-        with owner._state_lock:
-            # The write-ahead rule: the database may hold a change only once
-            # the AOF records behind it are durable. Under `always` they are
-            # already; under `everysec`/`no` this costs one fdatasync per
-            # flush. Without it a power loss could leave the database ahead
-            # of the AOF, which recovery refuses. Appends go on meanwhile;
-            # only applying them to the state waits.
-            owner._writer.wait_durable(owner._applied)
-            return owner._state.take_changes()
 
 
 class Persistence:
@@ -81,8 +54,7 @@ class Persistence:
         self,
         data_dir: Path,
         store: Store,
-        writer: _core.AofWriter,
-        state: _core.State,
+        journal: _core.Journal,
         recovery: RecoveryReport,
         *,
         flush_interval: float,
@@ -93,15 +65,11 @@ class Persistence:
         self.aof_dir = data_dir / AOF_DIRNAME
         self.database = database_label
         self._store = store
-        self._writer = writer
-        self._state = state
+        self._journal = journal
         self._recovery = recovery
-        self._state_lock = threading.Lock()
-        self._applied_cv = threading.Condition(self._state_lock)
-        self._applied = writer.position
-        #: Durable operations waiting for their predecessors, by start position.
-        self._waiting: dict[int, tuple[int, _core.Operation]] = {}
-        self._flusher = Flusher(store, _LockedChanges(self), interval=flush_interval)
+        # The journal's take_changes waits until the AOF behind the changes
+        # is durable: the database never gets ahead of the log.
+        self._flusher = Flusher(store, journal, interval=flush_interval)
         self._policy = compaction
         self._compaction_lock = threading.Lock()
         self._compacting = False
@@ -141,14 +109,8 @@ class Persistence:
         )
         try:
             store.migrate()
-            writer = _core.AofWriter(aof_dir, fsync)
+            journal, report = recover(aof_dir, store, fsync, ignore_snapshot=ignore_snapshot)
         except BaseException:
-            store.close()
-            raise
-        try:
-            state, report = recover(aof_dir, store, writer, ignore_snapshot=ignore_snapshot)
-        except BaseException:
-            writer.close()
             store.close()
             raise
         if database_url is None:
@@ -158,8 +120,7 @@ class Persistence:
         return cls(
             root,
             store,
-            writer,
-            state,
+            journal,
             report,
             flush_interval=flush_interval,
             compaction=compaction if compaction is not None else CompactionPolicy(),
@@ -170,50 +131,30 @@ class Persistence:
 
     def append(self, op: _core.Operation) -> int:
         """Appends one operation; returns its position once it is durable (as
-        the fsync policy promises) and applied in order."""
-        return self.append_many([op])
+        the fsync policy promises) and applied. An operation that does not
+        fit the database schema (``InvalidValueError``) or would break an
+        invariant of the state (``OperationRefusedError``) writes nothing."""
+        position = self._journal.append(op)
+        self._maybe_compact(position)
+        return position
 
     def append_many(self, ops: Iterable[_core.Operation]) -> int:
         """Appends operations as one contiguous run of the AOF; returns the
-        position after the last. All or nothing: a bad operation fails the
-        call before anything is written."""
-        ops = list(ops)
-        if not ops:
-            return self._writer.position
-        for op in ops:
-            validate_for_store(op)
-        bounds = self._writer.append_many_bounds(ops)
-        self._apply_in_order(list(zip(bounds, bounds[1:], ops)))
-        self._maybe_compact()
-        return bounds[-1]
-
-    def _apply_in_order(self, entries: list[tuple[int, int, _core.Operation]]) -> None:
-        with self._state_lock:
-            for start, end, op in entries:
-                self._waiting[start] = (end, op)
-            applied = self._applied
-            while True:
-                entry = self._waiting.pop(applied, None)
-                if entry is None:
-                    break
-                end, op = entry
-                self._state.apply(op, end)
-                applied = end
-            if applied != self._applied:
-                self._applied = applied
-                self._applied_cv.notify_all()
-
-    def wait_applied(self, position: int, timeout: float | None = None) -> bool:
-        """Waits until the state includes every operation before ``position``."""
-        with self._applied_cv:
-            return self._applied_cv.wait_for(lambda: self._applied >= position, timeout)
+        position after the last. All or nothing: a bad operation (judged
+        after the ones before it in the batch) fails the call before
+        anything is written."""
+        position = self._journal.append_many(ops)
+        self._maybe_compact(position)
+        return position
 
     # --- reading ----------------------------------------------------------------
 
     @property
-    def state(self) -> StateView:
-        """The in-memory state, read-only; each call takes the state lock."""
-        return StateView(self._state, self._state_lock)
+    def state(self) -> _core.State:
+        """The in-memory state, read-only. Each call shows only acknowledged
+        operations (it waits, without the GIL, for the group commit that
+        covers everything applied so far)."""
+        return self._journal.state
 
     @property
     def recovery(self) -> RecoveryReport:
@@ -221,19 +162,18 @@ class Persistence:
 
     @property
     def position(self) -> int:
-        """The position after the last applied operation."""
-        return self._applied
+        """The position after the last acknowledged operation."""
+        return self._journal.position
 
     def digest(self) -> str:
-        with self._state_lock:
-            return self._state.digest()
+        return self._journal.state.digest()
 
     def stats(self) -> dict[str, Any]:
-        writer = self._writer.stats().as_dict()
+        writer = self._journal.stats().as_dict()
         flusher = self._flusher.stats()
         aof_bytes, _ = aof_bytes_and_oldest(self.aof_dir)
         return {
-            "position": self._applied,
+            "position": self._journal.end,
             "aof_bytes": aof_bytes,
             "writer": writer,
             "flusher": dataclasses.asdict(flusher),
@@ -251,7 +191,7 @@ class Persistence:
         """Makes the database hold the whole state at the current position:
         its rows (one transaction) and its image (another); returns the
         position."""
-        target = self._applied
+        target = self._journal.end
         result = self._flusher.flush()
         checkpoint = self._store.checkpoint()
         covered = checkpoint.position if checkpoint is not None else 0
@@ -263,15 +203,10 @@ class Persistence:
         return self._write_image(None if checkpoint is None else checkpoint.epoch_id)
 
     def _write_image(self, epoch_id: int | None) -> int:
-        # Under the state lock so that the image is the state at one position;
-        # appends go on meanwhile (only applying waits).
-        with self._state_lock:
-            position = self._state.position
-            image = self._state.to_image()
-        # Write-ahead: the database may hold a state only once the AOF behind
-        # it is durable (a no-op under `always`), or a power loss could leave
-        # an image ahead of the AOF, which recovery refuses.
-        self._writer.wait_durable(position)
+        # The journal exports the state at one position, once the AOF up to
+        # it is durable (write-ahead: the database may hold a state only
+        # then, or a power loss could leave an image ahead of the AOF).
+        position, image = self._journal.image()
         self._store.write_image(position, epoch_id, image)
         return position
 
@@ -279,11 +214,9 @@ class Persistence:
         """Rotate, snapshot, delete the covered segments (see compaction.py)."""
         started = time.monotonic()
         with self._compaction_lock:
-            rotated_at = self._writer.rotate()
-            # Every record before the rotation is durable once rotate returns;
-            # wait until this process has also applied them.
-            if not self.wait_applied(rotated_at, timeout=60):
-                raise StoreError(f"operations before position {rotated_at} were not applied")
+            # Every record before the rotation is durable once rotate
+            # returns, and the journal applied each when it admitted it.
+            rotated_at = self._journal.rotate()
             covered = self.snapshot()
             segments, nbytes = delete_covered_segments(self.aof_dir, min(covered, rotated_at))
             _, oldest = aof_bytes_and_oldest(self.aof_dir)
@@ -300,11 +233,11 @@ class Persistence:
         log.info("compaction: %s", report)
         return report
 
-    def _maybe_compact(self) -> None:
+    def _maybe_compact(self, position: int) -> None:
         # Called after every append: arithmetic only, no file system calls.
         if self._policy is None or self._compacting or self._closed:
             return
-        held = self._writer.position - self._oldest_start
+        held = position - self._oldest_start
         if held <= 0:
             return
         why = self._policy.due(held, time.monotonic() - self._oldest_since)
@@ -359,7 +292,7 @@ class Persistence:
                     log.warning("close: no state image written (recovery will replay): %s", e)
             finally:
                 try:
-                    self._writer.close()
+                    self._journal.close()
                 finally:
                     self._store.close()
 

@@ -1,24 +1,25 @@
 """Recovery on start-up: the latest snapshot, then the AOF after it.
 
-1. The writer opens the AOF directory first (it takes the directory lock
-   and cuts a torn tail off the last segment, as Redis'
-   ``aof-load-truncated`` does; corruption makes it refuse to open).
-2. The snapshot: the database's state image (the whole state as one
+1. The snapshot: the database's state image (the whole state as one
    checksummed blob, written at each snapshot and clean close) when it is
    good and its position is still in the AOF; else its rows at their
    checkpoint (slower to load: one Python object per entity); else nothing.
    ``ignore_snapshot`` starts from an empty state at position 0 instead
    (only possible while compaction has not removed the AOF's start).
-3. The AOF is replayed from that position to its end, in Rust.
-4. The state is checked against its invariants.
+2. The journal opens the AOF directory on it (``_core.Journal.open``): the
+   writer takes the directory lock and cuts a torn tail off the last
+   segment (as Redis' ``aof-load-truncated`` does), then the AOF is
+   replayed from the snapshot's position to its end with the same rule the
+   journal applies before every append, in Rust. An operation that breaks
+   an invariant stops recovery there, naming it (``LogViolationError``;
+   ``recover --until`` is the way out); corruption, or a replay that does
+   not end at the writer's end, is refused.
+3. The state is checked against its invariants (this catches bad data
+   imported from a snapshot).
 
 The state's digest is not computed here: hashing a large state costs about
 as much as replaying half of it, and only a caller that compares states
 needs it (``Persistence.digest()``, ``recover --json``).
-
-The replay must end exactly at the writer's end position; anything else
-means the directory changed under us or is damaged, and recovery refuses to
-resume rather than guess.
 """
 
 from __future__ import annotations
@@ -104,21 +105,22 @@ def state_from_snapshot(loaded: LoadedState) -> _core.State:
     )
 
 
-def recover(
-    aof_dir: Path, store: Store, writer: _core.AofWriter, *, ignore_snapshot: bool = False
-) -> tuple[_core.State, RecoveryReport]:
-    """The state at the end of the AOF in ``aof_dir``; see the module doc."""
-    started = time.monotonic()
-    end = writer.position
+@dataclass(frozen=True)
+class _Base:
+    """The state recovery starts from, and where it came from."""
+
+    state: _core.State
+    source: str | None
+    position: int
+    epoch: int | None
+
+
+def _load_base(aof_dir: Path, store: Store, ignore_snapshot: bool) -> _Base:
     first = _core.aof_start(aof_dir)
     usable_from = 0 if first is None else first
-    loaded_counts: dict[str, int] = {}
-    snapshot_epoch: int | None = None
-    source: str | None = None
-    state: _core.State | None = None
-    start = 0
     #: The position of a snapshot that exists but predates the AOF's start.
     too_old: int | None = None
+    base: _Base | None = None
     if not ignore_snapshot:
         try:
             image = store.load_image()
@@ -127,15 +129,9 @@ def recover(
             # that is down fails again, with its own error, just below.)
             log.warning("cannot read the state image, using the rows: %s", e)
             image = None
-        if image is not None and image.position > end:
-            raise RecoveryError(
-                f"the database's snapshot (its state image) covers AOF position "
-                f"{image.position}, past the AOF's end at {end} in {aof_dir}: this AOF is not "
-                "the one the snapshot came from, or its tail was lost"
-            )
         if image is not None and image.position < usable_from:
             too_old = image.position
-        if image is not None and image.position >= usable_from:
+        elif image is not None:
             try:
                 state = _core.State.from_image(image.data)
             except InvalidValueError as e:
@@ -143,32 +139,19 @@ def recover(
                     "state image at position %d is damaged, using the rows: %s", image.position, e
                 )
             else:
-                source, start, snapshot_epoch = "image", image.position, image.epoch_id
-        if state is None:
+                base = _Base(state, "image", image.position, image.epoch_id)
+        if base is None:
             checkpoint = store.checkpoint()
-            if checkpoint is not None and checkpoint.position > end:
-                raise RecoveryError(
-                    f"the database's snapshot covers AOF position {checkpoint.position}, past "
-                    f"the AOF's end at {end} in {aof_dir}: this AOF is not the one the "
-                    "snapshot came from, or its tail was lost"
-                )
             if checkpoint is not None and checkpoint.position < usable_from:
                 too_old = (
                     checkpoint.position if too_old is None else max(too_old, checkpoint.position)
                 )
-            if checkpoint is not None and checkpoint.position >= usable_from:
+            elif checkpoint is not None:
                 state = state_from_snapshot(store.load_state())
-                source, start, snapshot_epoch = "rows", checkpoint.position, checkpoint.epoch_id
-        if state is not None:
-            loaded_counts = {
-                "orders": state.order_count,
-                "trades": state.trade_count,
-                "balances": state.balance_count,
-                "epochs": state.epoch_count,
-            }
-    if state is None:
-        state = _core.State()
-    if start < usable_from:
+                base = _Base(state, "rows", checkpoint.position, checkpoint.epoch_id)
+    if base is not None:
+        return base
+    if usable_from > 0:
         if too_old is not None:
             # A database restored from a backup older than the last compaction.
             raise RecoveryError(
@@ -181,37 +164,53 @@ def recover(
             f"{why}, but compaction removed the AOF before position {usable_from} in "
             f"{aof_dir}: the operations before it exist only in the snapshot"
         )
-    report = _core.replay(state, aof_dir, start=start)
-    if report.is_corrupt:
-        raise RecoveryError(f"cannot recover: {report.message}")
-    if report.is_torn_tail:
-        # The writer cut torn tails when it opened; one now means a second
-        # process wrote after that, which the directory lock rules out.
-        raise RecoveryError(f"a torn tail appeared after the writer opened: {report.message}")
-    if report.position != end:
-        raise RecoveryError(
-            f"replay of {aof_dir} ended at position {report.position}, "
-            f"but the writer's end is {end}"
-        )
+    return _Base(_core.State(), None, 0, None)
+
+
+def recover(
+    aof_dir: Path,
+    store: Store,
+    fsync: _core.FsyncPolicy = "always",
+    *,
+    ignore_snapshot: bool = False,
+) -> tuple[_core.Journal, RecoveryReport]:
+    """The journal of ``aof_dir`` with the state at the AOF's end; see the
+    module doc."""
+    started = time.monotonic()
+    base = _load_base(aof_dir, store, ignore_snapshot)
+    loaded: dict[str, int] = {}
+    if base.source is not None:
+        loaded = {
+            "orders": base.state.order_count,
+            "trades": base.state.trade_count,
+            "balances": base.state.balance_count,
+            "epochs": base.state.epoch_count,
+        }
+    journal, replayed = _core.Journal.open(aof_dir, fsync, base.state)
     try:
+        state = journal.state
         state.check()
+        result = RecoveryReport(
+            snapshot=None if base.source is None else base.position,
+            snapshot_source=base.source,
+            snapshot_epoch=base.epoch,
+            loaded=loaded,
+            replayed=replayed["operations"],
+            replay_from=replayed["from_position"],
+            replay_to=replayed["position"],
+            torn_tail_cut=replayed["torn_tail_cut"],
+            segments=replayed["segments"],
+            orders=state.order_count,
+            trades=state.trade_count,
+            balances=state.balance_count,
+            epochs=state.epoch_count,
+            seconds=time.monotonic() - started,
+        )
     except ConsistencyError as e:
+        journal.close()
         raise RecoveryError(f"the recovered state is inconsistent: {e}") from e
-    result = RecoveryReport(
-        snapshot=None if source is None else start,
-        snapshot_source=source,
-        snapshot_epoch=snapshot_epoch,
-        loaded=loaded_counts,
-        replayed=report.frames,
-        replay_from=start,
-        replay_to=report.position,
-        torn_tail_cut=writer.truncated_bytes,
-        segments=report.segments,
-        orders=state.order_count,
-        trades=state.trade_count,
-        balances=state.balance_count,
-        epochs=state.epoch_count,
-        seconds=time.monotonic() - started,
-    )
+    except BaseException:
+        journal.close()
+        raise
     log.info("recovered %s: %s", aof_dir, result.describe().replace("\n", "; "))
-    return state, result
+    return journal, result

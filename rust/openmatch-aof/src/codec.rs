@@ -114,6 +114,70 @@ pub fn encode_frame_into(op: &AofOperation, out: &mut Vec<u8>) -> Result<usize, 
     encode_frame_into_bounded(op, out, DEFAULT_MAX_PAYLOAD_LEN)
 }
 
+/// Operations per encoding thread below which [`encode_batch`] uses one.
+const PARALLEL_ENCODE_CHUNK: usize = 2048;
+
+/// Frames of a batch, one after the other, and the length of each.
+pub type EncodedBatch = (Vec<u8>, Vec<usize>);
+
+/// The frames of `ops`, in order, and the length of each; the first that
+/// cannot be encoded fails the call with its index. Large batches are split
+/// over the cores (scoped threads: a thread start costs microseconds,
+/// encoding 10,000 Orders milliseconds).
+pub fn encode_batch(ops: &[AofOperation]) -> Result<EncodedBatch, (usize, EncodeError)> {
+    fn encode_all(
+        ops: &[AofOperation],
+        first: usize,
+    ) -> Result<EncodedBatch, (usize, EncodeError)> {
+        let mut out = Vec::with_capacity(ops.len() * 300);
+        let mut lengths = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            lengths.push(encode_frame_into(op, &mut out).map_err(|e| (first + i, e))?);
+        }
+        Ok((out, lengths))
+    }
+    if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
+        // Before asking for the cores: on Linux that reads cgroup files,
+        // tens of microseconds, more than a small batch takes to encode.
+        return encode_all(ops, 0);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = (ops.len() / PARALLEL_ENCODE_CHUNK).clamp(1, cores);
+    if parts == 1 {
+        return encode_all(ops, 0);
+    }
+    let chunk = ops.len().div_ceil(parts);
+    let encoded: Vec<Result<EncodedBatch, (usize, EncodeError)>> = std::thread::scope(|scope| {
+        let mut chunks = ops.chunks(chunk).enumerate();
+        let first = chunks.next().map_or(&[][..], |(_, c)| c);
+        let handles: Vec<_> = chunks
+            .map(|(i, c)| (i, scope.spawn(move || encode_all(c, i * chunk))))
+            .collect();
+        let mut results = vec![encode_all(first, 0)];
+        for (i, h) in handles {
+            results.push(h.join().unwrap_or_else(|_| {
+                Err((
+                    i * chunk,
+                    EncodeError::Serialize("encoding thread panicked".into()),
+                ))
+            }));
+        }
+        results
+    });
+    let mut out = Vec::new();
+    let mut lengths = Vec::with_capacity(ops.len());
+    for part in encoded {
+        let (frames, lens) = part?;
+        if out.is_empty() {
+            out = frames;
+        } else {
+            out.extend_from_slice(&frames);
+        }
+        lengths.extend(lens);
+    }
+    Ok((out, lengths))
+}
+
 /// As [`encode_frame_into`], refusing payloads longer than `max_payload`.
 pub fn encode_frame_into_bounded(
     op: &AofOperation,

@@ -5,6 +5,7 @@
 //! scanner. The PyO3 binding lives in a separate crate.
 
 pub mod codec;
+pub mod journal;
 mod read_ahead;
 pub mod scanner;
 pub mod segment;
@@ -15,7 +16,8 @@ pub mod types;
 pub mod writer;
 
 pub use codec::{
-    decode_all, decode_frame, decode_one, encode_frame, encode_frame_into, EncodeError, FrameError,
-    FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
+    decode_all, decode_frame, decode_one, encode_batch, encode_frame, encode_frame_into,
+    EncodeError, FrameError, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
 };
+pub use journal::{Journal, JournalError};
 pub use types::*;

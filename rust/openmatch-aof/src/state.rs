@@ -690,7 +690,11 @@ impl State {
                     ),
                     _ => return Ok(()),
                 };
-                refuse(ViolationKind::EpochRegression, EntityRef::Epoch(*id), detail)
+                refuse(
+                    ViolationKind::EpochRegression,
+                    EntityRef::Epoch(*id),
+                    detail,
+                )
             }
             AofOperation::BufferSealed(..) => Ok(()),
         }
@@ -739,7 +743,10 @@ impl State {
                 return Err(violation(
                     ViolationKind::TerminalOrder,
                     EntityRef::Order(id),
-                    format!("trade {} names the {role} order, which is {:?}", t.id.0, o.status),
+                    format!(
+                        "trade {} names the {role} order, which is {:?}",
+                        t.id.0, o.status
+                    ),
                 ));
             }
             let remaining = o.remaining_qty.checked_sub(quantity);
@@ -765,7 +772,10 @@ impl State {
                 ));
             }
         }
-        let count = self.epochs.get(&t.epoch_id).map_or(0, |e| e.epoch.trade_count);
+        let count = self
+            .epochs
+            .get(&t.epoch_id)
+            .map_or(0, |e| e.epoch.trade_count);
         if count == u64::MAX {
             return Err(violation(
                 ViolationKind::Overflow,

@@ -1,7 +1,7 @@
 //! The in-memory state: semantics of each operation, determinism, snapshots,
 //! change tracking and the consistency checker.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use openmatch_aof::codec::encode_frame_into;
 use openmatch_aof::state::*;
 use openmatch_aof::*;
@@ -9,74 +9,8 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-fn d(s: &str) -> Decimal {
-    s.parse().unwrap()
-}
-
-fn ts(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
-}
-
-fn oid(n: u8) -> OrderId {
-    OrderId(Uuid::from_bytes([n; 16]))
-}
-
-fn tid(n: u8) -> TradeId {
-    TradeId(Uuid::from_bytes([0x80 | n; 16]))
-}
-
-fn user(n: u8) -> UserId {
-    UserId(Uuid::from_bytes([0x40 | n; 16]))
-}
-
-fn market() -> MarketPair {
-    MarketPair {
-        base: "BTC".into(),
-        quote: "USDT".into(),
-    }
-}
-
-fn order(n: u8, qty: &str, at: i64) -> Order {
-    Order {
-        id: oid(n),
-        user_id: user(n),
-        market: market(),
-        side: if n % 2 == 0 {
-            OrderSide::Buy
-        } else {
-            OrderSide::Sell
-        },
-        order_type: OrderType::Limit,
-        status: OrderStatus::Active,
-        price: Some(d("100.5")),
-        quantity: d(qty),
-        remaining_qty: d(qty),
-        sr_id: SpendRightId(Uuid::from_bytes([0x20 | n; 16])),
-        epoch_id: Some(EpochId(1)),
-        origin_node: NodeId([7; 32]),
-        sequence: n as u64,
-        created_at: ts(at),
-        updated_at: ts(at),
-    }
-}
-
-fn trade(n: u8, taker: u8, maker: u8, qty: &str, epoch: u64, at: i64) -> Trade {
-    Trade {
-        id: tid(n),
-        epoch_id: EpochId(epoch),
-        market: market(),
-        taker_order_id: oid(taker),
-        taker_user_id: user(taker),
-        maker_order_id: oid(maker),
-        maker_user_id: user(maker),
-        price: d("100.5"),
-        quantity: d(qty),
-        quote_amount: d("0"),
-        taker_side: OrderSide::Buy,
-        matcher_node: NodeId([9; 32]),
-        executed_at: ts(at),
-    }
-}
+mod common;
+use common::*;
 
 use AofOperation as Op;
 
@@ -599,9 +533,21 @@ fn try_apply_refuses_without_changing_anything() {
     let mut bad_receipt = order(8, "5", 40);
     bad_receipt.remaining_qty = d("4");
     let cases: Vec<(Op, &str, EntityRef)> = vec![
-        (Op::OrderReceived(order(1, "1", 40)), "duplicate_order", EntityRef::Order(oid(1))),
-        (Op::OrderReceived(bad_receipt), "fill_mismatch", EntityRef::Order(oid(8))),
-        (Op::OrderCancelled(oid(9)), "unknown_order", EntityRef::Order(oid(9))),
+        (
+            Op::OrderReceived(order(1, "1", 40)),
+            "duplicate_order",
+            EntityRef::Order(oid(1)),
+        ),
+        (
+            Op::OrderReceived(bad_receipt),
+            "fill_mismatch",
+            EntityRef::Order(oid(8)),
+        ),
+        (
+            Op::OrderCancelled(oid(9)),
+            "unknown_order",
+            EntityRef::Order(oid(9)),
+        ),
         (
             Op::TradeExecuted(trade(8, 1, 9, "1", 1, 41)),
             "unknown_order",
@@ -625,8 +571,15 @@ fn try_apply_refuses_without_changing_anything() {
     ];
     for (op, kind, entity) in cases {
         let v = s.try_apply_owned(op.clone(), 6000).expect_err(kind);
-        assert_eq!((v.kind.name(), &v.entity, v.position), (kind, &entity, 6000));
-        assert_eq!((s.digest(), s.position()), before, "{op:?} changed the state");
+        assert_eq!(
+            (v.kind.name(), &v.entity, v.position),
+            (kind, &entity, 6000)
+        );
+        assert_eq!(
+            (s.digest(), s.position()),
+            before,
+            "{op:?} changed the state"
+        );
         assert!(!s.has_changes(), "{op:?} left a pending change");
     }
     // A cancelled order takes no trade and no second cancel.
@@ -636,7 +589,10 @@ fn try_apply_refuses_without_changing_anything() {
         Op::TradeExecuted(trade(9, 7, 2, "1", 1, 42)),
     ] {
         let v = s.try_apply_owned(op, 6200).unwrap_err();
-        assert_eq!((v.kind.name(), v.entity), ("terminal_order", EntityRef::Order(oid(7))));
+        assert_eq!(
+            (v.kind.name(), v.entity),
+            ("terminal_order", EntityRef::Order(oid(7)))
+        );
     }
 }
 

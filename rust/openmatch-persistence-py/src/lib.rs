@@ -10,8 +10,8 @@ mod codec;
 mod convert;
 mod errors;
 mod gc_pause;
+mod journal;
 mod model;
-mod replay;
 mod scanner;
 mod segments;
 mod state;
@@ -26,6 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scanner::register(m)?;
     state::register(m)?;
     segments::register(m)?;
-    replay::register(m)?;
+    journal::register(m)?;
     Ok(())
 }

@@ -4,6 +4,9 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use openmatch_aof::journal::Journal;
 
 use openmatch_aof::state as st;
 use openmatch_aof::types as t;
@@ -17,6 +20,7 @@ use crate::errors::{frame_error, invalid_type, invalid_value};
 use crate::model::{EpochPhase, Operation, Order, Trade};
 
 pyo3::import_exception!(openmatch_persistence.errors, ConsistencyError);
+pyo3::import_exception!(openmatch_persistence.errors, OperationRefusedError);
 
 fn hash_of<T: Hash>(v: &T) -> u64 {
     let mut h = DefaultHasher::new();
@@ -225,7 +229,7 @@ impl Epoch {
 /// of the operation that broke it.
 #[pyclass(frozen, module = "openmatch_persistence._core")]
 pub struct Violation {
-    inner: st::Violation,
+    pub(crate) inner: st::Violation,
 }
 
 #[pymethods]
@@ -344,10 +348,56 @@ impl StateChanges {
 // --- State ------------------------------------------------------------------
 
 /// The engine's state in memory, built by applying AOF operations in order.
+///
+/// Either a state of its own, or the read-only view of a live journal's
+/// state (`Persistence.state`): each call on a view takes the journal's
+/// lock and waits, without the GIL, until everything it shows is
+/// acknowledged (write-ahead).
 #[pyclass(module = "openmatch_persistence._core")]
 pub struct State {
-    /// Public for other binding modules (a Rust-side replay applies to it).
-    pub inner: st::State,
+    pub(crate) inner: Held,
+}
+
+/// What a `State` object holds. (One `State` per Python object, so the
+/// size of the owned variant costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Held {
+    Owned(st::State),
+    Live(Arc<Journal>),
+}
+
+impl State {
+    pub(crate) fn owned(state: st::State) -> Self {
+        State {
+            inner: Held::Owned(state),
+        }
+    }
+
+    pub(crate) fn live(journal: Arc<Journal>) -> Self {
+        State {
+            inner: Held::Live(journal),
+        }
+    }
+
+    /// Runs `f` on the state; for a live view, as the journal's reader.
+    fn with<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&st::State) -> R + Send) -> PyResult<R> {
+        match &self.inner {
+            Held::Owned(s) => Ok(f(s)),
+            Held::Live(j) => py
+                .detach(|| j.read(f))
+                .map_err(|e| crate::journal::journal_error(py, e)),
+        }
+    }
+
+    /// The state to change; a live view refuses (the journal applies).
+    pub(crate) fn owned_mut(&mut self) -> PyResult<&mut st::State> {
+        match &mut self.inner {
+            Held::Owned(s) => Ok(s),
+            Held::Live(_) => Err(invalid_value(
+                "this State is the read-only view of a journal's state: append through the journal",
+            )),
+        }
+    }
 }
 
 fn orders_list<'py>(
@@ -400,18 +450,30 @@ fn collect<T>(
 impl State {
     #[new]
     fn new() -> Self {
-        State {
-            inner: st::State::new(),
-        }
+        State::owned(st::State::new())
     }
 
     /// Applies one operation; its `position` is the AOF position just past
-    /// its frame (docs/recovery.md).
+    /// its frame (docs/recovery.md). An operation that would break an
+    /// invariant is recorded as a violation and skipped (`try_apply`
+    /// refuses it instead).
     fn apply(&mut self, op: &Bound<'_, PyAny>, position: &Bound<'_, PyAny>) -> PyResult<()> {
         let op = Operation::from_py(op)?;
         let position = position_from_py(position, "position")?;
-        self.inner.apply_owned(op, position);
+        self.owned_mut()?.apply_owned(op, position);
         Ok(())
+    }
+
+    /// Applies one operation, or raises `OperationRefusedError` (naming the
+    /// kind, the entity and the position) and changes nothing: the rule
+    /// the journal applies before every append and recovery on replay.
+    fn try_apply(&mut self, op: &Bound<'_, PyAny>, position: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = op.py();
+        let op = Operation::from_py(op)?;
+        let position = position_from_py(position, "position")?;
+        self.owned_mut()?
+            .try_apply_owned(op, position)
+            .map_err(|v| refused_error(py, v, None))
     }
 
     /// Applies `(operation, position)` pairs in order; returns how many.
@@ -435,18 +497,19 @@ impl State {
             Ok((op, position))
         })?;
         let n = ops.len();
+        let inner = self.owned_mut()?;
         for (op, position) in ops {
-            self.inner.apply_owned(op, position);
+            inner.apply_owned(op, position);
         }
         Ok(n)
     }
 
     /// Decodes `data` (whole frames, the first starting at AOF position
-    /// `base_position`) and applies every operation, each at the position
-    /// just past its frame, without a Python object per operation. All or
-    /// nothing: a bad frame raises its `FrameError` (offset = the AOF
-    /// position where it starts) and nothing is applied. Returns how many
-    /// operations were applied.
+    /// `base_position`) and applies every operation as `apply` does, each
+    /// at the position just past its frame, without a Python object per
+    /// operation. All or nothing for frames: a bad frame raises its
+    /// `FrameError` (offset = the AOF position where it starts) and nothing
+    /// is applied. Returns how many operations were applied.
     #[pyo3(signature = (data, base_position = 0, *, max_payload = openmatch_aof::DEFAULT_MAX_PAYLOAD_LEN))]
     fn apply_frames(
         &mut self,
@@ -456,22 +519,20 @@ impl State {
         max_payload: u32,
     ) -> PyResult<usize> {
         let bytes: &[u8] = &data;
-        let inner = &mut self.inner;
+        let inner = self.owned_mut()?;
         py.detach(|| inner.apply_frames(bytes, base_position, max_payload))
             .map_err(|e| frame_error(py, &e, None))
     }
 
     /// SHA-256 of the state's content, as hex: equal content, equal digest.
-    fn digest(&self, py: Python<'_>) -> String {
-        let inner = &self.inner;
-        let d = py.detach(|| inner.digest());
-        d.iter().map(|b| format!("{b:02x}")).collect()
+    fn digest(&self, py: Python<'_>) -> PyResult<String> {
+        let d = self.with(py, |s| s.digest())?;
+        Ok(d.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Raises `ConsistencyError` when an invariant is broken.
     fn check(&self, py: Python<'_>) -> PyResult<()> {
-        let inner = &self.inner;
-        let v = py.detach(|| inner.violations());
+        let v = self.with(py, |s| s.violations())?;
         if v.is_empty() {
             Ok(())
         } else {
@@ -481,98 +542,98 @@ impl State {
 
     /// Every broken invariant, by position.
     fn violations(&self, py: Python<'_>) -> PyResult<Vec<Violation>> {
-        let inner = &self.inner;
-        let v = py.detach(|| inner.violations());
+        let v = self.with(py, |s| s.violations())?;
         Ok(v.into_iter().map(|inner| Violation { inner }).collect())
     }
 
     /// Apply-time violations past the first 1024, counted but not kept.
     #[getter]
-    fn violations_dropped(&self) -> u64 {
-        self.inner.violations_dropped()
+    fn violations_dropped(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |s| s.violations_dropped())
     }
 
     /// The AOF position just past the last applied operation; 0 before any.
     #[getter]
-    fn position(&self) -> u64 {
-        self.inner.position()
+    fn position(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |s| s.position())
     }
     #[getter]
-    fn order_count(&self) -> usize {
-        self.inner.order_count()
+    fn order_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.order_count())
     }
     #[getter]
-    fn trade_count(&self) -> usize {
-        self.inner.trade_count()
+    fn trade_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.trade_count())
     }
     #[getter]
-    fn balance_count(&self) -> usize {
-        self.inner.balance_count()
+    fn balance_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.balance_count())
     }
     #[getter]
-    fn epoch_count(&self) -> usize {
-        self.inner.epoch_count()
+    fn epoch_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.epoch_count())
     }
     /// True when something changed since the last `take_changes()`.
     #[getter]
-    fn has_changes(&self) -> bool {
-        self.inner.has_changes()
+    fn has_changes(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| s.has_changes())
     }
 
-    fn order(&self, order_id: &Bound<'_, PyAny>) -> PyResult<Option<Order>> {
+    fn order(&self, py: Python<'_>, order_id: &Bound<'_, PyAny>) -> PyResult<Option<Order>> {
         let id = t::OrderId(uuid_from_py(order_id, "order_id")?);
-        Ok(self.inner.order(&id).map(|o| Order { inner: o.clone() }))
+        let o = self.with(py, |s| s.order(&id).cloned())?;
+        Ok(o.map(|inner| Order { inner }))
     }
-    fn trade(&self, trade_id: &Bound<'_, PyAny>) -> PyResult<Option<Trade>> {
+    fn trade(&self, py: Python<'_>, trade_id: &Bound<'_, PyAny>) -> PyResult<Option<Trade>> {
         let id = t::TradeId(uuid_from_py(trade_id, "trade_id")?);
-        Ok(self.inner.trade(&id).map(|x| Trade { inner: x.clone() }))
+        let x = self.with(py, |s| s.trade(&id).cloned())?;
+        Ok(x.map(|inner| Trade { inner }))
     }
     fn balance(
         &self,
+        py: Python<'_>,
         user_id: &Bound<'_, PyAny>,
         asset: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Balance>> {
         let user = t::UserId(uuid_from_py(user_id, "user_id")?);
         let asset = string_from_py(asset, "asset")?;
-        Ok(self
-            .inner
-            .balance(user, &asset)
-            .map(|b| Balance { inner: b.clone() }))
+        let b = self.with(py, |s| s.balance(user, &asset).cloned())?;
+        Ok(b.map(|inner| Balance { inner }))
     }
-    fn epoch(&self, epoch_id: &Bound<'_, PyAny>) -> PyResult<Option<Epoch>> {
+    fn epoch(&self, py: Python<'_>, epoch_id: &Bound<'_, PyAny>) -> PyResult<Option<Epoch>> {
         let id = t::EpochId(u64_from_py(epoch_id, "epoch_id")?);
-        Ok(self.inner.epoch(id).map(|e| Epoch { inner: e.clone() }))
+        let e = self.with(py, |s| s.epoch(id).cloned())?;
+        Ok(e.map(|inner| Epoch { inner }))
     }
 
     /// All orders, sorted by id.
     fn orders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        orders_list(py, self.inner.orders_sorted().into_iter().cloned())
+        let v: Vec<t::Order> =
+            self.with(py, |s| s.orders_sorted().into_iter().cloned().collect())?;
+        orders_list(py, v)
     }
     /// All trades, in the order they were applied.
     fn trades<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        trades_list(py, self.inner.trades().cloned())
+        let v: Vec<t::Trade> = self.with(py, |s| s.trades().cloned().collect())?;
+        trades_list(py, v)
     }
     /// All balances, sorted by (user_id, asset).
     fn balances<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        balances_list(py, self.inner.balances_sorted().into_iter().cloned())
+        let v: Vec<st::Balance> =
+            self.with(py, |s| s.balances_sorted().into_iter().cloned().collect())?;
+        balances_list(py, v)
     }
     /// All epochs, sorted by id.
     fn epochs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        epochs_list(py, self.inner.epochs_sorted().into_iter().cloned())
+        let v: Vec<st::Epoch> =
+            self.with(py, |s| s.epochs_sorted().into_iter().cloned().collect())?;
+        epochs_list(py, v)
     }
 
     /// The entities changed since the previous call; resets the tracking.
     fn take_changes(&mut self, py: Python<'_>) -> PyResult<StateChanges> {
-        let c = self.inner.take_changes();
-        let count = c.orders.len() + c.trades.len() + c.balances.len() + c.epochs.len();
-        Ok(StateChanges {
-            orders: orders_list(py, c.orders)?.unbind(),
-            trades: trades_list(py, c.trades)?.unbind(),
-            balances: balances_list(py, c.balances)?.unbind(),
-            epochs: epochs_list(py, c.epochs)?.unbind(),
-            position: c.position,
-            count,
-        })
+        let c = self.owned_mut()?.take_changes();
+        state_changes(py, c)
     }
 
     /// A state from exported entities (`orders()`, `trades()`, ... of
@@ -611,15 +672,15 @@ impl State {
         let inner = py
             .detach(|| st::State::from_snapshot(snapshot))
             .map_err(|e| invalid_value(e.to_string()))?;
-        Ok(State { inner })
+        Ok(State::owned(inner))
     }
 
     /// The whole state as one checksummed image (`openmatch_aof::state_image`),
     /// for the database to keep beside its rows.
-    fn to_image<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let inner = &self.inner;
-        let image = py.detach(|| openmatch_aof::state_image::encode_image(&inner.export()));
-        PyBytes::new(py, &image)
+    fn to_image<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let snapshot = self.with(py, |s| s.export())?;
+        let image = py.detach(|| openmatch_aof::state_image::encode_image(&snapshot));
+        Ok(PyBytes::new(py, &image))
     }
 
     /// The state of an image made by `to_image`. Raises `InvalidValueError`
@@ -634,19 +695,51 @@ impl State {
                     .and_then(|snap| st::State::from_snapshot(snap).map_err(|e| e.to_string()))
             })
             .map_err(invalid_value)?;
-        Ok(State { inner })
+        Ok(State::owned(inner))
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "State(position={}, orders={}, trades={}, balances={}, epochs={})",
-            self.inner.position(),
-            self.inner.order_count(),
-            self.inner.trade_count(),
-            self.inner.balance_count(),
-            self.inner.epoch_count()
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |s| {
+            format!(
+                "State(position={}, orders={}, trades={}, balances={}, epochs={})",
+                s.position(),
+                s.order_count(),
+                s.trade_count(),
+                s.balance_count(),
+                s.epoch_count()
+            )
+        })
     }
+}
+
+/// `StateChanges` of the core's changes.
+pub(crate) fn state_changes(py: Python<'_>, c: st::Changes) -> PyResult<StateChanges> {
+    let count = c.orders.len() + c.trades.len() + c.balances.len() + c.epochs.len();
+    Ok(StateChanges {
+        orders: orders_list(py, c.orders)?.unbind(),
+        trades: trades_list(py, c.trades)?.unbind(),
+        balances: balances_list(py, c.balances)?.unbind(),
+        epochs: epochs_list(py, c.epochs)?.unbind(),
+        position: c.position,
+        count,
+    })
+}
+
+/// `OperationRefusedError` for an operation the state's rule refuses;
+/// `index` is its place in an appended batch.
+pub(crate) fn refused_error(py: Python<'_>, v: st::Violation, index: Option<usize>) -> PyErr {
+    let msg = match index {
+        Some(i) => format!("operation {i} of the batch is refused, nothing was appended: {v}"),
+        None => format!("refused: {v}"),
+    };
+    let build = || -> PyResult<PyErr> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("violations", PyList::new(py, [Violation { inner: v }])?)?;
+        kwargs.set_item("index", index)?;
+        let cls = py.get_type::<OperationRefusedError>();
+        Ok(PyErr::from_value(cls.call((msg,), Some(&kwargs))?))
+    };
+    build().unwrap_or_else(|e| e)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

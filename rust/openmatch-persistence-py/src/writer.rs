@@ -24,7 +24,7 @@ pyo3::import_exception!(openmatch_persistence.errors, WriterClosedError);
 
 /// The Python exception for a writer error: the class says what happened,
 /// the message names the file and the operation.
-fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
+pub(crate) fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
     let msg = e.to_string();
     match e {
         WriterError::Locked { .. } => WriterLockedError::new_err(msg),

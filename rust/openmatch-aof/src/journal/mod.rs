@@ -1,0 +1,262 @@
+//! The journal: the one owner of the write path.
+//!
+//! A [`Journal`] owns an AOF directory's [`AofWriter`] and the [`State`]
+//! that its log adds up to. Every operation goes through it, in this order:
+//!
+//! 1. **judged**: it must fit the database schema ([`crate::store_fit`]) and
+//!    keep the state's invariants ([`State::try_apply`]) *as the state will
+//!    be when it applies*, i.e. after every operation admitted before it,
+//!    written or not;
+//! 2. **applied and queued together**, under one lock, so that the state's
+//!    order of application is the log's order;
+//! 3. **acknowledged** once the writer's fsync policy is met (group commit
+//!    across threads).
+//!
+//! **Write-ahead.** Nothing outside the journal sees an operation before it
+//! is acknowledged: a reader ([`Journal::read`]) waits, under the lock,
+//! until everything applied is acknowledged; the database's changes
+//! ([`Journal::take_changes`]) and the state's image ([`Journal::image`])
+//! wait until it is durable. A failed write fails the writer for good, and
+//! from then on every read fails too: the state is never shown ahead of
+//! the log.
+//!
+//! **One rule.** Replay ([`replay`]) applies with the same
+//! [`State::try_apply`], so a log this journal wrote always replays, and a
+//! log that breaks the invariants anyway (written by another program) stops
+//! recovery at the first operation that does, naming it.
+//!
+//! Nothing here can be interrupted halfway by the caller: an append is
+//! judged, applied and queued in one critical section, and no caller code
+//! runs inside it (from Python, the GIL is released for the whole call).
+
+mod replay;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+pub use replay::{replay, LogViolation, Replayed};
+
+use crate::codec::{encode_batch, EncodeError};
+use crate::scanner::{OutcomeKind, ScanError};
+use crate::state::{Changes, State, Violation};
+use crate::state_image::encode_image;
+use crate::store_fit::check_fits_store;
+use crate::types::AofOperation;
+use crate::writer::{AofWriter, WriterError, WriterOptions, WriterStats};
+
+/// Why the journal did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The writer's error: I/O, a failed writer, a closed one, a lock held
+    /// by another process.
+    #[error(transparent)]
+    Writer(#[from] WriterError),
+    /// A value the database schema cannot hold exactly; nothing was appended.
+    #[error("operation {index} of the batch: {reason}; nothing was appended")]
+    Unfit { index: usize, reason: String },
+    /// An operation that would break an invariant; nothing was appended.
+    #[error("operation {index} of the batch is refused, nothing was appended: {violation}")]
+    Refused { index: usize, violation: Violation },
+    /// The operation cannot be encoded (a payload past the frame limit).
+    #[error("operation {index} of the batch: {source}; nothing was appended")]
+    Encode { index: usize, source: EncodeError },
+    /// The log cannot be read to its end.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// Recovery cannot produce a trustworthy state from this directory.
+    #[error("cannot recover {}: {detail}", dir.display())]
+    Unrecoverable { dir: PathBuf, detail: String },
+    /// The log holds an operation that breaks the invariants.
+    #[error(transparent)]
+    Violation(#[from] Box<LogViolation>),
+    /// One of the journal's own invariants does not hold: a bug, reported
+    /// as an error rather than a panic.
+    #[error("journal invariant broken (a bug, please report it): {0}")]
+    Broken(String),
+}
+
+/// The durable, validated write path of one AOF directory. `Send + Sync`:
+/// share it between appending threads (their appends share fsyncs).
+#[derive(Debug)]
+pub struct Journal {
+    writer: AofWriter,
+    /// The state with every admitted operation applied, in log order.
+    state: Mutex<State>,
+}
+
+impl Journal {
+    /// Opens `dir` (creating it if needed): the writer takes the directory
+    /// lock and cuts a torn tail, then the log from `base`'s position to
+    /// its end is replayed onto `base` with the journal's own rule. `base`
+    /// is an empty state or a snapshot (a state image or the database's
+    /// rows) whose position is still in the log.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        opts: WriterOptions,
+        base: State,
+    ) -> Result<(Journal, Replayed), JournalError> {
+        let dir = dir.as_ref();
+        let writer = AofWriter::open(dir, opts)?;
+        let end = writer.position();
+        if base.position() > end {
+            return Err(JournalError::Unrecoverable {
+                dir: dir.to_owned(),
+                detail: format!(
+                    "the snapshot covers AOF position {}, past the AOF's end at {end}: this AOF \
+                     is not the one the snapshot came from, or its tail was lost",
+                    base.position()
+                ),
+            });
+        }
+        let mut state = base;
+        let replayed = replay(dir, &mut state, None)?;
+        if replayed.outcome.kind != OutcomeKind::Clean {
+            // The writer cut a torn tail at the end when it opened, so any
+            // stop before the end is damage (or another process writing).
+            return Err(JournalError::Unrecoverable {
+                dir: dir.to_owned(),
+                detail: replayed.outcome.describe(),
+            });
+        }
+        if replayed.position != end {
+            return Err(JournalError::Unrecoverable {
+                dir: dir.to_owned(),
+                detail: format!(
+                    "replay ended at position {}, but the log ends at {end}",
+                    replayed.position
+                ),
+            });
+        }
+        Ok((
+            Journal {
+                writer,
+                state: Mutex::new(state),
+            },
+            replayed,
+        ))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock cannot leave the state half-applied in a
+        // way the lock could hide: apply never panics (it is total), and
+        // the only other code under it reads. So a poisoned lock is used.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one operation; returns its position (the log position just
+    /// past its frame) once the fsync policy is met. A refused operation
+    /// writes nothing.
+    pub fn append(&self, op: AofOperation) -> Result<u64, JournalError> {
+        self.append_many(vec![op])
+    }
+
+    /// Appends operations as one contiguous run of the log, all or nothing:
+    /// the first that does not fit the schema or would break an invariant
+    /// (counting the ones before it in the batch) fails the call and
+    /// nothing is written or applied. Returns the position after the last,
+    /// once the fsync policy is met; an empty batch returns the current end.
+    pub fn append_many(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
+        let end = self.submit(ops)?;
+        self.writer.wait_appended(end)?;
+        Ok(end)
+    }
+
+    /// Judges, applies and queues `ops`; returns the position after the
+    /// last. The caller waits for it ([`AofWriter::wait_appended`]).
+    fn submit(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
+        for (index, op) in ops.iter().enumerate() {
+            check_fits_store(op).map_err(|reason| JournalError::Unfit { index, reason })?;
+        }
+        let (frames, lengths) =
+            encode_batch(&ops).map_err(|(index, source)| JournalError::Encode { index, source })?;
+        let mut state = self.lock();
+        let base = self.writer.position();
+        if ops.is_empty() {
+            return Ok(base);
+        }
+        if state.position() > base {
+            return Err(JournalError::Broken(format!(
+                "the state is at position {} past the log's end {base}",
+                state.position()
+            )));
+        }
+        state.savepoint();
+        let mut at = base;
+        for (index, (op, len)) in ops.into_iter().zip(&lengths).enumerate() {
+            at += *len as u64;
+            if let Err(violation) = state.try_apply_owned(op, at) {
+                state.rollback();
+                return Err(JournalError::Refused { index, violation });
+            }
+        }
+        match self.writer.submit_frames(&frames, lengths.len() as u64) {
+            Ok(end) if end == at => {
+                state.release();
+                Ok(end)
+            }
+            Ok(end) => {
+                // Queued, so it will be written: the state cannot be rolled
+                // back to match. Every later read fails on this.
+                state.release();
+                Err(JournalError::Broken(format!(
+                    "the writer queued the batch to end at {end}, the journal expected {at}"
+                )))
+            }
+            Err(e) => {
+                state.rollback();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Runs `f` on the state once every operation in it is acknowledged
+    /// (as the fsync policy promises an append), holding the lock so that
+    /// nothing is applied meanwhile. Appends wait for as long as `f` runs.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> Result<R, JournalError> {
+        let state = self.lock();
+        self.writer.wait_appended(state.position())?;
+        Ok(f(&state))
+    }
+
+    /// The changes since the previous call, for the database: only once
+    /// the log behind them is durable (fsynced under every policy), so the
+    /// database is never ahead of the log.
+    pub fn take_changes(&self) -> Result<Changes, JournalError> {
+        let mut state = self.lock();
+        self.writer.wait_durable(state.position())?;
+        Ok(state.take_changes())
+    }
+
+    /// The state's image ([`crate::state_image`]) and the position it
+    /// covers, once the log up to it is durable.
+    pub fn image(&self) -> Result<(u64, Vec<u8>), JournalError> {
+        let snapshot = {
+            let state = self.lock();
+            self.writer.wait_durable(state.position())?;
+            state.export()
+        };
+        Ok((snapshot.position, encode_image(&snapshot)))
+    }
+
+    /// The position just past the last acknowledged operation, which is
+    /// what [`Journal::read`] shows.
+    pub fn position(&self) -> Result<u64, JournalError> {
+        self.read(State::position)
+    }
+
+    /// The writer: its positions, statistics, rotation and close.
+    pub fn writer(&self) -> &AofWriter {
+        &self.writer
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Writes and fsyncs what is queued, then closes the writer (see
+    /// [`AofWriter::close`]). Idempotent.
+    pub fn close(&self) -> Result<(), JournalError> {
+        Ok(self.writer.close()?)
+    }
+}

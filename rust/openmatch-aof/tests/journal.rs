@@ -1,0 +1,322 @@
+//! The journal: refusals write nothing, batches are all or nothing, the
+//! state follows the log across threads and reopenings, and a log that
+//! breaks the invariants anyway stops replay at its first violation.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use openmatch_aof::journal::{replay, Journal, JournalError};
+use openmatch_aof::segment::list_segments;
+use openmatch_aof::state::State;
+use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, WriterOptions};
+use openmatch_aof::*;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+mod common;
+use common::*;
+
+use AofOperation as Op;
+
+fn opts(fsync: FsyncPolicy) -> WriterOptions {
+    WriterOptions {
+        fsync,
+        ..WriterOptions::default()
+    }
+}
+
+fn open(dir: &Path) -> Journal {
+    Journal::open(dir, opts(FsyncPolicy::Always), State::new())
+        .expect("open")
+        .0
+}
+
+fn log_bytes(dir: &Path) -> u64 {
+    list_segments(dir).unwrap().iter().map(|s| s.len).sum()
+}
+
+fn digest(j: &Journal) -> [u8; 32] {
+    j.read(State::digest).unwrap()
+}
+
+#[test]
+fn refused_operations_write_nothing_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    j.append_many(vec![
+        Op::EpochAdvanced(EpochId(1), EpochPhase::Collect),
+        Op::OrderReceived(order(1, "5", 1)),
+        Op::OrderReceived(order(2, "3", 2)),
+    ])
+    .unwrap();
+    let (bytes, before) = (log_bytes(dir.path()), digest(&j));
+    let refused = [
+        (
+            vec![Op::OrderReceived(order(1, "5", 3))],
+            0,
+            "duplicate_order",
+        ),
+        (
+            vec![Op::TradeExecuted(trade(1, 1, 2, "4", 1, 4))],
+            0,
+            "remaining_out_of_range",
+        ),
+        (
+            // The first is fine alone; the batch goes as a whole or not at all.
+            vec![
+                Op::BalanceUpdated(user(1), "BTC".into(), d("1"), d("0")),
+                Op::BalanceUpdated(user(1), "BTC".into(), d("-1"), d("0")),
+            ],
+            1,
+            "negative_balance",
+        ),
+        (vec![Op::OrderCancelled(oid(9))], 0, "unknown_order"),
+    ];
+    for (ops, index, kind) in refused {
+        match j.append_many(ops) {
+            Err(JournalError::Refused {
+                index: i,
+                violation,
+            }) => {
+                assert_eq!((i, violation.kind.name()), (index, kind));
+            }
+            other => panic!("expected a refusal ({kind}), got {other:?}"),
+        }
+        assert_eq!(log_bytes(dir.path()), bytes, "{kind}: bytes were written");
+        assert_eq!(digest(&j), before, "{kind}: the state changed");
+    }
+    // The refusal names the order and what is left of it.
+    let Err(JournalError::Refused { violation, .. }) =
+        j.append(Op::TradeExecuted(trade(1, 1, 2, "4", 1, 4)))
+    else {
+        panic!("expected a refusal")
+    };
+    assert!(
+        violation
+            .to_string()
+            .contains("a trade of 4 would overfill order")
+            && violation.to_string().contains("remaining 3"),
+        "{violation}"
+    );
+}
+
+#[test]
+fn a_batch_is_judged_with_the_operations_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    let end = j
+        .append_many(vec![
+            Op::OrderReceived(order(1, "5", 1)),
+            Op::OrderReceived(order(2, "5", 2)),
+            Op::TradeExecuted(trade(1, 1, 2, "5", 1, 3)),
+            Op::EpochAdvanced(EpochId(1), EpochPhase::Finalize),
+        ])
+        .unwrap();
+    assert_eq!(j.position().unwrap(), end);
+    let filled = j.read(|s| s.order(&oid(1)).unwrap().status).unwrap();
+    assert_eq!(filled, OrderStatus::Filled);
+    // Filled orders take no cancel; an earlier epoch may not move now.
+    for op in [
+        Op::OrderCancelled(oid(1)),
+        Op::EpochAdvanced(EpochId(0), EpochPhase::Seal),
+    ] {
+        assert!(matches!(j.append(op), Err(JournalError::Refused { .. })));
+    }
+}
+
+/// One thread's operations: its own orders (ids `thread * 64 + k`) and
+/// balances, some of them invalid on purpose.
+#[derive(Debug, Clone)]
+enum Step {
+    Order(u8),
+    Trade(u8, u8, u8),
+    Cancel(u8),
+    Balance(i8),
+    /// The same order id a second time.
+    Again(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (1u8..9).prop_map(Step::Order),
+        3 => (0u8..6, 0u8..6, 1u8..6).prop_map(|(a, b, q)| Step::Trade(a, b, q)),
+        1 => (0u8..6).prop_map(Step::Cancel),
+        2 => (-2i8..5).prop_map(Step::Balance),
+        1 => (0u8..6).prop_map(Step::Again),
+    ]
+}
+
+fn thread_oid(thread: usize, round: usize, k: u8) -> OrderId {
+    OrderId(Uuid::from_u128(
+        ((thread as u128) << 64) | ((round as u128) << 32) | k as u128,
+    ))
+}
+
+/// Runs `steps` of one thread; returns how many appends were acknowledged.
+fn run_thread(j: &Journal, thread: usize, round: usize, steps: &[Step]) -> usize {
+    let mut acked = 0;
+    let mut received = 0u8;
+    let mut next_trade = 0u32;
+    for s in steps {
+        let op = match *s {
+            Step::Order(q) => {
+                let mut o = order(1, &q.to_string(), 1);
+                o.id = thread_oid(thread, round, received);
+                received += 1;
+                Op::OrderReceived(o)
+            }
+            Step::Again(k) => {
+                let mut o = order(1, "1", 1);
+                o.id = thread_oid(thread, round, k);
+                Op::OrderReceived(o)
+            }
+            Step::Trade(a, b, q) => {
+                next_trade += 1;
+                let mut t = trade(1, 1, 1, &q.to_string(), 1, 2);
+                t.id = TradeId(Uuid::from_u128(
+                    (1 << 127)
+                        | ((thread as u128) << 64)
+                        | ((round as u128) << 32)
+                        | next_trade as u128,
+                ));
+                t.taker_order_id = thread_oid(thread, round, a);
+                t.maker_order_id = thread_oid(thread, round, b);
+                Op::TradeExecuted(t)
+            }
+            Step::Cancel(k) => Op::OrderCancelled(thread_oid(thread, round, k)),
+            Step::Balance(v) => Op::BalanceUpdated(
+                user(thread as u8),
+                "USDT".into(),
+                rust_decimal::Decimal::from(v),
+                d("0"),
+            ),
+        };
+        match j.append(op) {
+            Ok(_) => acked += 1,
+            Err(JournalError::Refused { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    acked
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Several threads append valid and invalid operations; the journal is
+    /// dropped without closing between rounds (as a crashed process leaves
+    /// it: every acknowledged append is written). Every reopening recovers
+    /// the digest the live journal had, every acknowledged operation is in
+    /// the log and every refused one left no byte.
+    #[test]
+    fn every_acknowledged_sequence_recovers_and_refusals_leave_no_byte(
+        rounds in prop::collection::vec(
+            prop::collection::vec(prop::collection::vec(step(), 0..24), 1..4),
+            1..4,
+        ),
+        policy in prop_oneof![Just(FsyncPolicy::Always), Just(FsyncPolicy::No)],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected_digest = State::new().digest();
+        let mut acked_total = 0u64;
+        for (round, threads) in rounds.iter().enumerate() {
+            let (j, replayed) = Journal::open(dir.path(), opts(policy), State::new()).unwrap();
+            prop_assert_eq!(replayed.operations, acked_total);
+            prop_assert_eq!(digest(&j), expected_digest);
+            let j = Arc::new(j);
+            let acked: usize = std::thread::scope(|scope| {
+                let handles: Vec<_> = threads
+                    .iter()
+                    .enumerate()
+                    .map(|(t, steps)| {
+                        let j = Arc::clone(&j);
+                        scope.spawn(move || run_thread(&j, t, round, steps))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            acked_total += acked as u64;
+            expected_digest = digest(&j);
+            prop_assert!(j.read(|s| s.violations().is_empty()).unwrap());
+            drop(j); // no close
+        }
+        let (j, replayed) = Journal::open(dir.path(), opts(policy), State::new()).unwrap();
+        prop_assert_eq!(replayed.operations, acked_total);
+        prop_assert_eq!(digest(&j), expected_digest);
+        prop_assert_eq!(log_bytes(dir.path()), j.writer().position());
+    }
+}
+
+/// A log written by another program: the second trade overfills order 1.
+fn poisoned_log(dir: &Path) -> Vec<u64> {
+    let w = AofWriter::open(dir, opts(FsyncPolicy::Always)).unwrap();
+    let ops = [
+        Op::OrderReceived(order(1, "5", 1)),
+        Op::OrderReceived(order(2, "9", 2)),
+        Op::TradeExecuted(trade(1, 1, 2, "4", 1, 3)),
+        Op::TradeExecuted(trade(2, 1, 2, "4", 1, 4)),
+        Op::BalanceUpdated(user(1), "BTC".into(), d("1"), d("0")),
+    ];
+    let ends: Vec<u64> = ops.iter().map(|op| w.append(op).unwrap()).collect();
+    w.close().unwrap();
+    ends
+}
+
+#[test]
+fn a_poisoned_log_stops_replay_at_its_first_violation_and_until_stops_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = poisoned_log(dir.path());
+    let err = Journal::open(dir.path(), opts(FsyncPolicy::Always), State::new()).unwrap_err();
+    let JournalError::Violation(v) = err else {
+        panic!("expected a violation, got {err}")
+    };
+    assert_eq!(v.violation.position, ends[3]);
+    assert_eq!(v.frame_start, ends[2]);
+    assert_eq!(v.violation.kind.name(), "remaining_out_of_range");
+    assert!(
+        v.to_string().contains(&format!("--until {}", ends[3])),
+        "{v}"
+    );
+
+    let mut state = State::new();
+    let r = replay(dir.path(), &mut state, Some(ends[3])).unwrap();
+    assert_eq!((r.position, r.operations), (ends[2], 3));
+    assert_eq!(state.position(), ends[2]);
+    // A position inside a frame is no operation's.
+    for bad in [ends[3] - 1, ends[0] - 1] {
+        let mut state = State::new();
+        let e = replay(dir.path(), &mut state, Some(bad)).unwrap_err();
+        assert!(matches!(e, JournalError::Unrecoverable { .. }), "{e}");
+    }
+}
+
+#[test]
+fn once_the_writer_failed_nothing_is_shown_or_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    j.append(Op::OrderReceived(order(1, "5", 1))).unwrap();
+    j.writer().inject_fault(Fault::Fsync, 1);
+    let e = j.append(Op::OrderReceived(order(2, "5", 2))).unwrap_err();
+    assert!(matches!(e, JournalError::Writer(_)), "{e}");
+    // The state holds the failed append, which may not be durable: it is
+    // never shown, nor handed to the database.
+    assert!(j.read(State::order_count).is_err());
+    assert!(j.take_changes().is_err());
+    assert!(j.image().is_err());
+    assert!(j.append(Op::OrderReceived(order(3, "5", 3))).is_err());
+    drop(j);
+    let j = open(dir.path());
+    assert!(j.read(|s| s.order(&oid(1)).is_some()).unwrap());
+}
+
+#[test]
+fn a_snapshot_past_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ends = poisoned_log(dir.path());
+    let mut ahead = State::new();
+    ahead
+        .try_apply(&Op::OrderReceived(order(7, "1", 1)), ends[4] + 100)
+        .unwrap();
+    let err = Journal::open(dir.path(), opts(FsyncPolicy::Always), ahead).unwrap_err();
+    assert!(err.to_string().contains("past the AOF's end"), "{err}");
+}
