@@ -5,7 +5,9 @@ that reduce orders and move balances.
 The same seed gives the same operations, so a test can compare a recovered
 state with the state of a full replay. Every stream it makes passes the
 state's consistency check and fits the database schema (at most 8 decimal
-places, short asset and market names).
+places, short asset and market names). ``Workload.continuing`` makes a
+stream that goes on from a recovered state and still passes the check on
+top of it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,69 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, Protocol
 
 from openmatch_persistence import _core
 
 MARKETS = (("BTC", "USDT", Decimal("50000")), ("ETH", "USDT", Decimal("3000")))
 START_NS = 1_772_228_125_000_000_000  # 2026-02-27T21:35:25Z
 EIGHT_PLACES = Decimal("0.00000001")
+
+
+class StateLike(Protocol):
+    """What ``Resume.of`` reads: a ``_core.State`` or a ``StateView``."""
+
+    @property
+    def position(self) -> int: ...
+    def orders(self) -> list[_core.Order]: ...
+    def trades(self) -> list[_core.Trade]: ...
+    def balances(self) -> list[_core.Balance]: ...
+    def epochs(self) -> list[_core.Epoch]: ...
+    def digest(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a continuing workload starts: the facts of a recovered state
+    that the new operations must not contradict."""
+
+    position: int
+    digest: str
+    order_count: int
+    #: The highest epoch id, finished or not (0 if none).
+    last_epoch: int
+    #: The newest order or trade timestamp (the state's logical clock).
+    clock_ns: int
+    #: The highest order sequence number.
+    sequence: int
+    #: (user, asset) -> (available, frozen).
+    balances: Mapping[tuple[uuid.UUID, str], tuple[Decimal, Decimal]]
+    #: Order, sr and trade ids already held, which the stream must not reuse.
+    used_ids: frozenset[uuid.UUID]
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.order_count or self.balances or self.last_epoch or self.used_ids)
+
+    @classmethod
+    def of(cls, state: StateLike) -> Resume:
+        orders, trades = state.orders(), state.trades()
+        stamps = [t for o in orders for t in (o.created_at_ns, o.updated_at_ns)]
+        return cls(
+            position=state.position,
+            digest=state.digest(),
+            order_count=len(orders),
+            last_epoch=max((e.epoch_id for e in state.epochs()), default=0),
+            clock_ns=max([*stamps, *(t.executed_at_ns for t in trades)], default=0),
+            sequence=max((o.sequence for o in orders), default=0),
+            balances={(b.user_id, b.asset): (b.available, b.frozen) for b in state.balances()},
+            used_ids=frozenset(
+                [*(o.id for o in orders), *(o.sr_id for o in orders), *(t.id for t in trades)]
+            ),
+        )
 
 
 @dataclass
@@ -41,21 +97,59 @@ class Workload:
     node: bytes = bytes(32)
     #: Epoch ids continue after this one (a recovered state's newest).
     first_epoch: int = 0
+    #: A state to continue (see ``continuing``); None starts from scratch.
+    resume: Resume | None = None
     _rng: random.Random = field(init=False, repr=False)
     _clock: int = field(init=False, default=START_NS)
     _epoch: int = field(init=False, default=0)
     _sequence: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._epoch = self.first_epoch
-        self._user_ids = [
-            uuid.UUID(int=self._rng.getrandbits(128) | (4 << 76)) for _ in range(self.users)
-        ]
         self._balances: dict[tuple[uuid.UUID, str], Decimal] = {}
+        self._frozen: dict[tuple[uuid.UUID, str], Decimal] = {}
+        self._used: frozenset[uuid.UUID] = frozenset()
+        resume = None if self.resume is None or self.resume.is_empty else self.resume
+        if resume is None:
+            # Nothing to continue: the fresh stream, unchanged, so that a
+            # seed keeps giving the operations it always gave.
+            self._rng = random.Random(self.seed)
+        else:
+            # The same seed on another state must give other ids, or a second
+            # run would repeat the first run's orders; the same seed on the
+            # same state must give the same stream.
+            key = f"{self.seed}/{resume.position}/{resume.digest}".encode()
+            self._rng = random.Random(hashlib.sha256(key).digest())
+            self._used = resume.used_ids
+            self._clock = max(self._clock, resume.clock_ns)
+            self._sequence = resume.sequence
+            for k, (available, frozen) in resume.balances.items():
+                self._balances[k] = available
+                self._frozen[k] = frozen
+        # Users carried over from a state keep their balances: funding them
+        # again would reset what earlier trades moved.
+        self._fund = not self._balances
+        if self._balances:
+            self._user_ids = sorted({user for user, _ in self._balances})
+        else:
+            self._user_ids = [
+                uuid.UUID(int=self._rng.getrandbits(128) | (4 << 76)) for _ in range(self.users)
+            ]
+        self._epoch = max(self.first_epoch, resume.last_epoch if resume else 0)
+
+    @classmethod
+    def continuing(cls, state: StateLike, *, seed: int = 0, **options: Any) -> Workload:
+        """A workload that goes on from ``state``: new order and trade ids,
+        epochs after its last one, its users with their balances (funding
+        only when it has none), timestamps after its logical clock."""
+        return cls(seed=seed, resume=Resume.of(state), **options)
 
     def _uuid(self) -> uuid.UUID:
-        return uuid.UUID(int=self._rng.getrandbits(128))
+        value = uuid.UUID(int=self._rng.getrandbits(128))
+        # Random 128-bit ids do not collide in practice; the check makes
+        # the promise of fresh ids hold regardless.
+        while value in self._used:
+            value = uuid.UUID(int=self._rng.getrandbits(128))
+        return value
 
     def _tick(self) -> int:
         # Nanosecond steps, so that timestamps carry all nine digits.
@@ -67,10 +161,10 @@ class Workload:
         value = self._balances.get(key, Decimal(0)) + delta
         assert value >= 0, "the workload never overdraws"
         self._balances[key] = value
-        return _core.BalanceUpdated(user, asset, value, Decimal("0"))
+        return _core.BalanceUpdated(user, asset, value, self._frozen.get(key, Decimal("0")))
 
     def __iter__(self) -> Iterator[_core.Operation]:
-        for user in self._user_ids:
+        for user in self._user_ids if self._fund else []:
             yield self._balance(user, "USDT", Decimal("10000000"))
             for base, _, _ in MARKETS:
                 yield self._balance(user, base, Decimal("1000"))

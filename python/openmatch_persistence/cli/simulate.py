@@ -91,15 +91,26 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.ops < 0 or args.batch < 1:
         raise SystemExit("simulate: --ops must be >= 0 and --batch >= 1")
+    if args.crash_after is not None and args.crash_after < 1:
+        raise SystemExit("simulate: --crash-after must be >= 1")
     policy = CompactionPolicy(max_bytes=args.compact_bytes, max_age=args.compact_age)
     p = Persistence.open(
         args.data_dir, database_url=args.database_url, fsync=args.fsync, compaction=policy
     )
     crashed = False
     try:
-        first_epoch = max((e.epoch_id for e in p.state.epochs()), default=0)
         seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-        stream = iter(Workload(seed=seed, first_epoch=first_epoch))
+        # A used data dir is continued, not restarted: replaying the seed's
+        # fresh stream would repeat its ids and epochs and reset balances.
+        workload = Workload.continuing(p.state, seed=seed)
+        resume = workload.resume
+        if resume is not None and not resume.is_empty:
+            print(
+                f"continuing from position {resume.position}: {resume.order_count} orders, "
+                f"last epoch {resume.last_epoch}"
+            )
+            sys.stdout.flush()
+        stream = iter(workload)
         progress = Progress(args.ops, unit="ops")
         latencies: list[float] = []
         done = 0
