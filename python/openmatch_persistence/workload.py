@@ -28,7 +28,7 @@ EIGHT_PLACES = Decimal("0.00000001")
 
 
 class StateLike(Protocol):
-    """What ``Resume.of`` reads: a ``_core.State`` or a ``StateView``."""
+    """What ``Resume.of`` reads: a ``_core.State`` (``Persistence.state`` is one)."""
 
     @property
     def position(self) -> int: ...
