@@ -479,6 +479,7 @@ class OpenReport(ReplayReport):
 def replay(
     state: State, path: str | os.PathLike[str], *, until: int | None = None
 ) -> ReplayReport: ...
+
 @final
 class Journal:
     @staticmethod

@@ -33,9 +33,9 @@ from openmatch_persistence.compaction import (
     delete_covered_segments,
 )
 from openmatch_persistence.dsn import mask_dsn
-from openmatch_persistence.errors import OpenMatchPersistenceError, StoreError
+from openmatch_persistence.errors import OpenMatchPersistenceError, RecoveryError, StoreError
 from openmatch_persistence.flusher import Flusher
-from openmatch_persistence.recovery import RecoveryReport, recover
+from openmatch_persistence.recovery import CutReport, RecoveryReport, cut_until, recover
 from openmatch_persistence.store import open_store
 from openmatch_persistence.store.base import Store, WriteResult
 
@@ -306,3 +306,24 @@ class Persistence:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def cut_log_until(
+    data_dir: str | os.PathLike[str],
+    until: int,
+    *,
+    database_url: str | None = None,
+    ignore_snapshot: bool = False,
+) -> CutReport:
+    """``recover --until``: see :func:`recovery.cut_until`. The data
+    directory must exist and not be open."""
+    root = Path(data_dir)
+    aof_dir = root / AOF_DIRNAME
+    if not aof_dir.is_dir():
+        raise RecoveryError(f"{root} is not a data directory (it has no {AOF_DIRNAME}/)")
+    store = open_store(database_url, sqlite_path=str(root / SQLITE_FILENAME), max_connections=1)
+    try:
+        store.migrate()
+        return cut_until(aof_dir, store, until, ignore_snapshot=ignore_snapshot)
+    finally:
+        store.close()

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from openmatch_persistence import _core
+from openmatch_persistence import _core, repair
 from openmatch_persistence.errors import (
     ConsistencyError,
     InvalidValueError,
@@ -214,3 +214,55 @@ def recover(
         raise
     log.info("recovered %s: %s", aof_dir, result.describe().replace("\n", "; "))
     return journal, result
+
+
+@dataclass(frozen=True)
+class CutReport:
+    """What ``recover --until`` moved out of the log."""
+
+    #: The position asked for: the operation there and all after it went.
+    until: int
+    #: Where the log ends now (the start of that operation's frame).
+    position: int
+    #: The parts removed, each with its backup file.
+    removed: tuple[repair.RemovedPart, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.removed)
+
+    def describe(self) -> str:
+        lines = [
+            f"cut: the operation at position {self.until} and everything after it "
+            f"({self.bytes} bytes) moved to backups; the log now ends at {self.position}"
+        ]
+        lines += [f"  {p.segment} -> {p.backup}" for p in self.removed]
+        return "\n".join(lines)
+
+
+def cut_until(
+    aof_dir: Path, store: Store, until: int, *, ignore_snapshot: bool = False
+) -> CutReport:
+    """The way out of a log that breaks the invariants: moves the operation
+    at position ``until`` (as recovery named it) and everything after it to
+    backup files, so that recovery rebuilds the state before it. Nothing is
+    deleted. Refuses when an earlier operation breaks an invariant too
+    (naming it), when ``until`` is not an operation's position, or when the
+    database's snapshot already covers it. Run it while nothing has the
+    data directory open."""
+    base = _load_base(aof_dir, store, ignore_snapshot)
+    if base.position >= until:
+        raise RecoveryError(
+            f"--until {until}: the database's snapshot already covers position "
+            f"{base.position}, so the state cannot be rebuilt from before it"
+        )
+    replayed = _core.replay(base.state, aof_dir, until=until)
+    removed = repair.cut(aof_dir, replayed["position"])
+    log.warning(
+        "cut %s at position %d (--until %d): %d part(s) moved to backups",
+        aof_dir,
+        replayed["position"],
+        until,
+        len(removed),
+    )
+    return CutReport(until, replayed["position"], removed)

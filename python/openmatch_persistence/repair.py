@@ -139,10 +139,10 @@ def plan_repair(path: StrPath) -> RepairPlan:
     return RepairPlan(str(root), report, tuple(parts), damaged, intact)
 
 
-def _backup_name(part: RemovedPart, stamp: str) -> Path:
+def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
     seg = Path(part.segment)
     what = "whole" if part.removes_file else f"from-{part.offset}"
-    return seg.with_name(f"{seg.name}.repair-{stamp}.{what}.bak")
+    return seg.with_name(f"{seg.name}.{why}-{stamp}.{what}.bak")
 
 
 def _write_backup(part: RemovedPart, target: Path) -> None:
@@ -195,12 +195,50 @@ def repair(path: StrPath, *, plan: RepairPlan | None = None) -> RepairResult:
         raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
     if not fresh.needed:
         return RepairResult(fresh, (), fresh.report)
+    done = _remove(path, fresh.parts, "repair")
+    after = _core.verify(Path(path))
+    return RepairResult(fresh, done, after, tuple(p.backup or "" for p in done))
+
+
+def plan_cut(aof_dir: StrPath, position: int) -> tuple[RemovedPart, ...]:
+    """The parts that go when the log in ``aof_dir`` is cut at ``position``
+    (a frame boundary): the rest of the segment holding it, and every later
+    segment. Changes nothing."""
+    root = Path(aof_dir)
+    segments = _core.list_segments(root)
+    holding = [s for s in segments if s[0] <= position]
+    if not holding:
+        raise AofError(f"{root}: no segment holds position {position}")
+    start, seg, size = holding[-1]
+    offset = position - start
+    if offset > size:
+        raise AofError(f"{seg}: position {position} is past its end ({start + size})")
+    parts = []
+    if offset < size:
+        parts.append(RemovedPart(seg, offset, size - offset, removes_file=False))
+    for later in _segments_after(root, Path(seg)):
+        parts.append(RemovedPart(str(later), 0, later.stat().st_size, removes_file=True))
+    return tuple(parts)
+
+
+def cut(aof_dir: StrPath, position: int) -> tuple[RemovedPart, ...]:
+    """Cuts the log in ``aof_dir`` at ``position`` (a frame boundary),
+    after copying everything from there on to backup files; returns the
+    parts removed, each with its backup. Run it only while no writer has the
+    AOF open."""
+    return _remove(aof_dir, plan_cut(aof_dir, position), "cut")
+
+
+def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[RemovedPart, ...]:
+    """Backs up every part (fsynced, directory fsynced), then removes them,
+    the last segment first, so that a crash midway leaves a prefix of the
+    log followed by bytes that are already backed up."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     done: list[RemovedPart] = []
     dirs: set[Path] = set()
     try:
-        for part in fresh.parts:
-            target = _backup_name(part, stamp)
+        for part in parts:
+            target = _backup_name(part, stamp, why)
             _write_backup(part, target)
             dirs.add(target.parent)
             done.append(
@@ -210,16 +248,15 @@ def repair(path: StrPath, *, plan: RepairPlan | None = None) -> RepairResult:
             fsync_directory(d)
         # Only now, with every removed byte durable elsewhere, cut: the last
         # segment first.
-        for part in reversed(fresh.parts):
+        for part in reversed(parts):
             _apply(part)
         for d in dirs:
             fsync_directory(d)
     except OSError as e:
         if isinstance(e, AofError):
             raise
-        raise AofError(f"{path}: repair failed: {e}") from e
-    after = _core.verify(Path(path))
-    return RepairResult(fresh, tuple(done), after, tuple(p.backup or "" for p in done))
+        raise AofError(f"{path}: {why} failed: {e}") from e
+    return tuple(done)
 
 
 def describe(plan: RepairPlan, removed: Sequence[RemovedPart] = ()) -> list[str]:
@@ -246,4 +283,13 @@ def describe(plan: RepairPlan, removed: Sequence[RemovedPart] = ()) -> list[str]
     return lines
 
 
-__all__ = ["RemovedPart", "RepairPlan", "RepairResult", "describe", "plan_repair", "repair"]
+__all__ = [
+    "RemovedPart",
+    "RepairPlan",
+    "RepairResult",
+    "cut",
+    "describe",
+    "plan_cut",
+    "plan_repair",
+    "repair",
+]

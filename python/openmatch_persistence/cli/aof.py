@@ -2,7 +2,10 @@
 
 PATH is a segment file or an AOF directory. Exit codes of ``verify``,
 ``stats`` and ``dump``: 0 clean, 1 torn tail only (the warning an
-interrupted append leaves), 2 corruption or an error. ``dump`` prints
+interrupted append leaves), 2 corruption or an error. ``verify`` also
+replays a log that starts at position 0 with the journal's rule, and exits
+2 for an operation that breaks the state's invariants (recovery would
+refuse it). ``dump`` prints
 nothing but JSON lines on stdout; everything else it says goes to stderr.
 """
 
@@ -17,7 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import AofError, InvalidValueError, JsonFormatError
+from openmatch_persistence.errors import (
+    AofError,
+    InvalidValueError,
+    JsonFormatError,
+    LogViolationError,
+)
 from openmatch_persistence.fileio import write_file_atomically
 from openmatch_persistence.repair import describe, plan_repair, repair
 
@@ -203,14 +211,48 @@ def _verify(path: Path, start: int | None, decode: bool, label: str) -> _core.Sc
 # --- commands -----------------------------------------------------------------
 
 
+def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolationError | None]:
+    """Replays what the scan accepted with the journal's rule: ``ok``, the
+    first operation that breaks an invariant, or why it was not checked."""
+    if report.start != 0:
+        return (
+            f"not checked: the log starts at position {report.start}, after a snapshot "
+            "(`recover` checks it against the database's)",
+            None,
+        )
+    try:
+        _core.replay(_core.State(), path)
+    except LogViolationError as e:
+        return "violated", e
+    return "ok", None
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = _verify(Path(args.path), args.start, not args.frames_only, "verify")
+    path = Path(args.path)
+    report = _verify(path, args.start, not args.frames_only, "verify")
+    if args.frames_only or args.start is not None:
+        invariants, violation = "not checked (--frames-only or --from)", None
+    else:
+        invariants, violation = _invariants(path, report)
     if args.json:
-        print(json.dumps(report.to_dict()))
+        out = report.to_dict()
+        out["invariants"] = invariants
+        if violation is not None:
+            out["violation"] = {
+                "position": violation.position,
+                "kind": violation.kind,
+                "entity": violation.entity,
+                "message": str(violation),
+            }
+        print(json.dumps(out))
     else:
         _summary(report, sys.stdout)
+        sys.stdout.write(f"invariants: {invariants}\n")
         sys.stdout.flush()
     _say_outcome(report)
+    if violation is not None:
+        print(f"openmatch-persistence: error: {violation}", file=sys.stderr)
+        return EXIT_CORRUPT
     return _exit_code(report)
 
 

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.persistence import Persistence, cut_log_until
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="replay the whole AOF from its start instead (while compaction has kept it)",
     )
+    recover.add_argument(
+        "--until",
+        type=int,
+        metavar="POSITION",
+        help="rebuild the state before the operation at POSITION (as recovery names one that "
+        "breaks an invariant); that operation and all after it are moved to backup files",
+    )
     recover.add_argument("--json", action="store_true", help="print one JSON object")
     recover.set_defaults(handler=cmd_recover)
 
@@ -47,6 +54,16 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    cut = None
+    if args.until is not None:
+        cut = cut_log_until(
+            args.data_dir,
+            args.until,
+            database_url=args.database_url,
+            ignore_snapshot=args.ignore_snapshot,
+        )
+        if not args.json:
+            print(cut.describe())
     with Persistence.open(
         args.data_dir, database_url=args.database_url, ignore_snapshot=args.ignore_snapshot
     ) as p:
@@ -71,6 +88,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
                         "segments": report.segments,
                         "database": p.database,
                         "seconds": round(report.seconds, 6),
+                        "cut": None
+                        if cut is None
+                        else {
+                            "until": cut.until,
+                            "position": cut.position,
+                            "backups": [p.backup for p in cut.removed],
+                        },
                     },
                     sort_keys=True,
                 )
