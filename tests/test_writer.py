@@ -257,14 +257,22 @@ def test_torn_tail_is_cut_and_reported(tmp_path: Path, caplog: pytest.LogCapture
     with AofWriter(tmp_path) as writer:
         end = writer.append_many([epoch(1), epoch(2)])
     segment = tmp_path / f"{0:020}.aof"
+    torn = encode(epoch(3))[:13]
     with segment.open("ab") as f:
-        f.write(encode(epoch(3))[:13])
+        f.write(torn)
     with caplog.at_level(logging.WARNING, logger="openmatch_persistence.writer"):
         writer = AofWriter(tmp_path)
     assert writer.truncated_bytes == 13 and writer.position == end
     assert "13 bytes" in caplog.text and segment.name in caplog.text
     writer.close()
     assert segment.stat().st_size == end
+    # What was cut is in the backup, byte for byte, readable by the owner only.
+    backup = Path(writer.torn_tail_backup or "")
+    assert backup.parent == tmp_path and backup.name.startswith(segment.name)
+    assert backup.read_bytes() == torn and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert str(backup) in caplog.text
+    with AofWriter(tmp_path) as again:
+        assert again.torn_tail_backup is None
 
 
 def test_corrupt_frame_refuses_to_open_and_cuts_nothing(tmp_path: Path) -> None:

@@ -255,10 +255,14 @@ fn corruption_refuses_to_open() {
     data[last] ^= 0x40;
     fs::write(&seg, &data).unwrap();
     match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
-        Err(WriterError::Corrupt { path, error }) => {
+        Err(WriterError::Corrupt {
+            path,
+            offset,
+            cause,
+        }) => {
             assert_eq!(path, seg);
-            assert_eq!(error.offset, p1);
-            assert_eq!(error.kind.name(), "checksum_mismatch");
+            assert_eq!(offset, p1);
+            assert_eq!(cause.name(), "checksum_mismatch");
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -276,9 +280,9 @@ fn damaged_length_in_the_middle_is_not_a_torn_tail() {
     data[2] = 0x01; // frame 1's length becomes 65,560: past the end of the file
     fs::write(&seg, &data).unwrap();
     match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
-        Err(WriterError::Corrupt { error, .. }) => {
-            assert_eq!(error.offset, 0);
-            assert_eq!(error.kind.name(), "oversized_length");
+        Err(WriterError::Corrupt { offset, cause, .. }) => {
+            assert_eq!(offset, 0);
+            assert_eq!(cause.name(), "length_past_end");
         }
         other => panic!("expected corruption, got {other:?}"),
     }

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openmatch_aof::codec::{encode_frame_into, DEFAULT_MAX_PAYLOAD_LEN};
+use openmatch_aof::scanner::StopCause;
 use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
-use openmatch_aof::AofOperation;
+use openmatch_aof::{AofOperation, FrameError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::{frame_error, invalid_value};
+use crate::errors::{frame_error, invalid_value, CorruptFrameError};
 use crate::model::Operation;
 
 pyo3::import_exception!(openmatch_persistence.errors, AofError);
@@ -34,9 +35,26 @@ fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
             Some(errno) => AofError::new_err((errno, msg)),
             None => AofError::new_err(msg),
         },
-        WriterError::Corrupt { path, error } => {
-            frame_error(py, &error, Some(&path.display().to_string()))
+        WriterError::Corrupt {
+            path,
+            offset,
+            cause,
+        } => {
+            let path = path.display().to_string();
+            match cause {
+                StopCause::Frame(kind) => {
+                    frame_error(py, &FrameError { offset, kind }, Some(&path))
+                }
+                // Causes that are no single frame's (a damaged length found
+                // by the frames behind it) have no class of their own.
+                other => {
+                    let err = CorruptFrameError::new_err((msg, offset, Some(path)));
+                    let _ = err.value(py).setattr("cause", other.name());
+                    err
+                }
+            }
         }
+        WriterError::Scan(_) => AofError::new_err(msg),
         WriterError::Encode(_) | WriterError::Invalid(_) => invalid_value(msg),
     }
 }
@@ -253,10 +271,13 @@ impl AofWriter {
             .map_err(|e| writer_error(py, e))?;
         let cut = inner.open_report().truncated_bytes;
         if cut > 0 {
+            let report = inner.open_report();
+            let backup = report.torn_tail_backup.as_ref();
             let msg = format!(
-                "{}: cut a torn tail of {cut} bytes (an interrupted, unacknowledged append); the log now ends at position {}",
-                inner.open_report().segment.display(),
-                inner.open_report().end
+                "{}: cut a torn tail of {cut} bytes (an interrupted, unacknowledged append), saved to {}; the log now ends at position {}",
+                report.segment.display(),
+                backup.map_or_else(String::new, |p| p.display().to_string()),
+                report.end
             );
             py.import("logging")?
                 .call_method1("getLogger", ("openmatch_persistence.writer",))?
@@ -404,6 +425,14 @@ impl AofWriter {
     #[getter]
     fn truncated_bytes(&self) -> u64 {
         self.inner.open_report().truncated_bytes
+    }
+
+    /// The backup file holding exactly the torn tail cut when this writer
+    /// opened, or None when nothing was cut.
+    #[getter]
+    fn torn_tail_backup(&self) -> Option<String> {
+        let backup = self.inner.open_report().torn_tail_backup.as_ref();
+        backup.map(|p| p.display().to_string())
     }
 
     #[getter]

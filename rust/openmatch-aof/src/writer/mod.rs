@@ -39,7 +39,8 @@ pub use lock::LOCK_FILE_NAME;
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, LATENCY_WINDOW};
 
-use crate::codec::{encode_frame_into, EncodeError, FrameError, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::scanner::{ScanError, StopCause};
 use crate::segment::{list_segments, segment_file_name};
 use crate::types::AofOperation;
 use group_commit::{Current, Goal, Shared, State};
@@ -61,8 +62,18 @@ pub enum WriterError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{}: corrupt frame, refusing to open: {error}", path.display())]
-    Corrupt { path: PathBuf, error: FrameError },
+    /// The last segment is damaged where a crash leaves no damage
+    /// ([`crate::tail::classify_stop`]); nothing was cut.
+    #[error("{}: offset {offset}: corrupt, refusing to open: {cause}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        /// Where the bad frame starts in the segment.
+        offset: u64,
+        cause: StopCause,
+    },
+    /// The last segment could not be scanned.
+    #[error("{0}")]
+    Scan(#[from] ScanError),
     #[error("{0}")]
     Encode(#[from] EncodeError),
     #[error("{0}")]
@@ -133,6 +144,8 @@ pub struct OpenReport {
     pub end: u64,
     /// Bytes of torn tail cut from the last segment.
     pub truncated_bytes: u64,
+    /// The file holding exactly those bytes, written before the cut.
+    pub torn_tail_backup: Option<PathBuf>,
 }
 
 /// The durable writer of one AOF directory. `Send + Sync`: share it (in an
@@ -166,20 +179,21 @@ impl AofWriter {
         }
         let dir_lock = DirLock::acquire(&dir)?;
         let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
-        let (start, path, file, valid_len, truncated) = match segments.last() {
+        let (start, path, file, valid_len, truncated, backup) = match segments.last() {
             None => {
                 let path = dir.join(segment_file_name(0));
                 let file = recover::create_segment(&dir, &path)?;
-                (0, path, file, 0, 0)
+                (0, path, file, 0, 0, None)
             }
             Some(last) => {
-                let (file, tail) = recover::open_last_segment(&last.path, opts.max_payload)?;
+                let (file, tail) = recover::open_last_segment(&dir, &last.path, opts.max_payload)?;
                 (
                     last.start,
                     last.path.clone(),
                     file,
                     tail.valid_len,
                     tail.torn_bytes,
+                    tail.backup,
                 )
             }
         };
@@ -195,6 +209,7 @@ impl AofWriter {
             segment_start: start,
             end,
             truncated_bytes: truncated,
+            torn_tail_backup: backup,
         };
         let shared = Arc::new(Shared {
             dir,
