@@ -332,3 +332,20 @@ def test_kill_9_loses_no_acknowledged_append(
         missing = [p for p in acknowledged if p not in ends]
         assert not missing, f"round {r}: acknowledged positions lost: {missing[:5]}"
     assert acknowledged == sorted(set(acknowledged))
+
+
+def test_delete_covered_segments_deletes_through_the_writer(tmp_path: Path) -> None:
+    from openmatch_persistence.compaction import delete_covered_segments
+
+    with AofWriter(tmp_path) as writer:
+        writer.append(epoch(1))
+        second = writer.rotate()
+        writer.append(epoch(2))
+        third = writer.rotate()
+        assert delete_covered_segments(writer, second - 1) == (0, 0)
+        assert delete_covered_segments(writer, third) == (2, third)
+        # Never the segment appended to.
+        assert writer.delete_covered(2**63) == (0, 0)
+        assert sorted(p.name for p in tmp_path.glob("*.aof")) == [f"{third:020}.aof"]
+    with pytest.raises(WriterClosedError):
+        writer.delete_covered(2**63)

@@ -354,6 +354,14 @@ impl AofWriter {
             .map_err(|e| writer_error(py, e))
     }
 
+    /// Deletes, oldest first, the segments whose successor starts at or
+    /// before `covered`, never the one appended to, fsyncing the directory
+    /// after each; returns `(segments, bytes)` deleted.
+    fn delete_covered(&self, py: Python<'_>, covered: u64) -> PyResult<(usize, u64)> {
+        py.detach(|| self.inner.delete_covered(covered))
+            .map_err(|e| writer_error(py, e))
+    }
+
     /// Starts a new segment at the current end; returns its start position.
     fn rotate(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| self.inner.rotate())

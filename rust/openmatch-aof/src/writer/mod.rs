@@ -155,6 +155,10 @@ pub struct AofWriter {
     shared: Arc<Shared>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<DirLock>>,
+    /// Held by whatever changes the set of segment files (rotation,
+    /// deletion, close), taken before the state lock: a deletion's I/O then
+    /// never overlaps a rotation, while appends go on.
+    segments_change: Mutex<()>,
     report: OpenReport,
 }
 
@@ -259,6 +263,7 @@ impl AofWriter {
             shared,
             syncer: Mutex::new(syncer),
             lock: Mutex::new(Some(dir_lock)),
+            segments_change: Mutex::new(()),
             report,
         })
     }
@@ -388,7 +393,11 @@ impl AofWriter {
             )));
         }
         let idx = st.segment_starts.partition_point(|&s| s < position);
-        let start = st.segment_starts[idx.saturating_sub(1)];
+        let Some(&start) = idx.checked_sub(1).and_then(|i| st.segment_starts.get(i)) else {
+            return Err(WriterError::Invalid(format!(
+                "position {position} is not in the log's segments (deleted by compaction?)"
+            )));
+        };
         Ok((
             self.shared.dir.join(segment_file_name(start)),
             position - start,
@@ -421,6 +430,7 @@ impl AofWriter {
     /// both read as the same log. If the current segment is empty, it is
     /// kept and its start returned.
     pub fn rotate(&self) -> Result<u64, WriterError> {
+        let _change = self.segments_change();
         let shared = &*self.shared;
         let st = shared.lock();
         shared.check_usable(&st)?;
@@ -468,6 +478,7 @@ impl AofWriter {
     /// background thread and releases the directory lock. Idempotent. A
     /// failed writer closes without any further I/O.
     pub fn close(&self) -> Result<(), WriterError> {
+        let _change = self.segments_change();
         let shared = &*self.shared;
         let st = shared.lock();
         let mut st = shared.take_exclusive(st);
@@ -499,6 +510,53 @@ impl AofWriter {
         }
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         result
+    }
+
+    fn segments_change(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.segments_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes, oldest first, the segments whose successor starts at or
+    /// before `covered` (so every record in them ends at or before it),
+    /// never the segment appended to; returns the segments and bytes
+    /// deleted. For compaction, once a snapshot covers `covered`.
+    ///
+    /// The directory is fsynced after each unlink: unlinks that share one
+    /// directory fsync can come back after a crash as any subset of
+    /// themselves, leaving a hole in the log; one at a time, a crash leaves
+    /// a contiguous suffix of segments. Appends go on meanwhile; rotation
+    /// and close wait. A failed writer still deletes (what a snapshot
+    /// covers is safe to drop whatever the writer's state); a closed one
+    /// no longer owns the directory and refuses.
+    pub fn delete_covered(&self, covered: u64) -> Result<(usize, u64), WriterError> {
+        let _change = self.segments_change();
+        let dir = &self.shared.dir;
+        let doomed: Vec<u64> = {
+            let st = self.shared.lock();
+            if st.closed {
+                return Err(WriterError::Closed { dir: dir.clone() });
+            }
+            let covered_segments = st
+                .segment_starts
+                .windows(2)
+                .take_while(|pair| pair[1] <= covered)
+                .count();
+            st.segment_starts[..covered_segments].to_vec()
+        };
+        let mut bytes = 0;
+        for start in &doomed {
+            let path = dir.join(segment_file_name(*start));
+            let len = std::fs::metadata(&path)
+                .map_err(|e| WriterError::io("stat segment", &path, e))?
+                .len();
+            std::fs::remove_file(&path).map_err(|e| WriterError::io("delete segment", &path, e))?;
+            self.shared.lock().segment_starts.remove(0);
+            recover::fsync_dir(dir)?;
+            bytes += len;
+        }
+        Ok((doomed.len(), bytes))
     }
 
     /// Makes the next `count` writes or fsyncs fail (ENOSPC / EIO), as a
