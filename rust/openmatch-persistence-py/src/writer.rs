@@ -6,6 +6,7 @@
 //! threads gather into the same group commit.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use openmatch_aof::codec::{encode_frame_into, DEFAULT_MAX_PAYLOAD_LEN};
@@ -477,6 +478,51 @@ impl AofWriter {
     }
 }
 
+/// The lock of an AOF directory, taken without opening a writer, by a tool
+/// that must not run beside one (`aof repair`). A context manager.
+#[pyclass(frozen, module = "openmatch_persistence._core", name = "AofDirLock")]
+pub struct AofDirLock {
+    lock: Mutex<Option<core::DirLock>>,
+}
+
+#[pymethods]
+impl AofDirLock {
+    /// Takes the lock of `directory` now; raises `WriterLockedError` while
+    /// a writer has it open.
+    #[new]
+    fn new(py: Python<'_>, directory: PathBuf) -> PyResult<Self> {
+        let lock = py
+            .detach(|| core::DirLock::acquire(&directory))
+            .map_err(|e| writer_error(py, e))?;
+        Ok(AofDirLock {
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    /// Releases the lock. Idempotent.
+    fn release(&self) {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    #[getter]
+    fn held(&self) -> bool {
+        self.lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.release();
+        false
+    }
+}
+
 /// The physical baseline of the fsync benchmark: `n` times a `size`-byte
 /// `pwrite` then `fdatasync` on a new file at `path` (removed afterwards);
 /// returns the seconds taken.
@@ -489,6 +535,7 @@ fn _raw_fdatasync_loop(py: Python<'_>, path: PathBuf, n: u64, size: usize) -> Py
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AofWriter>()?;
+    m.add_class::<AofDirLock>()?;
     m.add_class::<WriterStats>()?;
     m.add_function(wrap_pyfunction!(_raw_fdatasync_loop, m)?)?;
     Ok(())

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use fault::Fault;
-pub use lock::LOCK_FILE_NAME;
+pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, LATENCY_WINDOW};
 
@@ -44,7 +44,6 @@ use crate::scanner::{ScanError, StopCause};
 use crate::segment::{list_segments, segment_file_name};
 use crate::types::AofOperation;
 use group_commit::{Current, Goal, Shared, State};
-use lock::DirLock;
 use stats::Counters;
 
 /// Why the writer could not do what was asked.
