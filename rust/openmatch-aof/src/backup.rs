@@ -91,3 +91,35 @@ pub fn write_backup(source: &Path, offset: u64, len: u64, target: &Path) -> io::
     }
     copied
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_are_named_beside_their_segment_and_recognised() {
+        let seg = Path::new("/d/00000000000000000042.aof");
+        let stamp = "20260101T000000000000Z";
+        let tail = backup_path(seg, "torn", stamp, Some(7));
+        let whole = backup_path(seg, "repair", stamp, None);
+        assert_eq!(
+            tail,
+            Path::new("/d/00000000000000000042.aof.torn-20260101T000000000000Z.from-7.bak")
+        );
+        assert!(whole
+            .to_str()
+            .unwrap()
+            .ends_with(".repair-20260101T000000000000Z.whole.bak"));
+        for p in [&tail, &whole] {
+            assert!(is_backup_name(p.file_name().unwrap().to_str().unwrap()));
+        }
+        for name in [
+            "00000000000000000042.aof",
+            "writer.lock",
+            "x.aof.repair-1.whole.bak",
+        ] {
+            assert!(!is_backup_name(name), "{name}");
+        }
+        assert_eq!(backup_stamp().len(), stamp.len());
+    }
+}
