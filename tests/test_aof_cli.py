@@ -187,3 +187,28 @@ def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
     bar.update(1 << 29)
     bar.close()
     assert pipe.getvalue() == ""
+
+
+def test_status_lists_the_backups_of_cut_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENMATCH_DATABASE_URL", raising=False)
+    aof = tmp_path / "aof"
+    with om.AofWriter(aof) as writer:
+        writer.append_many(sample_ops())
+    torn = om.encode(sample_ops()[0])[:-3]
+    with (aof / seg_name(0)).open("ab") as f:
+        f.write(torn)
+    with om.AofWriter(aof) as writer:
+        backup = writer.torn_tail_backup
+    assert backup is not None
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["backups"] == [{"path": backup, "bytes": len(torn)}]
+    assert [s["start"] for s in info["segments"]] == [0]  # a backup is no segment
+    assert main(["status", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "backups: 1 file(s)" in text and backup in text and f"{len(torn):>12,} bytes" in text
+    (aof / Path(backup).name).unlink()
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backups"] == []

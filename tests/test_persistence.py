@@ -209,10 +209,12 @@ CRASH_IN_COMPACTION = textwrap.dedent(
     if step == "snapshot":
         persistence.delete_covered_segments = die
     if step == "delete":
-        real_unlink = os.unlink
-        def unlink_once(path):
-            real_unlink(path); die()
-        os.unlink = unlink_once
+        # The writer deletes one segment at a time (unlink, directory
+        # fsync); a crash after the first leaves the rest.
+        def delete_one(_writer, covered):
+            starts = [s for s, _, _ in persistence._core.list_segments(p.aof_dir)]
+            p._writer.delete_covered(min(covered, starts[1])); die()
+        persistence.delete_covered_segments = delete_one
     p.compact()
     """
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import openmatch_persistence as om
+from openmatch_persistence import _core
 from openmatch_persistence import repair as rp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
@@ -271,6 +272,34 @@ def test_repair_counts_intact_frames_behind_the_damage(
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
     # Backups are not segments: the directory still scans clean.
     assert om.verify(aof_dir).is_clean
+
+
+def test_repair_refuses_while_a_writer_has_the_aof_open(
+    tmp_path: Path, ops: list[om.Operation]
+) -> None:
+    with om.AofWriter(tmp_path) as writer:
+        writer.append_many(ops)
+        seg = tmp_path / seg_name(0)
+        with seg.open("ab") as f:
+            f.write(om.encode(ops[0])[:-5])
+        before = seg.read_bytes()
+        plan = rp.plan_repair(tmp_path)  # planning changes nothing: allowed
+        assert plan.needed
+        with pytest.raises(om.WriterLockedError, match="a writer has the AOF open"):
+            rp.repair(tmp_path, plan=plan)
+        with pytest.raises(om.WriterLockedError):
+            rp.repair(seg)
+        assert seg.read_bytes() == before
+        assert not [p for p in os.listdir(tmp_path) if p.endswith(".bak")]
+    # Closed, the writer leaves the lock to the repair, which holds it.
+    result = rp.repair(tmp_path)
+    assert result.after.is_clean and len(result.backups) == 1
+    with _core.AofDirLock(tmp_path) as lock:
+        assert lock.held
+        with pytest.raises(om.WriterLockedError):
+            om.AofWriter(tmp_path)
+    assert not lock.held
+    om.AofWriter(tmp_path).close()
 
 
 def test_repair_refuses_a_stale_plan(tmp_path: Path, ops: list[om.Operation]) -> None:

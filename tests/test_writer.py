@@ -257,14 +257,22 @@ def test_torn_tail_is_cut_and_reported(tmp_path: Path, caplog: pytest.LogCapture
     with AofWriter(tmp_path) as writer:
         end = writer.append_many([epoch(1), epoch(2)])
     segment = tmp_path / f"{0:020}.aof"
+    torn = encode(epoch(3))[:13]
     with segment.open("ab") as f:
-        f.write(encode(epoch(3))[:13])
+        f.write(torn)
     with caplog.at_level(logging.WARNING, logger="openmatch_persistence.writer"):
         writer = AofWriter(tmp_path)
     assert writer.truncated_bytes == 13 and writer.position == end
     assert "13 bytes" in caplog.text and segment.name in caplog.text
     writer.close()
     assert segment.stat().st_size == end
+    # What was cut is in the backup, byte for byte, readable by the owner only.
+    backup = Path(writer.torn_tail_backup or "")
+    assert backup.parent == tmp_path and backup.name.startswith(segment.name)
+    assert backup.read_bytes() == torn and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert str(backup) in caplog.text
+    with AofWriter(tmp_path) as again:
+        assert again.torn_tail_backup is None
 
 
 def test_corrupt_frame_refuses_to_open_and_cuts_nothing(tmp_path: Path) -> None:
@@ -324,3 +332,20 @@ def test_kill_9_loses_no_acknowledged_append(
         missing = [p for p in acknowledged if p not in ends]
         assert not missing, f"round {r}: acknowledged positions lost: {missing[:5]}"
     assert acknowledged == sorted(set(acknowledged))
+
+
+def test_delete_covered_segments_deletes_through_the_writer(tmp_path: Path) -> None:
+    from openmatch_persistence.compaction import delete_covered_segments
+
+    with AofWriter(tmp_path) as writer:
+        writer.append(epoch(1))
+        second = writer.rotate()
+        writer.append(epoch(2))
+        third = writer.rotate()
+        assert delete_covered_segments(writer, second - 1) == (0, 0)
+        assert delete_covered_segments(writer, third) == (2, third)
+        # Never the segment appended to.
+        assert writer.delete_covered(2**63) == (0, 0)
+        assert sorted(p.name for p in tmp_path.glob("*.aof")) == [f"{third:020}.aof"]
+    with pytest.raises(WriterClosedError):
+        writer.delete_covered(2**63)

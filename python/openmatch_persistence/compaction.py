@@ -10,9 +10,12 @@ The steps, and why a crash after any of them loses nothing:
    leaves the previous checkpoint; after it, the database holds the state at
    Q and the whole AOF is still there.
 3. **Delete** the segments that end at or before R (so before Q), oldest
-   first, then fsync the directory. A crash midway leaves a contiguous
-   suffix of segments that still starts at or before Q, which is where
-   recovery replays from.
+   first, fsyncing the directory after each unlink. A crash midway leaves
+   a contiguous suffix of segments that still starts at or before Q, which
+   is where recovery replays from. (Unlinks that share one directory fsync
+   can come back as any subset of themselves: a hole in the log.) The
+   writer deletes them (``AofWriter.delete_covered``): it owns the
+   directory, and a deletion never overlaps its rotation.
 
 Appends go on during all three steps: only the writer's rotation takes its
 lock, for as long as a segment switch takes.
@@ -21,12 +24,11 @@ lock, for as long as a segment switch takes.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from openmatch_persistence import _core
-from openmatch_persistence.fileio import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +63,24 @@ class CompactionReport:
     seconds: float
 
 
-def delete_covered_segments(aof_dir: Path, covered: int) -> tuple[int, int]:
-    """Deletes the segments that end at or before ``covered``, oldest first;
-    never the last one. Returns (segments, bytes) deleted."""
-    segments = _core.list_segments(aof_dir)
-    deleted = deleted_bytes = 0
-    for index, (start, path, length) in enumerate(segments[:-1]):
-        next_start = segments[index + 1][0]
-        if next_start > covered:
-            break
-        os.unlink(path)
-        deleted += 1
-        deleted_bytes += length
-        log.info("compaction: deleted %s (positions %d..%d)", path, start, next_start)
+class _DeletesCovered(Protocol):
+    """What owns the AOF directory: an ``AofWriter`` or a ``Journal``."""
+
+    def delete_covered(self, covered: int) -> tuple[int, int]: ...
+
+
+def delete_covered_segments(writer: _DeletesCovered, covered: int) -> tuple[int, int]:
+    """Deletes, through ``writer``, the segments that end at or before
+    ``covered``, oldest first; never the one appended to. Returns
+    (segments, bytes) deleted."""
+    deleted, deleted_bytes = writer.delete_covered(covered)
     if deleted:
-        fsync_directory(aof_dir)
+        log.info(
+            "compaction: deleted %d segment(s), %d bytes, covered by position %d",
+            deleted,
+            deleted_bytes,
+            covered,
+        )
     return deleted, deleted_bytes
 
 

@@ -218,7 +218,7 @@ class Persistence:
             # returns, and the journal applied each when it admitted it.
             rotated_at = self._journal.rotate()
             covered = self.snapshot()
-            segments, nbytes = delete_covered_segments(self.aof_dir, min(covered, rotated_at))
+            segments, nbytes = delete_covered_segments(self._journal, min(covered, rotated_at))
             _, oldest = aof_bytes_and_oldest(self.aof_dir)
             self._oldest_start = rotated_at if oldest is None else oldest
             self._oldest_since = time.monotonic()

@@ -7,13 +7,15 @@ to a backup file beside its segment (mode 0600, fsynced, directory
 fsynced), then truncates the damaged segment at the first bad frame and
 deletes the segments after it (the last one first, so that a crash midway
 leaves a prefix of the log followed by bytes that are already backed up).
+Backups are named and written by the Rust core (``backup.rs``), which the
+writer uses for the torn tails it cuts.
 
-Run it only while no writer has the AOF open.
+:func:`repair` holds the AOF directory's writer lock while it works, and
+refuses with :class:`WriterLockedError` while a writer has the AOF open.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 from collections.abc import Sequence
@@ -21,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import AofError
+from openmatch_persistence.errors import AofError, WriterLockedError
 from openmatch_persistence.fileio import StrPath, fsync_directory
 
 _SEGMENT_NAME = re.compile(r"^[0-9]{20}\.aof$")
-_COPY_CHUNK = 8 * 1024 * 1024
 
 #: Causes after which the damaged frame's length field can be trusted, so
 #: the frames behind it can still be counted.
@@ -140,35 +141,8 @@ def plan_repair(path: StrPath) -> RepairPlan:
 
 
 def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
-    seg = Path(part.segment)
-    what = "whole" if part.removes_file else f"from-{part.offset}"
-    return seg.with_name(f"{seg.name}.{why}-{stamp}.{what}.bak")
-
-
-def _write_backup(part: RemovedPart, target: Path) -> None:
-    """Copies the part's bytes to ``target`` (new, 0600) and fsyncs it."""
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as e:
-        raise AofError(f"{target}: cannot create the repair backup: {e.strerror}") from e
-    try:
-        with open(part.segment, "rb") as src:
-            src.seek(part.offset)
-            left = part.bytes
-            while left:
-                chunk = src.read(min(_COPY_CHUNK, left))
-                if not chunk:
-                    raise AofError(f"{part.segment}: changed during repair (shorter than planned)")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                left -= len(chunk)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        target.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    offset = None if part.removes_file else part.offset
+    return Path(_core.backup_path(part.segment, why, stamp, offset))
 
 
 def _apply(part: RemovedPart) -> None:
@@ -184,19 +158,32 @@ def _apply(part: RemovedPart) -> None:
         os.close(fd)
 
 
+def _locked(path: StrPath, why: str) -> _core.AofDirLock:
+    """The AOF directory's writer lock, or ``WriterLockedError``."""
+    root = Path(path)
+    try:
+        return _core.AofDirLock(root if root.is_dir() else root.parent)
+    except WriterLockedError as e:
+        raise WriterLockedError(
+            f"{path}: a writer has the AOF open; close it before the {why} ({e})"
+        ) from e
+
+
 def repair(path: StrPath, *, plan: RepairPlan | None = None) -> RepairResult:
     """Cuts ``path`` at its first bad frame after backing up what goes.
 
     ``plan`` (from :func:`plan_repair`) is re-checked against a fresh scan:
     if the AOF changed since, the repair refuses rather than cut elsewhere.
+    Raises :class:`WriterLockedError` while a writer has the AOF open.
     """
-    fresh = plan_repair(path)
-    if plan is not None and (fresh.parts != plan.parts):
-        raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
-    if not fresh.needed:
-        return RepairResult(fresh, (), fresh.report)
-    done = _remove(path, fresh.parts, "repair")
-    after = _core.verify(Path(path))
+    with _locked(path, "repair"):
+        fresh = plan_repair(path)
+        if plan is not None and (fresh.parts != plan.parts):
+            raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
+        if not fresh.needed:
+            return RepairResult(fresh, (), fresh.report)
+        done = _remove(path, fresh.parts, "repair")
+        after = _core.verify(Path(path))
     return RepairResult(fresh, done, after, tuple(p.backup or "" for p in done))
 
 
@@ -224,22 +211,23 @@ def plan_cut(aof_dir: StrPath, position: int) -> tuple[RemovedPart, ...]:
 def cut(aof_dir: StrPath, position: int) -> tuple[RemovedPart, ...]:
     """Cuts the log in ``aof_dir`` at ``position`` (a frame boundary),
     after copying everything from there on to backup files; returns the
-    parts removed, each with its backup. Run it only while no writer has the
-    AOF open."""
-    return _remove(aof_dir, plan_cut(aof_dir, position), "cut")
+    parts removed, each with its backup. Holds the directory's writer lock
+    (``WriterLockedError`` while a writer has the AOF open)."""
+    with _locked(aof_dir, "cut"):
+        return _remove(aof_dir, plan_cut(aof_dir, position), "cut")
 
 
 def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[RemovedPart, ...]:
     """Backs up every part (fsynced, directory fsynced), then removes them,
     the last segment first, so that a crash midway leaves a prefix of the
     log followed by bytes that are already backed up."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = _core.backup_stamp()
     done: list[RemovedPart] = []
     dirs: set[Path] = set()
     try:
         for part in parts:
             target = _backup_name(part, stamp, why)
-            _write_backup(part, target)
+            _core.write_backup(part.segment, part.offset, part.bytes, target)
             dirs.add(target.parent)
             done.append(
                 RemovedPart(part.segment, part.offset, part.bytes, part.removes_file, str(target))

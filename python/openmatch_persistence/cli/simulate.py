@@ -183,6 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not aof_dir.is_dir():
         raise SystemExit(f"status: {aof_dir} does not exist: not a data directory")
     segments = _core.list_segments(aof_dir)
+    backups = _core.list_backups(aof_dir)
     end = segments[-1][0] + segments[-1][2] if segments else 0
     checkpoint = None
     sqlite_path = root / SQLITE_FILENAME
@@ -205,6 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "flushed_at": str(checkpoint.flushed_at),
         },
         "flush_lag_bytes": end - (checkpoint.position if checkpoint else 0),
+        "backups": [{"path": path, "bytes": n} for path, n in backups],
     }
     if args.json:
         print(json.dumps(info, sort_keys=True))
@@ -221,4 +223,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"flushed at {checkpoint.flushed_at}"
         )
     print(f"flush lag: {info['flush_lag_bytes']:,} AOF bytes not in the database")
+    if backups:
+        # Bytes a repair or a writer cut; kept until an operator deletes them.
+        print(f"backups: {len(backups)} file(s) of cut AOF bytes")
+        for path, n in backups:
+            print(f"  {path}  {n:>12,} bytes")
+    else:
+        print("backups: none")
     return 0

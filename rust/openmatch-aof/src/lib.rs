@@ -4,6 +4,7 @@
 //! the frame codec ([`codec`]), the durable segment writer and the replay
 //! scanner. The PyO3 binding lives in a separate crate.
 
+pub mod backup;
 pub mod codec;
 pub mod journal;
 mod read_ahead;
@@ -12,6 +13,7 @@ pub mod segment;
 pub mod state;
 pub mod state_image;
 pub mod store_fit;
+pub mod tail;
 pub mod types;
 pub mod writer;
 

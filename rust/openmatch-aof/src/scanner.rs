@@ -8,7 +8,7 @@
 //!
 //! # The recovery rule (`docs/recovery-rule.md`)
 //!
-//! As Redis' `aof-load-truncated`: damage at the very end of the *last*
+//! Decided by [`crate::tail::classify_stop`], at every bad frame. As Redis' `aof-load-truncated`: damage at the very end of the *last*
 //! segment is what a crash leaves behind, and is a [`OutcomeKind::TornTail`]
 //! (a warning; the bytes may be cut off). That is
 //!
@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use crate::codec::{check_frame, decode_payload, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN};
 use crate::read_ahead::{ReadAhead, HEADROOM};
 use crate::segment::{list_segments, parse_segment_file_name, Segment};
+use crate::tail::classify_stop;
 use crate::types::{AofOperation, OPERATION_KINDS};
 
 /// The default read size: large enough that `read(2)` and CRC dominate the
@@ -421,27 +422,25 @@ impl Cursor {
         }
         Ok(())
     }
+}
 
-    /// After a zero length at `idx`: true if every byte from there to the
-    /// end of the segment is zero. Reads (and drops) the rest of the segment
-    /// in chunks; returns the byte count from `idx` to the end.
-    fn rest_is_zero(&mut self, chunk: usize) -> io::Result<(bool, u64)> {
-        let mut count = 0u64;
-        loop {
-            let w = &mut self.win;
-            let unread = &w.buf[w.lo..w.hi];
-            if unread.iter().any(|&b| b != 0) {
-                return Ok((false, count));
-            }
-            count += unread.len() as u64;
-            w.buf_offset += w.hi as u64;
-            w.lo = 0;
-            w.hi = 0;
-            if self.eof {
-                return Ok((true, count));
-            }
-            self.fill(1, chunk)?;
+/// The unread bytes of a segment, from the cursor to the end of the file:
+/// what the recovery rule reads after a bad frame.
+struct Rest<'a> {
+    c: &'a mut Cursor,
+    chunk: usize,
+}
+
+impl Read for Rest<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.c.win.unread() == 0 && !self.c.eof {
+            self.c.fill(1, self.chunk)?;
         }
+        let w = &mut self.c.win;
+        let n = out.len().min(w.unread());
+        out[..n].copy_from_slice(&w.buf[w.lo..w.lo + n]);
+        w.lo += n;
+        Ok(n)
     }
 }
 
@@ -803,64 +802,38 @@ impl Scanner {
                             return Ok(None);
                         }
                     }
-                    FrameErrorKind::Torn { .. } => {
-                        let tail = (c.win.hi - c.win.lo) as u64;
-                        if c.is_last {
-                            // At end of file the buffer holds the whole rest of the segment.
-                            let rest = &c.win.buf[c.win.lo..c.win.hi];
-                            match find_intact_frame(rest, self.opts.max_payload) {
-                                None => self.stop(
-                                    OutcomeKind::TornTail,
-                                    Some(StopCause::Frame(e.kind)),
-                                    tail,
-                                ),
-                                Some(at) => {
-                                    let cause = StopCause::LengthPastEnd {
-                                        intact_frame_at: base + at as u64,
-                                    };
-                                    self.stop(OutcomeKind::Corrupt, Some(cause), 0);
-                                }
-                            }
-                        } else {
-                            self.stop(OutcomeKind::Corrupt, Some(StopCause::TornMidLog(e.kind)), 0);
-                        }
-                        return Ok(None);
-                    }
-                    FrameErrorKind::ZeroLength if c.is_last => {
-                        let lo = c.win.lo;
-                        let buf_offset = c.win.buf_offset;
-                        let chunk = self.opts.chunk_size;
-                        let (zero, count) = match c.rest_is_zero(chunk) {
-                            Ok(r) => r,
-                            Err(err) => {
-                                let p = self.cursor_path();
-                                return Err(io_err(&p, err));
-                            }
-                        };
-                        // Report at the zero length field, not where the check ended.
-                        let c = self.frame_cursor()?;
-                        let offset = buf_offset + lo as u64;
-                        c.win.buf_offset = offset;
-                        c.win.lo = 0;
-                        c.win.hi = 0;
-                        if zero {
-                            self.stop(OutcomeKind::TornTail, Some(StopCause::ZeroedTail), count);
-                        } else {
-                            self.stop(
-                                OutcomeKind::Corrupt,
-                                Some(StopCause::Frame(FrameErrorKind::ZeroLength)),
-                                0,
-                            );
-                        }
-                        return Ok(None);
-                    }
                     kind => {
-                        self.stop(OutcomeKind::Corrupt, Some(StopCause::Frame(kind)), 0);
+                        self.stop_at_bad_frame(&kind)?;
                         return Ok(None);
                     }
                 },
             }
         }
+    }
+
+    /// Stops the scan at the bad frame at the cursor, as
+    /// [`classify_stop`] (the recovery rule) decides.
+    fn stop_at_bad_frame(&mut self, error: &FrameErrorKind) -> Result<(), ScanError> {
+        let chunk = self.opts.chunk_size;
+        let max_payload = self.opts.max_payload;
+        let c = self.frame_cursor()?;
+        let at = c.offset_of(c.win.lo);
+        let is_last = c.is_last;
+        let verdict = classify_stop(error, at, is_last, &mut Rest { c, chunk }, max_payload);
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(err) => {
+                let p = self.cursor_path();
+                return Err(io_err(&p, err));
+            }
+        };
+        // Reading the rest moved the window: report at the bad frame.
+        let c = self.frame_cursor()?;
+        c.win.buf_offset = at;
+        c.win.lo = 0;
+        c.win.hi = 0;
+        self.stop(verdict.kind, Some(verdict.cause), verdict.tail_bytes);
+        Ok(())
     }
 
     /// The next frame whose length and checksum are good, payload not
@@ -894,7 +867,7 @@ impl Scanner {
                 Ok(Some((end, op)))
             }
             Err(kind) => {
-                self.stop(OutcomeKind::Corrupt, Some(StopCause::Frame(kind)), 0);
+                self.stop_at_bad_frame(&kind)?;
                 Ok(None)
             }
         }
@@ -962,33 +935,13 @@ impl Scanner {
                 }
                 None => {
                     let reason = "unknown operation variant tag".to_string();
-                    self.stop(
-                        OutcomeKind::Corrupt,
-                        Some(StopCause::Frame(FrameErrorKind::Undecodable { reason })),
-                        0,
-                    );
+                    self.stop_at_bad_frame(&FrameErrorKind::Undecodable { reason })?;
                     return Ok(true);
                 }
             }
         }
         Ok(self.outcome.is_some())
     }
-}
-
-/// The first offset after `rest[0]` where an intact, decodable frame starts.
-///
-/// A crash leaves a prefix of one frame at the end of the log, so the bytes
-/// of a torn tail never hold a whole frame of their own (short of one
-/// embedded in a payload's text). When they do, the "torn" frame's length
-/// field was damaged and the frames behind it are real: corruption, not a
-/// torn tail. `rest` is at most `HEADER_LEN + max_payload` bytes (the length
-/// field was bounded), and most offsets fail on the length bound or the
-/// CRC, so this stays cheap.
-fn find_intact_frame(rest: &[u8], max_payload: u32) -> Option<usize> {
-    (1..rest.len()).find(|&at| {
-        check_frame(&rest[at..], 0, max_payload)
-            .is_ok_and(|raw| decode_payload(raw.payload).is_ok())
-    })
 }
 
 /// Scans `path` from `start` to its end, decoding every payload.

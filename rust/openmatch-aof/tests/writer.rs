@@ -255,10 +255,14 @@ fn corruption_refuses_to_open() {
     data[last] ^= 0x40;
     fs::write(&seg, &data).unwrap();
     match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
-        Err(WriterError::Corrupt { path, error }) => {
+        Err(WriterError::Corrupt {
+            path,
+            offset,
+            cause,
+        }) => {
             assert_eq!(path, seg);
-            assert_eq!(error.offset, p1);
-            assert_eq!(error.kind.name(), "checksum_mismatch");
+            assert_eq!(offset, p1);
+            assert_eq!(cause.name(), "checksum_mismatch");
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -276,9 +280,9 @@ fn damaged_length_in_the_middle_is_not_a_torn_tail() {
     data[2] = 0x01; // frame 1's length becomes 65,560: past the end of the file
     fs::write(&seg, &data).unwrap();
     match AofWriter::open(dir.path(), opts(FsyncPolicy::Always)) {
-        Err(WriterError::Corrupt { error, .. }) => {
-            assert_eq!(error.offset, 0);
-            assert_eq!(error.kind.name(), "oversized_length");
+        Err(WriterError::Corrupt { offset, cause, .. }) => {
+            assert_eq!(offset, 0);
+            assert_eq!(cause.name(), "length_past_end");
         }
         other => panic!("expected corruption, got {other:?}"),
     }
@@ -418,4 +422,90 @@ fn appends_rotations_and_durable_waits_interleave_without_loss() {
         }
         assert_eq!(acked, ends, "policy {policy}");
     }
+}
+
+/// A writer with `n` segments, one record each but the last (empty);
+/// returns it and the segments' start positions.
+fn writer_with_segments(dir: &Path, n: usize) -> (AofWriter, Vec<u64>) {
+    let w = AofWriter::open(dir, opts(FsyncPolicy::Always)).unwrap();
+    let mut starts = vec![0];
+    for i in 1..n {
+        w.append(&op(i as u64)).unwrap();
+        starts.push(w.rotate().unwrap());
+    }
+    (w, starts)
+}
+
+fn segment_starts(dir: &Path) -> Vec<u64> {
+    list_segments(dir)
+        .unwrap()
+        .iter()
+        .map(|s| s.start)
+        .collect()
+}
+
+#[test]
+fn delete_covered_deletes_only_covered_segments_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, starts) = writer_with_segments(dir.path(), 4);
+    let frame_len = starts[1];
+    // A segment is covered only once its successor starts at or before `covered`.
+    assert_eq!(w.delete_covered(0).unwrap(), (0, 0));
+    assert_eq!(w.delete_covered(starts[1] - 1).unwrap(), (0, 0));
+    assert_eq!(w.delete_covered(starts[2] - 1).unwrap(), (1, frame_len));
+    assert_eq!(segment_starts(dir.path()), starts[1..]);
+    assert!(matches!(w.locate(starts[1]), Err(WriterError::Invalid(_))));
+    assert_eq!(w.locate(starts[2]).unwrap().1, frame_len);
+    // Never the segment appended to, however far `covered` reaches.
+    assert_eq!(w.delete_covered(u64::MAX).unwrap(), (2, 2 * frame_len));
+    assert_eq!(segment_starts(dir.path()), vec![starts[3]]);
+    assert_eq!(w.delete_covered(u64::MAX).unwrap(), (0, 0));
+    let end = w.append(&op(9)).unwrap();
+    w.close().unwrap();
+    assert!(matches!(
+        w.delete_covered(u64::MAX),
+        Err(WriterError::Closed { .. })
+    ));
+    let again = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    assert_eq!(again.position(), end);
+}
+
+#[test]
+fn delete_covered_never_deletes_the_only_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    let end = w.append(&op(1)).unwrap();
+    assert_eq!(w.delete_covered(u64::MAX).unwrap(), (0, 0));
+    assert_eq!(w.delete_covered(end).unwrap(), (0, 0));
+    assert_eq!(segment_starts(dir.path()), vec![0]);
+}
+
+#[test]
+fn delete_covered_beside_rotations_leaves_a_contiguous_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Arc::new(AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap());
+    let rotator = {
+        let w = Arc::clone(&w);
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                w.append(&op(i)).unwrap();
+                w.rotate().unwrap();
+            }
+        })
+    };
+    let mut deleted = 0;
+    while !rotator.is_finished() {
+        deleted += w.delete_covered(w.position()).unwrap().0;
+    }
+    rotator.join().unwrap();
+    deleted += w.delete_covered(u64::MAX).unwrap().0;
+    assert_eq!(deleted, 200);
+    assert_eq!(segment_starts(dir.path()), vec![w.segment_start()]);
+    w.append(&op(1000)).unwrap();
+    w.close().unwrap();
+    let last = &list_segments(dir.path()).unwrap()[0];
+    assert_eq!(
+        decode_all(&fs::read(&last.path).unwrap(), u32::MAX).unwrap(),
+        vec![op(1000)]
+    );
 }

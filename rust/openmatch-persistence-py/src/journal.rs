@@ -16,7 +16,7 @@ use crate::errors::invalid_value;
 use crate::model::Operation;
 use crate::scanner::scan_error;
 use crate::state::{refused_error, state_changes, State, StateChanges, Violation};
-use crate::writer::{writer_error, WriterStats};
+use crate::writer::{take_ops, writer_error, WriterStats};
 
 pyo3::import_exception!(openmatch_persistence.errors, RecoveryError);
 pyo3::import_exception!(openmatch_persistence.errors, LogViolationError);
@@ -67,15 +67,6 @@ fn replayed_dict<'py>(py: Python<'py>, r: &Replayed) -> PyResult<Bound<'py, PyDi
     d.set_item("outcome", r.outcome.kind.name())?;
     d.set_item("message", r.outcome.describe())?;
     Ok(d)
-}
-
-/// The operations out of their Python objects (this needs the GIL).
-fn take_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<openmatch_aof::AofOperation>> {
-    let mut owned = Vec::with_capacity(ops.len().unwrap_or(16));
-    for op in ops.try_iter()? {
-        owned.push(Operation::from_py(&op?)?);
-    }
-    Ok(owned)
 }
 
 /// The write path of one AOF directory: validation against the schema and
@@ -185,6 +176,15 @@ impl Journal {
     fn rotate(&self, py: Python<'_>) -> PyResult<u64> {
         let w = self.inner.writer();
         py.detach(|| w.rotate()).map_err(|e| writer_error(py, e))
+    }
+
+    /// Deletes, oldest first, the segments that end at or before `covered`
+    /// (never the one appended to); returns (segments, bytes). See
+    /// `AofWriter.delete_covered`.
+    fn delete_covered(&self, py: Python<'_>, covered: u64) -> PyResult<(usize, u64)> {
+        let w = self.inner.writer();
+        py.detach(|| w.delete_covered(covered))
+            .map_err(|e| writer_error(py, e))
     }
 
     /// Blocks until everything up to `position` is durable.

@@ -1,8 +1,9 @@
-//! The segments of an AOF directory, for compaction and status.
+//! The segments of an AOF directory and their backups, for compaction,
+//! repair and status.
 
 use std::path::{Path, PathBuf};
 
-use openmatch_aof::segment;
+use openmatch_aof::{backup, segment};
 use pyo3::prelude::*;
 
 use crate::errors::AofError;
@@ -34,7 +35,60 @@ fn segment_file_name(start: u64) -> String {
     segment::segment_file_name(start)
 }
 
+/// `(path, size)` of each backup file in `dir` (what a repair or a writer
+/// cut, saved beside its segment), by name.
+#[pyfunction]
+fn list_backups(dir: PathBuf) -> PyResult<Vec<(String, u64)>> {
+    let backups = backup::list_backups(&dir)
+        .map_err(|e| AofError::new_err(format!("{}: cannot list backups: {e}", dir.display())))?;
+    Ok(backups
+        .into_iter()
+        .map(|(p, len)| (p.display().to_string(), len))
+        .collect())
+}
+
+/// A new backup time stamp (UTC, to the microsecond).
+#[pyfunction]
+fn backup_stamp() -> String {
+    backup::backup_stamp()
+}
+
+/// Where to back up `segment` from `offset` to its end (the whole file
+/// when `offset` is None), cut by the tool named `reason`.
+#[pyfunction]
+#[pyo3(signature = (segment, reason, stamp, offset = None))]
+fn backup_path(segment: PathBuf, reason: &str, stamp: &str, offset: Option<u64>) -> String {
+    backup::backup_path(&segment, reason, stamp, offset)
+        .display()
+        .to_string()
+}
+
+/// Copies `length` bytes of `source` from `offset` to the new file `target`
+/// (0600) and fsyncs it; the caller fsyncs the directory. Nothing is left
+/// at `target` on error.
+#[pyfunction]
+fn write_backup(
+    py: Python<'_>,
+    source: PathBuf,
+    offset: u64,
+    length: u64,
+    target: PathBuf,
+) -> PyResult<()> {
+    py.detach(|| backup::write_backup(&source, offset, length, &target))
+        .map_err(|e| {
+            let msg = format!("{}: cannot write the backup: {e}", target.display());
+            match e.raw_os_error() {
+                Some(errno) => AofError::new_err((errno, msg)),
+                None => AofError::new_err(msg),
+            }
+        })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(list_backups, m)?)?;
+    m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;
+    m.add_function(wrap_pyfunction!(backup_path, m)?)?;
+    m.add_function(wrap_pyfunction!(write_backup, m)?)?;
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;
     m.add_function(wrap_pyfunction!(aof_start, m)?)?;
     m.add_function(wrap_pyfunction!(segment_file_name, m)?)?;

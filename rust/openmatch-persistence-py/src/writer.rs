@@ -6,15 +6,17 @@
 //! threads gather into the same group commit.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use openmatch_aof::codec::{encode_frame_into, DEFAULT_MAX_PAYLOAD_LEN};
+use openmatch_aof::scanner::StopCause;
 use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
-use openmatch_aof::AofOperation;
+use openmatch_aof::{AofOperation, FrameError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::{frame_error, invalid_value};
+use crate::errors::{frame_error, invalid_value, CorruptFrameError};
 use crate::model::Operation;
 
 pyo3::import_exception!(openmatch_persistence.errors, AofError);
@@ -34,9 +36,26 @@ pub(crate) fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
             Some(errno) => AofError::new_err((errno, msg)),
             None => AofError::new_err(msg),
         },
-        WriterError::Corrupt { path, error } => {
-            frame_error(py, &error, Some(&path.display().to_string()))
+        WriterError::Corrupt {
+            path,
+            offset,
+            cause,
+        } => {
+            let path = path.display().to_string();
+            match cause {
+                StopCause::Frame(kind) => {
+                    frame_error(py, &FrameError { offset, kind }, Some(&path))
+                }
+                // Causes that are no single frame's (a damaged length found
+                // by the frames behind it) have no class of their own.
+                other => {
+                    let err = CorruptFrameError::new_err((msg, offset, Some(path)));
+                    let _ = err.value(py).setattr("cause", other.name());
+                    err
+                }
+            }
         }
+        WriterError::Scan(_) => AofError::new_err(msg),
         WriterError::Encode(_) | WriterError::Invalid(_) => invalid_value(msg),
     }
 }
@@ -47,60 +66,13 @@ fn encode_op(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
     Ok(())
 }
 
-/// Operations per encoding thread below which one thread does it all.
-const PARALLEL_ENCODE_CHUNK: usize = 2048;
-
-/// Frames of a batch, one after the other, and the length of each.
-type Encoded = (Vec<u8>, Vec<usize>);
-
-/// The frames of `ops`, in order. Large batches are split over the cores
-/// (scoped threads: a thread start costs microseconds, encoding 10,000
-/// Orders milliseconds).
-fn encode_batch(ops: &[AofOperation]) -> Result<Encoded, WriterError> {
-    fn encode_all(ops: &[AofOperation]) -> Result<Encoded, WriterError> {
-        let mut out = Vec::with_capacity(ops.len() * 300);
-        let mut lengths = Vec::with_capacity(ops.len());
-        for op in ops {
-            lengths.push(encode_frame_into(op, &mut out)?);
-        }
-        Ok((out, lengths))
-    }
-    if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
-        // Before asking for the cores: on Linux that reads cgroup files,
-        // tens of microseconds, more than a small batch takes to encode.
-        return encode_all(ops);
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = (ops.len() / PARALLEL_ENCODE_CHUNK).clamp(1, cores);
-    if parts == 1 {
-        return encode_all(ops);
-    }
-    let chunk = ops.len().div_ceil(parts);
-    let encoded: Vec<Result<Encoded, WriterError>> =
-        std::thread::scope(|scope| {
-            let mut chunks = ops.chunks(chunk);
-            let first = chunks.next().unwrap_or(&[]);
-            let handles: Vec<_> = chunks.map(|c| scope.spawn(move || encode_all(c))).collect();
-            let mut results = vec![encode_all(first)];
-            for h in handles {
-                results.push(h.join().unwrap_or_else(|_| {
-                    Err(WriterError::Invalid("encoding thread panicked".into()))
-                }));
-            }
-            results
-        });
-    let mut parts = encoded.into_iter();
-    let (mut out, mut lengths) = parts.next().unwrap_or_else(|| Ok(Default::default()))?;
-    for part in parts {
-        let (frames, lens) = part?;
-        out.extend_from_slice(&frames);
-        lengths.extend(lens);
-    }
-    Ok((out, lengths))
+/// The frames of `ops` and the length of each (`openmatch_aof::encode_batch`).
+fn encode_batch(ops: &[AofOperation]) -> Result<(Vec<u8>, Vec<usize>), WriterError> {
+    openmatch_aof::encode_batch(ops).map_err(|(_, e)| WriterError::Encode(e))
 }
 
 /// The operations out of their Python objects (this needs the GIL).
-fn take_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<AofOperation>> {
+pub(crate) fn take_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<AofOperation>> {
     let mut owned = Vec::with_capacity(ops.len().unwrap_or(16));
     for op in ops.try_iter()? {
         owned.push(Operation::from_py(&op?)?);
@@ -253,10 +225,13 @@ impl AofWriter {
             .map_err(|e| writer_error(py, e))?;
         let cut = inner.open_report().truncated_bytes;
         if cut > 0 {
+            let report = inner.open_report();
+            let backup = report.torn_tail_backup.as_ref();
             let msg = format!(
-                "{}: cut a torn tail of {cut} bytes (an interrupted, unacknowledged append); the log now ends at position {}",
-                inner.open_report().segment.display(),
-                inner.open_report().end
+                "{}: cut a torn tail of {cut} bytes (an interrupted, unacknowledged append), saved to {}; the log now ends at position {}",
+                report.segment.display(),
+                backup.map_or_else(String::new, |p| p.display().to_string()),
+                report.end
             );
             py.import("logging")?
                 .call_method1("getLogger", ("openmatch_persistence.writer",))?
@@ -333,6 +308,14 @@ impl AofWriter {
             .map_err(|e| writer_error(py, e))
     }
 
+    /// Deletes, oldest first, the segments whose successor starts at or
+    /// before `covered`, never the one appended to, fsyncing the directory
+    /// after each; returns `(segments, bytes)` deleted.
+    fn delete_covered(&self, py: Python<'_>, covered: u64) -> PyResult<(usize, u64)> {
+        py.detach(|| self.inner.delete_covered(covered))
+            .map_err(|e| writer_error(py, e))
+    }
+
     /// Starts a new segment at the current end; returns its start position.
     fn rotate(&self, py: Python<'_>) -> PyResult<u64> {
         py.detach(|| self.inner.rotate())
@@ -406,6 +389,14 @@ impl AofWriter {
         self.inner.open_report().truncated_bytes
     }
 
+    /// The backup file holding exactly the torn tail cut when this writer
+    /// opened, or None when nothing was cut.
+    #[getter]
+    fn torn_tail_backup(&self) -> Option<String> {
+        let backup = self.inner.open_report().torn_tail_backup.as_ref();
+        backup.map(|p| p.display().to_string())
+    }
+
     #[getter]
     fn failed(&self) -> bool {
         self.inner.is_failed()
@@ -440,6 +431,51 @@ impl AofWriter {
     }
 }
 
+/// The lock of an AOF directory, taken without opening a writer, by a tool
+/// that must not run beside one (`aof repair`). A context manager.
+#[pyclass(frozen, module = "openmatch_persistence._core", name = "AofDirLock")]
+pub struct AofDirLock {
+    lock: Mutex<Option<core::DirLock>>,
+}
+
+#[pymethods]
+impl AofDirLock {
+    /// Takes the lock of `directory` now; raises `WriterLockedError` while
+    /// a writer has it open.
+    #[new]
+    fn new(py: Python<'_>, directory: PathBuf) -> PyResult<Self> {
+        let lock = py
+            .detach(|| core::DirLock::acquire(&directory))
+            .map_err(|e| writer_error(py, e))?;
+        Ok(AofDirLock {
+            lock: Mutex::new(Some(lock)),
+        })
+    }
+
+    /// Releases the lock. Idempotent.
+    fn release(&self) {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    #[getter]
+    fn held(&self) -> bool {
+        self.lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.release();
+        false
+    }
+}
+
 /// The physical baseline of the fsync benchmark: `n` times a `size`-byte
 /// `pwrite` then `fdatasync` on a new file at `path` (removed afterwards);
 /// returns the seconds taken.
@@ -452,6 +488,7 @@ fn _raw_fdatasync_loop(py: Python<'_>, path: PathBuf, n: u64, size: usize) -> Py
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<AofWriter>()?;
+    m.add_class::<AofDirLock>()?;
     m.add_class::<WriterStats>()?;
     m.add_function(wrap_pyfunction!(_raw_fdatasync_loop, m)?)?;
     Ok(())

@@ -17,14 +17,18 @@ use super::WriterError;
 /// The lock file's name; not a segment name, so readers ignore it.
 pub const LOCK_FILE_NAME: &str = "writer.lock";
 
-/// Held while the writer is open; dropping it releases the lock.
+/// The directory's lock, held while a writer is open, or while a tool that
+/// changes segments behind a writer's back (`aof repair`) works; dropping
+/// it releases the lock.
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, WriterError> {
+    /// Takes the lock of AOF directory `dir` without waiting; fails with
+    /// [`WriterError::Locked`] while a writer (or another holder) has it.
+    pub fn acquire(dir: &Path) -> Result<DirLock, WriterError> {
         let path: PathBuf = dir.join(LOCK_FILE_NAME);
         let file = OpenOptions::new()
             .read(true)

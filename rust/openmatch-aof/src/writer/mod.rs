@@ -35,15 +35,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use fault::Fault;
-pub use lock::LOCK_FILE_NAME;
+pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, LATENCY_WINDOW};
 
-use crate::codec::{encode_frame_into, EncodeError, FrameError, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
+use crate::scanner::{ScanError, StopCause};
 use crate::segment::{list_segments, segment_file_name};
 use crate::types::AofOperation;
 use group_commit::{Current, Goal, Shared, State};
-use lock::DirLock;
 use stats::Counters;
 
 /// Why the writer could not do what was asked.
@@ -61,8 +61,18 @@ pub enum WriterError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{}: corrupt frame, refusing to open: {error}", path.display())]
-    Corrupt { path: PathBuf, error: FrameError },
+    /// The last segment is damaged where a crash leaves no damage
+    /// ([`crate::tail::classify_stop`]); nothing was cut.
+    #[error("{}: offset {offset}: corrupt, refusing to open: {cause}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        /// Where the bad frame starts in the segment.
+        offset: u64,
+        cause: StopCause,
+    },
+    /// The last segment could not be scanned.
+    #[error("{0}")]
+    Scan(#[from] ScanError),
     #[error("{0}")]
     Encode(#[from] EncodeError),
     #[error("{0}")]
@@ -133,6 +143,8 @@ pub struct OpenReport {
     pub end: u64,
     /// Bytes of torn tail cut from the last segment.
     pub truncated_bytes: u64,
+    /// The file holding exactly those bytes, written before the cut.
+    pub torn_tail_backup: Option<PathBuf>,
 }
 
 /// The durable writer of one AOF directory. `Send + Sync`: share it (in an
@@ -142,6 +154,10 @@ pub struct AofWriter {
     shared: Arc<Shared>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<DirLock>>,
+    /// Held by whatever changes the set of segment files (rotation,
+    /// deletion, close), taken before the state lock: a deletion's I/O then
+    /// never overlaps a rotation, while appends go on.
+    segments_change: Mutex<()>,
     report: OpenReport,
 }
 
@@ -166,20 +182,21 @@ impl AofWriter {
         }
         let dir_lock = DirLock::acquire(&dir)?;
         let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
-        let (start, path, file, valid_len, truncated) = match segments.last() {
+        let (start, path, file, valid_len, truncated, backup) = match segments.last() {
             None => {
                 let path = dir.join(segment_file_name(0));
                 let file = recover::create_segment(&dir, &path)?;
-                (0, path, file, 0, 0)
+                (0, path, file, 0, 0, None)
             }
             Some(last) => {
-                let (file, tail) = recover::open_last_segment(&last.path, opts.max_payload)?;
+                let (file, tail) = recover::open_last_segment(&dir, &last.path, opts.max_payload)?;
                 (
                     last.start,
                     last.path.clone(),
                     file,
                     tail.valid_len,
                     tail.torn_bytes,
+                    tail.backup,
                 )
             }
         };
@@ -195,6 +212,7 @@ impl AofWriter {
             segment_start: start,
             end,
             truncated_bytes: truncated,
+            torn_tail_backup: backup,
         };
         let shared = Arc::new(Shared {
             dir,
@@ -244,6 +262,7 @@ impl AofWriter {
             shared,
             syncer: Mutex::new(syncer),
             lock: Mutex::new(Some(dir_lock)),
+            segments_change: Mutex::new(()),
             report,
         })
     }
@@ -373,7 +392,11 @@ impl AofWriter {
             )));
         }
         let idx = st.segment_starts.partition_point(|&s| s < position);
-        let start = st.segment_starts[idx.saturating_sub(1)];
+        let Some(&start) = idx.checked_sub(1).and_then(|i| st.segment_starts.get(i)) else {
+            return Err(WriterError::Invalid(format!(
+                "position {position} is not in the log's segments (deleted by compaction?)"
+            )));
+        };
         Ok((
             self.shared.dir.join(segment_file_name(start)),
             position - start,
@@ -406,6 +429,7 @@ impl AofWriter {
     /// both read as the same log. If the current segment is empty, it is
     /// kept and its start returned.
     pub fn rotate(&self) -> Result<u64, WriterError> {
+        let _change = self.segments_change();
         let shared = &*self.shared;
         let st = shared.lock();
         shared.check_usable(&st)?;
@@ -453,6 +477,7 @@ impl AofWriter {
     /// background thread and releases the directory lock. Idempotent. A
     /// failed writer closes without any further I/O.
     pub fn close(&self) -> Result<(), WriterError> {
+        let _change = self.segments_change();
         let shared = &*self.shared;
         let st = shared.lock();
         let mut st = shared.take_exclusive(st);
@@ -484,6 +509,53 @@ impl AofWriter {
         }
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         result
+    }
+
+    fn segments_change(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.segments_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes, oldest first, the segments whose successor starts at or
+    /// before `covered` (so every record in them ends at or before it),
+    /// never the segment appended to; returns the segments and bytes
+    /// deleted. For compaction, once a snapshot covers `covered`.
+    ///
+    /// The directory is fsynced after each unlink: unlinks that share one
+    /// directory fsync can come back after a crash as any subset of
+    /// themselves, leaving a hole in the log; one at a time, a crash leaves
+    /// a contiguous suffix of segments. Appends go on meanwhile; rotation
+    /// and close wait. A failed writer still deletes (what a snapshot
+    /// covers is safe to drop whatever the writer's state); a closed one
+    /// no longer owns the directory and refuses.
+    pub fn delete_covered(&self, covered: u64) -> Result<(usize, u64), WriterError> {
+        let _change = self.segments_change();
+        let dir = &self.shared.dir;
+        let doomed: Vec<u64> = {
+            let st = self.shared.lock();
+            if st.closed {
+                return Err(WriterError::Closed { dir: dir.clone() });
+            }
+            let covered_segments = st
+                .segment_starts
+                .windows(2)
+                .take_while(|pair| pair[1] <= covered)
+                .count();
+            st.segment_starts[..covered_segments].to_vec()
+        };
+        let mut bytes = 0;
+        for start in &doomed {
+            let path = dir.join(segment_file_name(*start));
+            let len = std::fs::metadata(&path)
+                .map_err(|e| WriterError::io("stat segment", &path, e))?
+                .len();
+            std::fs::remove_file(&path).map_err(|e| WriterError::io("delete segment", &path, e))?;
+            self.shared.lock().segment_starts.remove(0);
+            recover::fsync_dir(dir)?;
+            bytes += len;
+        }
+        Ok((doomed.len(), bytes))
     }
 
     /// Makes the next `count` writes or fsyncs fail (ENOSPC / EIO), as a
