@@ -241,11 +241,11 @@ CRASH_IN_COMPACTION = textwrap.dedent(
     die = lambda *a, **k: os.kill(os.getpid(), 9)
     if step == "snapshot":  # after the snapshot commits, before any deletion
         persistence.delete_covered_segments = die
-    if step == "delete":  # after the first segment is deleted
-        real_unlink = os.unlink
-        def unlink_once(path):
-            real_unlink(path); die()
-        os.unlink = unlink_once
+    if step == "delete":  # after the first segment is deleted (and its directory fsynced)
+        def delete_one(_journal, covered):
+            starts = [s for s, _, _ in persistence._core.list_segments(p.aof_dir)]
+            p._journal.delete_covered(min(covered, starts[1])); die()
+        persistence.delete_covered_segments = delete_one
     p.compact()
     """
 )

@@ -51,8 +51,8 @@ def sample_ops() -> list[om.Operation]:
         market=om.MarketPair("BTC", "USDT"),
         taker_order_id=uuid.UUID(int=1),
         taker_user_id=uuid.UUID(int=2),
-        maker_order_id=uuid.UUID(int=5),
-        maker_user_id=uuid.UUID(int=6),
+        maker_order_id=uuid.UUID(int=1),
+        maker_user_id=uuid.UUID(int=2),
         price=Decimal("50000"),
         quantity=Decimal("0.5"),
         quote_amount=Decimal("25000"),
@@ -60,12 +60,14 @@ def sample_ops() -> list[om.Operation]:
         matcher_node=bytes(range(32)),
         executed_at=TS,
     )
+    # A stream that keeps the state's invariants (a self-trade, then the
+    # rest of the order cancelled), so that `aof verify` calls it clean.
     return [
         om.EpochAdvanced(7, om.EpochPhase.COLLECT),
         om.OrderReceived(order),
-        om.OrderCancelled(uuid.UUID(int=8)),
         om.BufferSealed(7, bytes([3]) * 32),
         om.TradeExecuted(trade),
+        om.OrderCancelled(uuid.UUID(int=1)),
         om.BalanceUpdated(uuid.UUID(int=2), "USDT", Decimal("1500.25"), Decimal("0")),
         om.EpochAdvanced(8, om.EpochPhase.SEAL),
     ]

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import datetime
 import pickle
-import uuid
 from decimal import Decimal
 
 import pytest
+from factories import T0, oid, order, tid, trade, uid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,73 +24,15 @@ from openmatch_persistence import (
     EpochPhase,
     InvalidTypeError,
     InvalidValueError,
-    MarketPair,
     Operation,
-    Order,
     OrderCancelled,
     OrderReceived,
-    OrderSide,
     OrderStatus,
-    OrderType,
     State,
-    Trade,
     TradeExecuted,
     encode,
     encode_many,
 )
-
-T0 = 1_700_000_000_000_000_000  # ns since 1970
-MARKET = MarketPair("BTC", "USDT")
-
-
-def oid(n: int) -> uuid.UUID:
-    return uuid.UUID(int=n)
-
-
-def tid(n: int) -> uuid.UUID:
-    return uuid.UUID(int=(1 << 100) + n)
-
-
-def uid(n: int) -> uuid.UUID:
-    return uuid.UUID(int=(1 << 120) + n)
-
-
-def order(n: int, qty: str, at: int = 0) -> Order:
-    return Order(
-        id=oid(n),
-        user_id=uid(n),
-        market=MARKET,
-        side=OrderSide.BUY,
-        order_type=OrderType.LIMIT,
-        status=OrderStatus.ACTIVE,
-        price=Decimal("100.5"),
-        quantity=Decimal(qty),
-        remaining_qty=Decimal(qty),
-        sr_id=uuid.UUID(int=(1 << 110) + n),
-        epoch_id=1,
-        origin_node=b"\x07" * 32,
-        sequence=n,
-        created_at=T0 + at,
-        updated_at=T0 + at,
-    )
-
-
-def trade(n: int, taker: int, maker: int, qty: str, epoch: int = 1, at: int = 0) -> Trade:
-    return Trade(
-        id=tid(n),
-        epoch_id=epoch,
-        market=MARKET,
-        taker_order_id=oid(taker),
-        taker_user_id=uid(taker),
-        maker_order_id=oid(maker),
-        maker_user_id=uid(maker),
-        price=Decimal("100.5"),
-        quantity=Decimal(qty),
-        quote_amount=Decimal("0"),
-        taker_side=OrderSide.BUY,
-        matcher_node=b"\x09" * 32,
-        executed_at=T0 + at,
-    )
 
 
 def stream() -> list[Operation]:
@@ -241,11 +183,12 @@ def test_take_changes_gives_each_entity_once() -> None:
     assert not state.has_changes
     assert len(state.take_changes()) == 0
 
-    state.apply(OrderCancelled(oid(2)), 9)
-    state.apply(OrderCancelled(oid(2)), 10)
+    state.apply(OrderCancelled(oid(1)), 9)
+    state.apply(OrderCancelled(oid(1)), 10)  # refused (terminal) and recorded
     again = state.take_changes()
-    assert [o.status for o in again.orders] == [OrderStatus.CANCELLED]
+    assert [(o.id, o.status) for o in again.orders] == [(oid(1), OrderStatus.CANCELLED)]
     assert again.position == 10
+    assert [(v.kind, v.position) for v in state.violations()] == [("terminal_order", 10)]
 
 
 def test_snapshot_round_trip_is_exact() -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from openmatch_persistence.errors import StoreError
+from openmatch_persistence.errors import StoreError, WriterFailedError
 from openmatch_persistence.store.base import ChangeBatch, ChangeSource, Store, WriteResult
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,12 @@ class Flusher:
                     self.write_pending()
             except StoreError:
                 pass  # logged by write_pending; retried after the backoff
+            except WriterFailedError as e:
+                # The AOF cannot be made durable any more, so no change may
+                # go to the database (write-ahead) until the data directory
+                # is reopened; close() says so again.
+                log.error("flusher stopped: %s", e)
+                return
             except Exception:
                 log.exception("flusher cycle failed; retrying")
             # A fixed cadence: a slow flush is not followed by a full interval

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openmatch_aof::journal::{self as core, JournalError, Replayed};
-use openmatch_aof::writer::{FsyncPolicy, WriterOptions};
+use openmatch_aof::writer::{Fault, FsyncPolicy, WriterOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -172,6 +172,12 @@ impl Journal {
         self.inner.writer().position()
     }
 
+    /// Everything below this position is on stable storage.
+    #[getter]
+    fn durable_position(&self) -> u64 {
+        self.inner.writer().durable_position()
+    }
+
     /// Starts a new segment; returns its start (see `AofWriter.rotate`).
     fn rotate(&self, py: Python<'_>) -> PyResult<u64> {
         let w = self.inner.writer();
@@ -209,6 +215,15 @@ impl Journal {
     #[getter]
     fn directory(&self) -> String {
         self.inner.writer().directory().display().to_string()
+    }
+
+    /// Test hook: the next `writes` writes fail with ENOSPC and the next
+    /// `fsyncs` fdatasyncs with EIO, as a failing disk would.
+    #[pyo3(signature = (*, writes = 0, fsyncs = 0))]
+    fn _inject_failures(&self, writes: u32, fsyncs: u32) {
+        let w = self.inner.writer();
+        w.inject_fault(Fault::Write, writes);
+        w.inject_fault(Fault::Fsync, fsyncs);
     }
 
     /// Writes and fsyncs what is queued, closes the writer. Idempotent.
