@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -130,6 +131,9 @@ def ensure_running(database_url: str) -> None:
 
 #: Operations each victim thread may append; far more than it gets to.
 VICTIM_STREAM = 100_000
+#: A victim thread tries an operation the journal refuses this often.
+POISON_EVERY = 25
+POISON = om.BalanceUpdated(uuid.UUID(int=0xBAD), "USDT", Decimal(-1), Decimal(0))
 ACK = struct.Struct("<IIQ")  # thread, index in its stream, acknowledged position
 
 
@@ -175,6 +179,16 @@ def victim(
         for index, op in enumerate(victim_stream(round_, thread)):
             if index == VICTIM_STREAM:
                 break
+            if index % POISON_EVERY == POISON_EVERY - 1:
+                # Refused (a negative balance): it must never leave a byte
+                # in the log, where the parent's check would find an
+                # operation never sent.
+                try:
+                    p.append(POISON)
+                except om.OperationRefusedError:
+                    pass
+                else:
+                    os._exit(3)  # the parent sees a child that died on its own
             position = p.append(op)
             with lock:
                 acks.send_bytes(ACK.pack(thread, index, position))

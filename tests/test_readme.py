@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,21 @@ def test_first_command_from_a_clean_clone_in_a_fresh_venv(tmp_path: Path) -> Non
     assert "recovery check OK" in run.stdout, run.stdout
     assert (clone / ".venv" / "bin" / "openmatch-persistence").exists()
     assert (clone / "openmatch-data" / "aof").is_dir()
+
+
+def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("negative_balance balance "), run.stdout
+    assert (tmp_path / "data" / "aof").is_dir()

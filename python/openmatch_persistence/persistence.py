@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -80,6 +81,7 @@ class Persistence:
         # records older than this process are counted from its start.
         self._oldest_since = time.monotonic()
         self._oldest_start = _core.aof_start(self.aof_dir) or 0
+        self._arm_compaction()
         self._closed = False
         self._flusher.start()
 
@@ -222,6 +224,7 @@ class Persistence:
             _, oldest = aof_bytes_and_oldest(self.aof_dir)
             self._oldest_start = rotated_at if oldest is None else oldest
             self._oldest_since = time.monotonic()
+            self._arm_compaction()
             self._compactions += 1
         report = CompactionReport(
             rotated_at=rotated_at,
@@ -233,8 +236,20 @@ class Persistence:
         log.info("compaction: %s", report)
         return report
 
+    def _arm_compaction(self) -> None:
+        """Where the policy's thresholds lie, as a position and a time, so
+        that the check after every append is two comparisons."""
+        max_bytes = None if self._policy is None else self._policy.max_bytes
+        max_age = None if self._policy is None else self._policy.max_age
+        self._due_position: float = (
+            math.inf if max_bytes is None else self._oldest_start + max_bytes
+        )
+        self._due_time: float = math.inf if max_age is None else self._oldest_since + max_age
+
     def _maybe_compact(self, position: int) -> None:
-        # Called after every append: arithmetic only, no file system calls.
+        # Called after every append: two comparisons, no file system calls.
+        if position <= self._due_position and time.monotonic() < self._due_time:
+            return
         if self._policy is None or self._compacting or self._closed:
             return
         held = position - self._oldest_start

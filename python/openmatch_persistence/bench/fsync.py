@@ -1,6 +1,7 @@
-"""The fsync benchmark: the durable writer against the disk's own limit
-(``write + fdatasync`` in a loop) and against Redis with ``appendfsync
-always``, all in one run on one file system.
+"""The fsync benchmark: the durable writer, and the whole write path
+(``Persistence``: the journal's validation and state, the flusher), against
+the disk's own limit (``write + fdatasync`` in a loop) and against Redis
+with ``appendfsync always``, all in one run on one file system.
 
 Every case runs for about ``duration`` seconds and reports operations per
 second; the targets are ratios between cases of the same run, so they hold
@@ -209,6 +210,86 @@ def writer_case(
         shutil.rmtree(case_dir, ignore_errors=True)
 
 
+#: Operations each thread of a ``Persistence`` case may append in one slice,
+#: per second of the slice: every append must be new (the journal refuses
+#: an order id received twice), so they are made before the clock starts.
+PERSISTENCE_POOL_RATE = {"always": 40_000, "no": 400_000, "many": 1_500_000}
+
+
+def persistence_pools(
+    threads: int, batch: int, fsync: str, duration: float
+) -> list[Sequence[Operation]]:
+    """Fresh orders for each thread of a ``Persistence`` case."""
+    kind = "many" if batch > 1 else fsync
+    per_thread = int(PERSISTENCE_POOL_RATE[kind] * duration / threads) + 8 + batch
+    return [order_ops(per_thread, first=(t + 1) << 40) for t in range(threads)]
+
+
+def persistence_case(
+    directory: Path,
+    key: str,
+    label: str,
+    fsync: str,
+    pools: list[Sequence[Operation]],
+    batch: int,
+    duration: float,
+) -> Row:
+    """``Persistence.append`` (batch 0) or ``append_many`` from one thread
+    per pool: the journal (schema and invariants, state, group commit) and
+    the SQLite flusher every 100 ms, as an application runs it."""
+    # Imported here: the writer's cases need none of the facade.
+    from openmatch_persistence.compaction import CompactionPolicy
+    from openmatch_persistence.persistence import Persistence
+
+    case_dir = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=directory))
+    positions = [0] * len(pools)
+    lock = threading.Lock()
+    ids = iter(range(len(pools)))
+    local = threading.local()
+    try:
+        with Persistence.open(
+            case_dir,
+            fsync=fsync,  # type: ignore[arg-type]
+            compaction=CompactionPolicy(None, None),
+        ) as p:
+            append, append_many = p.append, p.append_many
+
+            def take(n: int) -> Sequence[Operation]:
+                i = getattr(local, "i", None)
+                if i is None:
+                    with lock:
+                        i = local.i = next(ids)
+                at = positions[i]
+                if at + n > len(pools[i]):
+                    raise RuntimeError(f"{key}: its pool of fresh orders ran out; enlarge it")
+                positions[i] = at + n
+                return pools[i][at : at + n]
+
+            if batch == 0:
+
+                def one_at_a_time() -> int:
+                    for op in take(8):
+                        append(op)
+                    return 8
+
+                work = one_at_a_time
+            else:
+
+                def many() -> int:
+                    append_many(take(batch))
+                    return batch
+
+                work = many
+            total, seconds = run_threads(len(pools), duration, work)
+            stats = p.stats()["writer"]
+        note = "journal + SQLite flusher"
+        if fsync == "always":
+            note += f"; {stats['records_per_fsync']:.1f} rec/fsync"
+        return Row(key, label, total, seconds, stats["fsyncs"], note)
+    finally:
+        shutil.rmtree(case_dir, ignore_errors=True)
+
+
 def redis_case(peer: RedisPeer, clients: int, duration: float, payload: bytes) -> Row:
     key = f"redis_{clients}"
     label = f"Redis appendfsync always, {clients} clients"
@@ -240,6 +321,19 @@ def redis_case(peer: RedisPeer, clients: int, duration: float, payload: bytes) -
 THREADS = (1, 4, 16, 64)
 BATCHES = (1, 100, 10_000)
 REDIS_CLIENTS = (1, 16, 64)
+#: key, label, fsync policy, threads, batch (0: one operation per append).
+PERSISTENCE_CASES = (
+    ("persist_always_1", "Persistence.append always, 1 thread", "always", 1, 0),
+    ("persist_always_16", "Persistence.append always, 16 threads", "always", 16, 0),
+    ("persist_no_1", "Persistence.append no, 1 thread", "no", 1, 0),
+    (
+        "persist_many_10000",
+        "Persistence.append_many(10,000 Orders) always",
+        "always",
+        1,
+        10_000,
+    ),
+)
 
 
 def run(
@@ -284,6 +378,19 @@ def run(
         cases.append(
             writer_thunk(f"many_{b}", f"writer always, append_many({b:,} Orders)", "always", 1, b)
         )
+    for key, label, fsync, threads, batch in PERSISTENCE_CASES:
+        pools = persistence_pools(threads, batch, fsync, slice_)
+
+        def persistence_thunk(
+            key: str = key,
+            label: str = label,
+            fsync: str = fsync,
+            pools: list[Sequence[Operation]] = pools,
+            batch: int = batch,
+        ) -> Row:
+            return persistence_case(scratch, key, label, fsync, pools, batch, slice_)
+
+        cases.append((key, persistence_thunk))
     for policy in ("everysec", "no"):
         for t in (1, 16):
             plural = "s" if t > 1 else ""
@@ -353,6 +460,39 @@ def targets(report: Report) -> list[Target]:
             )
         )
     out.append(Target("append_many(10,000 Orders), durable", rate("many_10000"), 500_000, "ops/s"))
+    # The whole write path (issue 12).
+    out += [
+        Target(
+            "Persistence always, 1 thread / raw Rust write+fdatasync",
+            ratio("persist_always_1", "raw_rust"),
+            0.9,
+            "x",
+        ),
+        Target(
+            "Persistence always, 16 threads / 1 thread",
+            ratio("persist_always_16", "persist_always_1"),
+            8.0,
+            "x",
+        ),
+    ]
+    if rate("redis_16") > 0:
+        out.append(
+            Target(
+                "Persistence always, 16 threads / Redis, 16 clients",
+                ratio("persist_always_16", "redis_16"),
+                2.0,
+                "x",
+            )
+        )
+    out += [
+        Target("Persistence.append, fsync=no, 1 thread", rate("persist_no_1"), 250_000, "ops/s"),
+        Target(
+            "Persistence.append_many(10,000 Orders), durable",
+            rate("persist_many_10000"),
+            1_000_000,
+            "ops/s",
+        ),
+    ]
     return out
 
 

@@ -120,22 +120,42 @@ const PARALLEL_ENCODE_CHUNK: usize = 2048;
 /// Frames of a batch, one after the other, and the length of each.
 pub type EncodedBatch = (Vec<u8>, Vec<usize>);
 
+/// Why [`encode_batch_checked`] refused an operation.
+#[derive(Debug)]
+pub enum BatchError<E> {
+    /// The caller's check refused it.
+    Check(E),
+    /// It cannot be encoded.
+    Encode(EncodeError),
+}
+
 /// The frames of `ops`, in order, and the length of each; the first that
 /// cannot be encoded fails the call with its index. Large batches are split
 /// over the cores (scoped threads: a thread start costs microseconds,
 /// encoding 10,000 Orders milliseconds).
 pub fn encode_batch(ops: &[AofOperation]) -> Result<EncodedBatch, (usize, EncodeError)> {
-    fn encode_all(
-        ops: &[AofOperation],
-        first: usize,
-    ) -> Result<EncodedBatch, (usize, EncodeError)> {
+    encode_batch_checked(ops, |_| Ok::<(), EncodeError>(())).map_err(|(i, e)| match e {
+        BatchError::Check(e) | BatchError::Encode(e) => (i, e),
+    })
+}
+
+/// As [`encode_batch`], running `check` on each operation first (on the
+/// same threads); the first operation refused by either fails the call.
+pub fn encode_batch_checked<E: Send>(
+    ops: &[AofOperation],
+    check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
+) -> Result<EncodedBatch, (usize, BatchError<E>)> {
+    let encode_all = |ops: &[AofOperation], first: usize| {
         let mut out = Vec::with_capacity(ops.len() * 300);
         let mut lengths = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            lengths.push(encode_frame_into(op, &mut out).map_err(|e| (first + i, e))?);
+            check(op).map_err(|e| (first + i, BatchError::Check(e)))?;
+            let len =
+                encode_frame_into(op, &mut out).map_err(|e| (first + i, BatchError::Encode(e)))?;
+            lengths.push(len);
         }
         Ok((out, lengths))
-    }
+    };
     if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
         // Before asking for the cores: on Linux that reads cgroup files,
         // tens of microseconds, more than a small batch takes to encode.
@@ -147,7 +167,8 @@ pub fn encode_batch(ops: &[AofOperation]) -> Result<EncodedBatch, (usize, Encode
         return encode_all(ops, 0);
     }
     let chunk = ops.len().div_ceil(parts);
-    let encoded: Vec<Result<EncodedBatch, (usize, EncodeError)>> = std::thread::scope(|scope| {
+    let encode_all = &encode_all;
+    let encoded: Vec<Result<EncodedBatch, (usize, BatchError<E>)>> = std::thread::scope(|scope| {
         let mut chunks = ops.chunks(chunk).enumerate();
         let first = chunks.next().map_or(&[][..], |(_, c)| c);
         let handles: Vec<_> = chunks
@@ -158,7 +179,7 @@ pub fn encode_batch(ops: &[AofOperation]) -> Result<EncodedBatch, (usize, Encode
             results.push(h.join().unwrap_or_else(|_| {
                 Err((
                     i * chunk,
-                    EncodeError::Serialize("encoding thread panicked".into()),
+                    BatchError::Encode(EncodeError::Serialize("encoding thread panicked".into())),
                 ))
             }));
         }

@@ -36,7 +36,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use replay::{replay, LogViolation, Replayed};
 
-use crate::codec::{encode_batch, EncodeError};
+use crate::codec::{encode_batch_checked, BatchError, EncodeError};
 use crate::scanner::{OutcomeKind, ScanError};
 use crate::state::{Changes, State, Violation};
 use crate::state_image::encode_image;
@@ -164,11 +164,11 @@ impl Journal {
     /// Judges, applies and queues `ops`; returns the position after the
     /// last. The caller waits for it ([`AofWriter::wait_appended`]).
     fn submit(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
-        for (index, op) in ops.iter().enumerate() {
-            check_fits_store(op).map_err(|reason| JournalError::Unfit { index, reason })?;
-        }
         let (frames, lengths) =
-            encode_batch(&ops).map_err(|(index, source)| JournalError::Encode { index, source })?;
+            encode_batch_checked(&ops, check_fits_store).map_err(|(index, e)| match e {
+                BatchError::Check(reason) => JournalError::Unfit { index, reason },
+                BatchError::Encode(source) => JournalError::Encode { index, source },
+            })?;
         let mut state = self.lock();
         let base = self.writer.position();
         if ops.is_empty() {
@@ -221,20 +221,25 @@ impl Journal {
     /// The changes since the previous call, for the database: only once
     /// the log behind them is durable (fsynced under every policy), so the
     /// database is never ahead of the log.
+    ///
+    /// The changes are taken under the lock and the wait for durability
+    /// runs after it is released, so appends go on during the fsync; the
+    /// changes go nowhere until it is done. Should it fail, they are
+    /// dropped: the writer has failed for good, and recovery replays them
+    /// from the log.
     pub fn take_changes(&self) -> Result<Changes, JournalError> {
-        let mut state = self.lock();
-        self.writer.wait_durable(state.position())?;
-        Ok(state.take_changes())
+        let changes = self.lock().take_changes();
+        self.writer.wait_durable(changes.position)?;
+        Ok(changes)
     }
 
     /// The state's image ([`crate::state_image`]) and the position it
     /// covers, once the log up to it is durable.
     pub fn image(&self) -> Result<(u64, Vec<u8>), JournalError> {
-        let snapshot = {
-            let state = self.lock();
-            self.writer.wait_durable(state.position())?;
-            state.export()
-        };
+        // Exported under the lock (one position), made durable and encoded
+        // after it, while appends go on.
+        let snapshot = self.lock().export();
+        self.writer.wait_durable(snapshot.position)?;
         Ok((snapshot.position, encode_image(&snapshot)))
     }
 

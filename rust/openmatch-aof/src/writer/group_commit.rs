@@ -70,6 +70,8 @@ pub(crate) struct State {
     /// Threads parked until their position is reached or a leader is
     /// needed.
     pub waiters: Vec<Waiter>,
+    /// Threads waiting on `progress` (rotation, close).
+    pub progress_waiters: u32,
 }
 
 /// A thread parked in [`Shared::wait_for`].
@@ -141,8 +143,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.progress.wait(st).unwrap_or_else(|p| p.into_inner())
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.progress_waiters += 1;
+        let mut st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.progress_waiters -= 1;
+        st
     }
 
     pub fn check_usable(&self, st: &State) -> Result<(), WriterError> {
@@ -278,7 +283,12 @@ impl Shared {
                 wake.insert(0, w);
             }
         }
-        self.progress.notify_all();
+        // A notify is a futex syscall even with nobody waiting: one per
+        // append on the single-thread path. Waiters count themselves under
+        // the lock before they wait, so none is missed.
+        if st.progress_waiters > 0 {
+            self.progress.notify_all();
+        }
         if halted {
             self.halt.notify_all();
         }

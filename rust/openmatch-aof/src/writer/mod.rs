@@ -239,6 +239,7 @@ impl AofWriter {
                 segment_starts,
                 counters,
                 waiters: Vec::new(),
+                progress_waiters: 0,
             }),
             progress: Condvar::new(),
             halt: Condvar::new(),
