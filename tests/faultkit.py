@@ -10,6 +10,7 @@ import glob
 import os
 import struct
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +29,17 @@ from openmatch_persistence.workload import Workload
 
 NO_COMPACTION = CompactionPolicy(max_bytes=None, max_age=None)
 HAVE_CLUSTER = bool(glob.glob("/etc/postgresql/*/main"))
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The console script in a fresh interpreter, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "openmatch_persistence", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def frame_ends(ops: Sequence[om.Operation], base: int = 0) -> list[int]:

@@ -6,26 +6,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from faultkit import run_cli
 from test_scanner import frame_ends, sample_ops, seg_name
 
 import openmatch_persistence as om
 from openmatch_persistence.cli import main
 from openmatch_persistence.cli.aof import Progress
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openmatch_persistence", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture

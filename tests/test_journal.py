@@ -8,8 +8,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from factories import oid, order, trade, uid
-from faultkit import NO_COMPACTION, replay_digest, victim_stream
+from faultkit import NO_COMPACTION, replay_digest, run_cli, victim_stream
 
 import openmatch_persistence as om
 from openmatch_persistence import _core
@@ -26,16 +24,6 @@ from openmatch_persistence.persistence import Persistence
 
 def aof_bytes(data_dir: Path) -> int:
     return sum(size for _, _, size in _core.list_segments(data_dir / "aof"))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openmatch_persistence", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_refused_operation_writes_nothing_and_names_the_violation(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ class RecoveryError(OpenMatchPersistenceError):
     """Recovery cannot produce a trustworthy state."""
 
 
-class LogViolationError(RecoveryError):
+class LogViolationError(RecoveryError, ConsistencyError):
     """The log holds an operation that breaks the state's invariants
     (written by another program or an older version). ``position``, ``kind``,
     ``entity`` and ``entity_id`` name the first one; ``frame_start`` is where
@@ -166,13 +166,7 @@ class LogViolationError(RecoveryError):
     def __init__(
         self, message: str, *, violations: Sequence[Violation] = (), frame_start: int = 0
     ) -> None:
-        super().__init__(message)
-        self.violations: list[Violation] = list(violations)
-        first = self.violations[0] if self.violations else None
-        self.kind: str | None = first.kind if first else None
-        self.entity: str | None = first.entity if first else None
-        self.entity_id: object = first.entity_id if first else None
-        self.position: int | None = first.position if first else None
+        ConsistencyError.__init__(self, message, violations=violations)
         self.frame_start = frame_start
 
 
