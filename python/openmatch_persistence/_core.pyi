@@ -476,7 +476,7 @@ def verify_bytes(
 
 # --- replay ------------------------------------------------------------------
 
-class ReplayReport(TypedDict):
+class _ReplayReport(TypedDict):
     from_position: int
     position: int
     operations: int
@@ -484,12 +484,12 @@ class ReplayReport(TypedDict):
     outcome: Literal["clean", "torn_tail", "corrupt"]
     message: str
 
-class OpenReport(ReplayReport):
+class _OpenReport(_ReplayReport):
     torn_tail_cut: int
 
 def replay(
     state: State, path: str | os.PathLike[str], *, until: int | None = None
-) -> ReplayReport: ...
+) -> _ReplayReport: ...
 
 @final
 class Journal:
@@ -498,7 +498,7 @@ class Journal:
         directory: str | os.PathLike[str],
         fsync: FsyncPolicy = "always",
         state: State | None = None,
-    ) -> tuple[Journal, OpenReport]: ...
+    ) -> tuple[Journal, _OpenReport]: ...
     def append(self, op: Operation) -> int: ...
     def append_many(self, ops: Iterable[Operation]) -> int: ...
     @property
@@ -616,6 +616,7 @@ class AofWriter:
     def _wait_appended(self, position: int) -> int: ...
     def _inject_failures(self, *, writes: int = 0, fsyncs: int = 0) -> None: ...
 
+@final
 class AofDirLock:
     """The writer lock of an AOF directory, held without a writer."""
 
