@@ -28,6 +28,38 @@
 //! Nothing here can be interrupted halfway by the caller: an append is
 //! judged, applied and queued in one critical section, and no caller code
 //! runs inside it (from Python, the GIL is released for the whole call).
+//!
+//! As the engine uses it (a longer version: `examples/engine_journal.rs`):
+//!
+//! ```
+//! use openmatch_aof::journal::{Journal, JournalError};
+//! use openmatch_aof::state::State;
+//! use openmatch_aof::state_image::decode_image;
+//! use openmatch_aof::writer::WriterOptions;
+//! use openmatch_aof::{AofOperation, Asset, EpochId, EpochPhase, UserId};
+//! use rust_decimal::Decimal;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let (journal, _) = Journal::open(dir.path(), WriterOptions::default(), State::new())?;
+//! let user = UserId(uuid::Uuid::from_u128(7));
+//! let usdt: Asset = "USDT".into();
+//! journal.append(AofOperation::EpochAdvanced(EpochId(1), EpochPhase::Collect))?;
+//! journal.append(AofOperation::BalanceUpdated(user, usdt.clone(), Decimal::TEN, Decimal::ZERO))?;
+//! // Refused before anything is written: a balance may not go below zero.
+//! let negative = AofOperation::BalanceUpdated(user, usdt, -Decimal::ONE, Decimal::ZERO);
+//! assert!(matches!(journal.append(negative), Err(JournalError::Refused { .. })));
+//! let (_, image) = journal.image()?; // a snapshot, once durable
+//! journal.close()?;
+//!
+//! // Recovery: the snapshot, then the log after it.
+//! let base = State::from_snapshot(decode_image(&image)?)?;
+//! let (journal, replayed) = Journal::open(dir.path(), WriterOptions::default(), base)?;
+//! assert_eq!(replayed.operations, 0);
+//! assert_eq!(journal.read(|s| s.balance(user, "USDT").map(|b| b.available))?, Some(Decimal::TEN));
+//! # Ok(())
+//! # }
+//! ```
 
 mod replay;
 
