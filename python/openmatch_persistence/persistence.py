@@ -101,9 +101,11 @@ class Persistence:
     ) -> Persistence:
         """Opens (creating if needed) and recovers ``data_dir``."""
         root = Path(data_dir)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Durably (each new directory's parent fsynced): a crash must not
+        # lose the data dir under acknowledged appends. The journal's writer
+        # creates aof/ the same way.
+        _core.create_dir_durably(root)
         aof_dir = root / AOF_DIRNAME
-        aof_dir.mkdir(mode=0o700, exist_ok=True)
         store = open_store(
             database_url,
             sqlite_path=str(root / SQLITE_FILENAME),

@@ -116,7 +116,7 @@ class _Base:
 
 
 def _load_base(aof_dir: Path, store: Store, ignore_snapshot: bool) -> _Base:
-    first = _core.aof_start(aof_dir)
+    first = _core.aof_start(aof_dir) if aof_dir.is_dir() else None
     usable_from = 0 if first is None else first
     #: The position of a snapshot that exists but predates the AOF's start.
     too_old: int | None = None

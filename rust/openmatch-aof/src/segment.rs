@@ -70,6 +70,36 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<Segment>> {
     Ok(segments)
 }
 
+/// Creates `dir` and any missing ancestors (mode 0700), and makes each new
+/// entry durable: the directory holding it is fsynced, from the outermost
+/// new one inward, so that a crash cannot leave a later entry that an
+/// earlier, lost one should contain (POSIX promises a new directory entry
+/// only once its directory is fsynced). Returns whether anything was
+/// created; an existing directory is left as it is.
+pub fn create_dir_durably(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    // The ancestors that do not exist yet, outermost last.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
+        .collect();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +117,19 @@ mod tests {
             None
         );
         assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn directories_are_created_owner_only_and_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("om-create-{}", std::process::id()));
+        let deep = root.join("a").join("b");
+        assert!(create_dir_durably(&deep).unwrap());
+        assert!(!create_dir_durably(&deep).unwrap());
+        for d in [&root, &root.join("a"), &deep] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

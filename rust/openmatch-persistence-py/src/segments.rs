@@ -84,7 +84,22 @@ fn write_backup(
         })
 }
 
+/// Creates the directory and any missing ancestors (0700), fsyncing the
+/// directory that holds each new one; returns whether it created anything.
+#[pyfunction]
+fn create_dir_durably(py: Python<'_>, path: PathBuf) -> PyResult<bool> {
+    py.detach(|| segment::create_dir_durably(&path))
+        .map_err(|e| {
+            let msg = format!("create directory {}: {e}", path.display());
+            match e.raw_os_error() {
+                Some(errno) => AofError::new_err((errno, msg)),
+                None => AofError::new_err(msg),
+            }
+        })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;
     m.add_function(wrap_pyfunction!(backup_path, m)?)?;

@@ -25,9 +25,9 @@ mod policy;
 mod recover;
 mod stats;
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
@@ -41,7 +41,7 @@ pub use stats::{WriterStats, LATENCY_WINDOW};
 
 use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
 use crate::scanner::{ScanError, StopCause};
-use crate::segment::{list_segments, segment_file_name};
+use crate::segment::{create_dir_durably, list_segments, segment_file_name};
 use crate::types::AofOperation;
 use group_commit::{Current, Goal, Shared, State};
 use stats::Counters;
@@ -170,16 +170,7 @@ impl AofWriter {
                 "max_batch_bytes must be positive".into(),
             ));
         }
-        if !dir.is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| WriterError::io("create directory", &dir, e))?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                recover::fsync_dir(parent)?;
-            }
-        }
+        create_dir_durably(&dir).map_err(|e| WriterError::io("create directory", &dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
         let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
         let (start, path, file, valid_len, truncated, backup) = match segments.last() {
