@@ -130,6 +130,11 @@ def identity_mismatch(
             f"(id {theirs.data_dir_id}), not to {me}: nothing was written; give each data "
             "directory its own database (or schema)"
         )
+        if our_path == theirs.data_dir_path:
+            message += (
+                f" (the same path: if {our_path}/identity was deleted or replaced, restore it "
+                f"with the id {theirs.data_dir_id})"
+            )
     return IdentityMismatchError(
         message,
         data_dir_id=ours,
