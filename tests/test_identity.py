@@ -116,26 +116,25 @@ def test_a_healthy_aof_against_another_database_is_not_called_corrupt(
 def test_the_database_checks_the_identity_in_each_write(tmp_path: Path, shared: str) -> None:
     a = tmp_path / "a"
     p = open_(a, shared)
-    if True:
-        for n in range(5):
-            p.append(balance_op(A, n))
+    for n in range(5):
+        p.append(balance_op(A, n))
+    p.flush()
+    # Another data directory's id in the row (as if it had claimed it):
+    sql(shared, "UPDATE persistence_identity SET data_dir_id = "
+        "'00000000-0000-4000-8000-000000000001'")  # fmt: skip
+    p.append(balance_op(A, 5))
+    segments = _core.list_segments(p.aof_dir)
+    with pytest.raises(IdentityMismatchError):
         p.flush()
-        # Another data directory's id in the row (as if it had claimed it):
-        sql(shared, "UPDATE persistence_identity SET data_dir_id = "
-            "'00000000-0000-4000-8000-000000000001'")  # fmt: skip
-        p.append(balance_op(A, 5))
-        segments = _core.list_segments(p.aof_dir)
-        with pytest.raises(IdentityMismatchError):
-            p.flush()
-        with pytest.raises(IdentityMismatchError):
-            p.compact()  # deletes nothing
-        assert [s[2] for s in _core.list_segments(p.aof_dir)][: len(segments)] == [
-            s[2] for s in segments
-        ]
-        assert _core.list_segments(p.aof_dir)[0][0] == 0
-        identity = p.identity.id
-        with pytest.raises(IdentityMismatchError):
-            p.close()  # its last flush is refused too; the AOF has it all
+    with pytest.raises(IdentityMismatchError):
+        p.compact()  # deletes nothing
+    assert [s[2] for s in _core.list_segments(p.aof_dir)][: len(segments)] == [
+        s[2] for s in segments
+    ]
+    assert _core.list_segments(p.aof_dir)[0][0] == 0
+    identity = p.identity.id
+    with pytest.raises(IdentityMismatchError):
+        p.close()  # its last flush is refused too; the AOF has it all
     store = open_store(shared)
     try:
         checkpoint = store.checkpoint()
