@@ -211,3 +211,52 @@ def victim(
     for w in workers:
         w.join()
     time.sleep(3600)  # the parent kills us long before
+
+
+# --- two data directories, one database (tests/test_identity.py) ---------------------
+
+
+def balance_op(node: int, n: int) -> om.Operation:
+    """Data directory ``node``'s ``n``-th balance: its own user, so the
+    balances of two data directories never share a key."""
+    return om.BalanceUpdated(uuid.UUID(int=(node << 64) + n), "USDT", Decimal(n + 1), Decimal(0))
+
+
+def node_balances(state: _core.State, node: int) -> set[int]:
+    """The ``n`` of every balance of data directory ``node`` in ``state``."""
+    return {b.user_id.int & (2**64 - 1) for b in state.balances() if b.user_id.int >> 64 == node}
+
+
+_APPEND_AND_WAIT = """
+import sys
+from faultkit import NO_COMPACTION, balance_op
+from openmatch_persistence.persistence import Persistence
+data_dir, url, node, first, count = sys.argv[1], sys.argv[2] or None, *map(int, sys.argv[3:6])
+p = Persistence.open(data_dir, database_url=url, compaction=NO_COMPACTION)
+for n in range(first, first + count):
+    p.append(balance_op(node, n))
+p.flush()
+print("acknowledged", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def append_flush_and_kill(
+    data_dir: Path, database_url: str | None, node: int, first: int, count: int
+) -> None:
+    """In a child process: opens ``data_dir``, appends ``count`` balances
+    of ``node`` (acknowledged), flushes; then the child is killed with -9
+    while it holds the data directory open."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _APPEND_AND_WAIT, str(data_dir), database_url or "",
+         str(node), str(first), str(count)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line == "acknowledged\n", (line, child.stderr and child.stderr.read())
+    finally:
+        child.kill()  # SIGKILL
+        child.wait()

@@ -121,6 +121,28 @@ class MigrationError(StoreError):
     changed since."""
 
 
+class IdentityMismatchError(StoreError):
+    """The database belongs to another data directory (docs/storage.md,
+    "Identity"), or holds a snapshot of no known one and adoption was not
+    asked for. Raised before anything is written or deleted. The ids and
+    paths of both sides are attributes (None where a side has none)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        data_dir_id: object = None,
+        data_dir_path: str | None = None,
+        database_id: object = None,
+        database_path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.data_dir_id = data_dir_id
+        self.data_dir_path = data_dir_path
+        self.database_id = database_id
+        self.database_path = database_path
+
+
 class ConsistencyError(OpenMatchPersistenceError):
     """State that breaks an invariant; names the entity and the position.
 
@@ -156,6 +178,11 @@ class RecoveryError(OpenMatchPersistenceError):
     """Recovery cannot produce a trustworthy state."""
 
 
+class NotADataDirError(OpenMatchPersistenceError, FileNotFoundError):
+    """A path that is not a data directory (no ``aof/`` in it) given to a
+    command that needs one, or one with no AOF segment given to ``aof``."""
+
+
 class LogViolationError(RecoveryError, ConsistencyError):
     """The log holds an operation that breaks the state's invariants
     (written by another program or an older version). ``position``, ``kind``,
@@ -181,12 +208,14 @@ __all__ = [
     "ConsistencyError",
     "CorruptFrameError",
     "FrameError",
+    "IdentityMismatchError",
     "InvalidTypeError",
     "InvalidValueError",
     "JournalBrokenError",
     "JsonFormatError",
     "LogViolationError",
     "MigrationError",
+    "NotADataDirError",
     "OpenMatchPersistenceError",
     "OperationRefusedError",
     "OversizedFrameError",

@@ -34,8 +34,19 @@ from openmatch_persistence.compaction import (
     delete_covered_segments,
 )
 from openmatch_persistence.dsn import mask_dsn
-from openmatch_persistence.errors import OpenMatchPersistenceError, RecoveryError, StoreError
+from openmatch_persistence.errors import (
+    IdentityMismatchError,
+    OpenMatchPersistenceError,
+    StoreError,
+)
 from openmatch_persistence.flusher import Flusher
+from openmatch_persistence.identity import (
+    DataDirIdentity,
+    create_identity,
+    is_data_dir,
+    read_identity,
+    require_data_dir,
+)
 from openmatch_persistence.recovery import CutReport, RecoveryReport, cut_until, recover
 from openmatch_persistence.store import open_store
 from openmatch_persistence.store.base import Store, WriteResult
@@ -61,10 +72,14 @@ class Persistence:
         flush_interval: float,
         compaction: CompactionPolicy | None,
         database_label: str,
+        identity: DataDirIdentity,
     ) -> None:
         self.data_dir = data_dir
         self.aof_dir = data_dir / AOF_DIRNAME
         self.database = database_label
+        #: The data directory's identity (``DATA_DIR/identity``); the
+        #: database is bound to it (docs/storage.md, "Identity").
+        self.identity = identity
         self._store = store
         self._journal = journal
         self._recovery = recovery
@@ -98,14 +113,23 @@ class Persistence:
         compaction: CompactionPolicy | None = None,
         ignore_snapshot: bool = False,
         max_connections: int = 10,
+        adopt: bool = False,
+        create: bool = True,
     ) -> Persistence:
-        """Opens (creating if needed) and recovers ``data_dir``."""
+        """Opens (creating it if needed, unless ``create`` is false) and
+        recovers ``data_dir``. The database must be this data directory's:
+        one of another is refused (:class:`IdentityMismatchError`) before
+        anything is written; one of none is taken when it holds no snapshot,
+        or when ``adopt`` is true (see docs/storage.md, "Identity")."""
         root = Path(data_dir)
-        # Durably (each new directory's parent fsynced): a crash must not
-        # lose the data dir under acknowledged appends. The journal's writer
-        # creates aof/ the same way.
-        _core.create_dir_durably(root)
+        if not create:
+            require_data_dir(root)
+        existing = is_data_dir(root)
         aof_dir = root / AOF_DIRNAME
+        # Durably (each new directory's parent fsynced): a crash must not
+        # lose the data dir under acknowledged appends.
+        _core.create_dir_durably(aof_dir)
+        identity = read_identity(root) or create_identity(root, existing=existing)
         store = open_store(
             database_url,
             sqlite_path=str(root / SQLITE_FILENAME),
@@ -113,7 +137,10 @@ class Persistence:
         )
         try:
             store.migrate()
-            journal, report = recover(aof_dir, store, fsync, ignore_snapshot=ignore_snapshot)
+            _claim(store, identity, aof_dir, embedded=database_url is None, adopt=adopt)
+            journal, report = recover(
+                aof_dir, store, fsync, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
+            )
         except BaseException:
             store.close()
             raise
@@ -129,6 +156,7 @@ class Persistence:
             flush_interval=flush_interval,
             compaction=compaction if compaction is not None else CompactionPolicy(),
             database_label=label,
+            identity=identity,
         )
 
     # --- appending --------------------------------------------------------------
@@ -198,6 +226,18 @@ class Persistence:
         target = self._journal.end
         result = self._flusher.flush()
         checkpoint = self._store.checkpoint()
+        if checkpoint is not None and checkpoint.data_dir_id != self.identity.id:
+            # Never reached through the store's own checks (the flush above
+            # refuses a database of another data directory); compaction
+            # relies on this: it deletes only what this data directory's
+            # own checkpoint covers.
+            raise IdentityMismatchError(
+                f"snapshot: the database's checkpoint was written for data directory id "
+                f"{checkpoint.data_dir_id}, not {self.data_dir} (id {self.identity.id})",
+                data_dir_id=self.identity.id,
+                data_dir_path=str(self.data_dir),
+                database_id=checkpoint.data_dir_id,
+            )
         covered = checkpoint.position if checkpoint is not None else 0
         if covered < target:
             raise StoreError(
@@ -331,16 +371,58 @@ def cut_log_until(
     *,
     database_url: str | None = None,
     ignore_snapshot: bool = False,
+    adopt: bool = False,
 ) -> CutReport:
     """``recover --until``: see :func:`recovery.cut_until`. The data
-    directory must exist and not be open."""
+    directory must exist and not be open; the database must be its own."""
     root = Path(data_dir)
+    require_data_dir(root)
     aof_dir = root / AOF_DIRNAME
-    if not aof_dir.is_dir():
-        raise RecoveryError(f"{root} is not a data directory (it has no {AOF_DIRNAME}/)")
+    identity = read_identity(root) or create_identity(root, existing=True)
     store = open_store(database_url, sqlite_path=str(root / SQLITE_FILENAME), max_connections=1)
     try:
         store.migrate()
-        return cut_until(aof_dir, store, until, ignore_snapshot=ignore_snapshot)
+        _claim(store, identity, aof_dir, embedded=database_url is None, adopt=adopt)
+        return cut_until(
+            aof_dir, store, until, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
+        )
     finally:
         store.close()
+
+
+def _claim(
+    store: Store, identity: DataDirIdentity, aof_dir: Path, *, embedded: bool, adopt: bool
+) -> None:
+    """Binds ``store`` to the data directory, or raises
+    :class:`IdentityMismatchError` before anything is written.
+
+    A database of no data directory that holds a snapshot is taken only
+    when ``adopt`` is asked for, or on upgrade: the data directory was made
+    by a version before identities (its identity was made for an existing
+    one) and the database is its embedded SQLite file, or the snapshot's
+    position lies within its AOF (the AOF continues the snapshot)."""
+    upgrading = False
+    if not adopt and identity.created_for == "existing" and store.identity() is None:
+        if embedded:
+            upgrading = True
+        else:
+            segments = _core.list_segments(aof_dir)
+            start = segments[0][0] if segments else 0
+            end = segments[-1][0] + segments[-1][2] if segments else 0
+            checkpoint = store.checkpoint()
+            image = store.load_image()
+            positions = [x.position for x in (checkpoint, image) if x is not None]
+            upgrading = bool(positions) and all(start <= p <= end for p in positions)
+    how = store.claim(
+        identity.id,
+        str(identity.path),
+        adopt=adopt or upgrading,
+        claimed_as="adopted" if adopt else "upgraded",
+    )
+    if how in ("adopted", "upgraded"):
+        log.warning(
+            "data directory %s (id %s) %s a database with a snapshot and no identity",
+            identity.path,
+            identity.id,
+            "adopted" if how == "adopted" else "took over its pre-identity",
+        )

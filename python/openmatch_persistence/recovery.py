@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from openmatch_persistence import _core, repair
 from openmatch_persistence.errors import (
     ConsistencyError,
+    IdentityMismatchError,
     InvalidValueError,
     RecoveryError,
     StoreError,
@@ -115,7 +117,24 @@ class _Base:
     epoch: int | None
 
 
-def _load_base(aof_dir: Path, store: Store, ignore_snapshot: bool) -> _Base:
+def _check_written_for(
+    what: str, written_for: uuid.UUID | None, data_dir_id: uuid.UUID | None
+) -> None:
+    """A snapshot stamped with another data directory's id is not loaded,
+    whatever ``persistence_identity`` says (belt and braces: ``claim``
+    stamps the unstamped ones it adopts)."""
+    if data_dir_id is not None and written_for is not None and written_for != data_dir_id:
+        raise IdentityMismatchError(
+            f"the database's {what} was written for data directory id {written_for}, "
+            f"not this one ({data_dir_id}): refusing to load it",
+            data_dir_id=data_dir_id,
+            database_id=written_for,
+        )
+
+
+def _load_base(
+    aof_dir: Path, store: Store, ignore_snapshot: bool, data_dir_id: uuid.UUID | None = None
+) -> _Base:
     first = _core.aof_start(aof_dir) if aof_dir.is_dir() else None
     usable_from = 0 if first is None else first
     #: The position of a snapshot that exists but predates the AOF's start.
@@ -129,6 +148,8 @@ def _load_base(aof_dir: Path, store: Store, ignore_snapshot: bool) -> _Base:
             # that is down fails again, with its own error, just below.)
             log.warning("cannot read the state image, using the rows: %s", e)
             image = None
+        if image is not None:
+            _check_written_for("state image", image.data_dir_id, data_dir_id)
         if image is not None and image.position < usable_from:
             too_old = image.position
         elif image is not None:
@@ -142,6 +163,8 @@ def _load_base(aof_dir: Path, store: Store, ignore_snapshot: bool) -> _Base:
                 base = _Base(state, "image", image.position, image.epoch_id)
         if base is None:
             checkpoint = store.checkpoint()
+            if checkpoint is not None:
+                _check_written_for("checkpoint", checkpoint.data_dir_id, data_dir_id)
             if checkpoint is not None and checkpoint.position < usable_from:
                 too_old = (
                     checkpoint.position if too_old is None else max(too_old, checkpoint.position)
@@ -173,11 +196,13 @@ def recover(
     fsync: _core.FsyncPolicy = "always",
     *,
     ignore_snapshot: bool = False,
+    data_dir_id: uuid.UUID | None = None,
 ) -> tuple[_core.Journal, RecoveryReport]:
     """The journal of ``aof_dir`` with the state at the AOF's end; see the
-    module doc."""
+    module doc. ``data_dir_id``: refuse a snapshot written for another data
+    directory (the caller has claimed the store for this one)."""
     started = time.monotonic()
-    base = _load_base(aof_dir, store, ignore_snapshot)
+    base = _load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     loaded: dict[str, int] = {}
     if base.source is not None:
         loaded = {
@@ -241,7 +266,12 @@ class CutReport:
 
 
 def cut_until(
-    aof_dir: Path, store: Store, until: int, *, ignore_snapshot: bool = False
+    aof_dir: Path,
+    store: Store,
+    until: int,
+    *,
+    ignore_snapshot: bool = False,
+    data_dir_id: uuid.UUID | None = None,
 ) -> CutReport:
     """The way out of a log that breaks the invariants: moves the operation
     at position ``until`` (as recovery named it) and everything after it to
@@ -250,7 +280,7 @@ def cut_until(
     (naming it), when ``until`` is not an operation's position, or when the
     database's snapshot already covers it. Run it while nothing has the
     data directory open."""
-    base = _load_base(aof_dir, store, ignore_snapshot)
+    base = _load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     if base.position >= until:
         raise RecoveryError(
             f"--until {until}: the database's snapshot already covers position "

@@ -1,6 +1,7 @@
 """``openmatch-persistence aof ...``: verify, dump, stats, repair, encode.
 
-PATH is a segment file or an AOF directory. Exit codes of ``verify``,
+PATH is a segment file, an AOF directory, or a data directory (its
+``aof/`` is used); a path that holds no segment is an error. Exit codes of ``verify``,
 ``stats`` and ``dump``: 0 clean, 1 torn tail only (the warning an
 interrupted append leaves), 2 corruption or an error. ``verify`` also
 replays a log that starts at position 0 with the journal's rule, and exits
@@ -22,11 +23,12 @@ from typing import Any, TextIO
 from openmatch_persistence import _core
 from openmatch_persistence.errors import (
     AofError,
-    InvalidValueError,
     JsonFormatError,
     LogViolationError,
+    NotADataDirError,
 )
 from openmatch_persistence.fileio import write_file_atomically
+from openmatch_persistence.identity import AOF_DIRNAME
 from openmatch_persistence.repair import describe, plan_repair, repair
 
 EXIT_CLEAN = 0
@@ -40,7 +42,7 @@ PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 def register(subparsers: Any) -> None:
     aof = subparsers.add_parser("aof", help="inspect, check, repair and convert AOF files")
     commands = aof.add_subparsers(dest="aof_command", metavar="AOF_COMMAND", required=True)
-    path_help = "a segment file or an AOF directory"
+    path_help = "a segment file, an AOF directory, or a data directory (its aof/)"
 
     verify = commands.add_parser(
         "verify",
@@ -211,6 +213,24 @@ def _verify(path: Path, start: int | None, decode: bool, label: str) -> _core.Sc
 # --- commands -----------------------------------------------------------------
 
 
+def _resolve(text: str) -> Path:
+    """The segment file or AOF directory that PATH names: a data directory
+    stands for its ``aof/``. A path with no segment is an error, never an
+    empty, "clean" log."""
+    path = Path(text)
+    if not path.exists():
+        raise NotADataDirError(f"{path}: no such file or directory")
+    if path.is_dir():
+        if (path / AOF_DIRNAME).is_dir():
+            path = path / AOF_DIRNAME
+        if not _core.list_segments(path):
+            raise NotADataDirError(
+                f"{path}: no AOF segment in it (give a data directory, its {AOF_DIRNAME}/, "
+                "or a segment file)"
+            )
+    return path
+
+
 def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolationError | None]:
     """Replays what the scan accepted with the journal's rule: ``ok``, the
     first operation that breaks an invariant, or why it was not checked."""
@@ -228,7 +248,7 @@ def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolation
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = _resolve(args.path)
     report = _verify(path, args.start, not args.frames_only, "verify")
     if args.frames_only or args.start is not None:
         invariants, violation = "not checked (--frames-only or --from)", None
@@ -257,7 +277,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = _resolve(args.path)
     report = _verify(path, None, True, "stats")
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -283,7 +303,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = _resolve(args.path)
     scanner = _core.scan(path, start=args.start)
     limit: int | None = args.limit
     out = sys.stdout
@@ -316,9 +336,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    if not path.exists():
-        raise InvalidValueError(f"{path}: no such file or directory")
+    path = _resolve(args.path)
     plan = plan_repair(path)
     if not plan.needed:
         print(f"{path}: {describe(plan)[0]}")

@@ -17,6 +17,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("OPENMATCH_DATABASE_URL"),
         help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in DATA_DIR)",
     )
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take a database that holds a snapshot but no data directory identity as this "
+        "data directory's (never one that belongs to another)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -61,11 +67,16 @@ def cmd_recover(args: argparse.Namespace) -> int:
             args.until,
             database_url=args.database_url,
             ignore_snapshot=args.ignore_snapshot,
+            adopt=args.adopt,
         )
         if not args.json:
             print(cut.describe())
     with Persistence.open(
-        args.data_dir, database_url=args.database_url, ignore_snapshot=args.ignore_snapshot
+        args.data_dir,
+        database_url=args.database_url,
+        ignore_snapshot=args.ignore_snapshot,
+        adopt=args.adopt,
+        create=False,
     ) as p:
         report = p.recovery
         if args.json:
@@ -87,6 +98,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
                         "torn_tail_cut": report.torn_tail_cut,
                         "segments": report.segments,
                         "database": p.database,
+                        "data_dir_id": str(p.identity.id),
                         "seconds": round(report.seconds, 6),
                         "cut": None
                         if cut is None
@@ -107,14 +119,18 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    with Persistence.open(args.data_dir, database_url=args.database_url) as p:
+    with Persistence.open(
+        args.data_dir, database_url=args.database_url, adopt=args.adopt, create=False
+    ) as p:
         position = p.snapshot()
         print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    with Persistence.open(args.data_dir, database_url=args.database_url) as p:
+    with Persistence.open(
+        args.data_dir, database_url=args.database_url, adopt=args.adopt, create=False
+    ) as p:
         report = p.compact()
         print(
             f"compacted {p.aof_dir}: rotated at {report.rotated_at}, snapshot at "

@@ -14,8 +14,11 @@ from typing import Any
 
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
+from openmatch_persistence.dsn import mask_dsn
+from openmatch_persistence.identity import read_identity, require_data_dir
 from openmatch_persistence.persistence import AOF_DIRNAME, SQLITE_FILENAME, Persistence
 from openmatch_persistence.progress import Progress
+from openmatch_persistence.store.base import identity_mismatch
 from openmatch_persistence.workload import Workload
 
 DEFAULT_DATA_DIR = "openmatch-data"
@@ -62,6 +65,12 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_MAX_AGE,
         help=f"or when its oldest record is this many seconds old ({DEFAULT_MAX_AGE:.0f})",
     )
+    sim.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take a database that holds a snapshot but no data directory identity as this "
+        "data directory's (never one that belongs to another)",
+    )
     sim.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
     sim.add_argument(
         "--crash-after",
@@ -95,7 +104,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise SystemExit("simulate: --crash-after must be >= 1")
     policy = CompactionPolicy(max_bytes=args.compact_bytes, max_age=args.compact_age)
     p = Persistence.open(
-        args.data_dir, database_url=args.database_url, fsync=args.fsync, compaction=policy
+        args.data_dir,
+        database_url=args.database_url,
+        fsync=args.fsync,
+        compaction=policy,
+        adopt=args.adopt,
     )
     crashed = False
     try:
@@ -179,22 +192,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     from openmatch_persistence.store import open_store
 
     root = Path(args.data_dir)
+    require_data_dir(root)
     aof_dir = root / AOF_DIRNAME
-    if not aof_dir.is_dir():
-        raise SystemExit(f"status: {aof_dir} does not exist: not a data directory")
+    identity = read_identity(root)
     segments = _core.list_segments(aof_dir)
     backups = _core.list_backups(aof_dir)
     end = segments[-1][0] + segments[-1][2] if segments else 0
     checkpoint = None
+    owner = None
     sqlite_path = root / SQLITE_FILENAME
+    store_label = (
+        f"sqlite:{sqlite_path}" if args.database_url is None else mask_dsn(args.database_url)
+    )
     if args.database_url is not None or sqlite_path.exists():
-        store = open_store(args.database_url, sqlite_path=str(sqlite_path))
+        store = open_store(args.database_url, sqlite_path=str(sqlite_path), max_connections=1)
         try:
+            store.migrate()  # the schema only, as any open would
+            owner = store.identity()
+            if owner is not None and (identity is None or owner.data_dir_id != identity.id):
+                # Its checkpoint says nothing about this data directory.
+                raise identity_mismatch(
+                    store_label,
+                    None if identity is None else identity.id,
+                    str(root.absolute()),
+                    owner,
+                    "status",
+                )
             checkpoint = store.checkpoint()
         finally:
             store.close()
     info: dict[str, Any] = {
         "data_dir": str(root),
+        "data_dir_id": None if identity is None else str(identity.id),
+        "database_claimed_as": None if owner is None else owner.claimed_as,
         "segments": [{"start": s, "path": path, "bytes": n} for s, path, n in segments],
         "aof_bytes": sum(n for _, _, n in segments),
         "aof_end": end,
@@ -211,7 +241,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0
-    print(f"data dir {root}")
+    print(f"data dir {root} (id {info['data_dir_id'] or 'none yet'})")
+    if owner is not None:
+        print(f"database: {store_label}, this data directory's ({owner.claimed_as})")
+    elif checkpoint is not None or args.database_url is not None:
+        print(f"database: {store_label}, not claimed by any data directory yet")
     print(f"AOF: {len(segments)} segment(s), {info['aof_bytes']:,} bytes, end at {end}")
     for s in info["segments"]:
         print(f"  {Path(s['path']).name}  {s['bytes']:>12,} bytes")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from openmatch_persistence import _core
+from openmatch_persistence.errors import IdentityMismatchError
 
 
 class StateChangesLike(Protocol):
@@ -63,6 +64,8 @@ class Checkpoint:
     position: int
     epoch_id: int | None
     flushed_at: datetime.datetime | str
+    #: The data directory it was written for (None: before identities).
+    data_dir_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,57 @@ class StateImage:
     position: int
     epoch_id: int | None
     data: bytes
+    #: The data directory it was written for (None: before identities).
+    data_dir_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """The data directory a database holds the state of
+    (``persistence_identity``)."""
+
+    data_dir_id: uuid.UUID
+    data_dir_path: str
+    #: "new", "adopted" or "upgraded" (see the migration).
+    claimed_as: str
+
+
+def identity_mismatch(
+    database: str,
+    ours: uuid.UUID | None,
+    our_path: str | None,
+    theirs: DatabaseIdentity | None,
+    doing: str,
+) -> IdentityMismatchError:
+    """The error for a database that is not this data directory's."""
+    if theirs is None:
+        message = (
+            f"{doing}: the database {database} has no data directory identity, and this store "
+            f"writes for data directory {our_path} (id {ours}): refusing to write to it"
+        )
+    else:
+        me = (
+            "a store bound to no data directory"
+            if ours is None
+            else f"data directory {our_path} (id {ours})"
+        )
+        message = (
+            f"{doing}: the database {database} belongs to data directory {theirs.data_dir_path} "
+            f"(id {theirs.data_dir_id}), not to {me}: nothing was written; give each data "
+            "directory its own database (or schema)"
+        )
+        if our_path == theirs.data_dir_path:
+            message += (
+                f" (the same path: if {our_path}/identity was deleted or replaced, restore it "
+                f"with the id {theirs.data_dir_id})"
+            )
+    return IdentityMismatchError(
+        message,
+        data_dir_id=ours,
+        data_dir_path=our_path,
+        database_id=None if theirs is None else theirs.data_dir_id,
+        database_path=None if theirs is None else theirs.data_dir_path,
+    )
 
 
 @dataclass
@@ -143,6 +197,23 @@ class Store(Protocol):
 
     def load_image(self) -> StateImage | None: ...
 
+    def identity(self) -> DatabaseIdentity | None:
+        """The data directory the database belongs to, or None (none yet,
+        or a schema from before identities)."""
+        ...
+
+    def claim(
+        self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
+    ) -> str:
+        """Binds the store to a data directory, in one transaction: a
+        database of that data directory is kept ("owned"); one of no data
+        directory is claimed when it holds no snapshot ("new") or when
+        ``adopt`` is true (``claimed_as``; its checkpoint and image are
+        stamped with the id); one of another data directory is refused
+        (:class:`IdentityMismatchError`). Every later ``write_changes`` and
+        ``write_image`` checks the binding in its own transaction."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -152,3 +223,15 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 def ns_to_datetime(ns: int) -> datetime.datetime:
     """A UTC datetime, truncated (floor) to microseconds."""
     return _EPOCH + datetime.timedelta(microseconds=ns // 1000)
+
+
+def unclaimed_snapshot(database: str, ours: uuid.UUID, our_path: str) -> IdentityMismatchError:
+    """The error for a database of no data directory that holds a snapshot."""
+    return IdentityMismatchError(
+        f"the database {database} holds a snapshot but no data directory identity: it may be "
+        f"another data directory's, so data directory {our_path} (id {ours}) does not take it "
+        "silently. If it is this data directory's state, adopt it (--adopt, or "
+        "Persistence.open(..., adopt=True)); otherwise use an empty database",
+        data_dir_id=ours,
+        data_dir_path=our_path,
+    )

@@ -29,9 +29,12 @@ from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
     ClosesOnExit,
+    DatabaseIdentity,
     LoadedState,
     StateImage,
     WriteResult,
+    identity_mismatch,
+    unclaimed_snapshot,
 )
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
 from openmatch_persistence.store.rows import (
@@ -187,13 +190,14 @@ _REHOME_ORPHANS = f"""
 _UPSERT_BALANCES = _upsert("balances", _BALANCE_COLUMNS, ["user_id", "asset"], _BALANCE_SELECT)
 _UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"], _EPOCH_SELECT)
 _WRITE_CHECKPOINT = """
-    INSERT INTO persistence_checkpoint AS t (singleton, aof_position, epoch_id, flushed_at)
-    VALUES (TRUE, %s, (SELECT max(epoch_id) FROM epochs), now())
+    INSERT INTO persistence_checkpoint AS t
+        (singleton, aof_position, epoch_id, flushed_at, data_dir_id)
+    VALUES (TRUE, %s, (SELECT max(epoch_id) FROM epochs), now(), %s)
     ON CONFLICT (singleton) DO UPDATE
         SET aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
-            flushed_at = EXCLUDED.flushed_at
-        WHERE (t.aof_position, t.epoch_id)
-            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id)
+            flushed_at = EXCLUDED.flushed_at, data_dir_id = EXCLUDED.data_dir_id
+        WHERE (t.aof_position, t.epoch_id, t.data_dir_id)
+            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id, EXCLUDED.data_dir_id)
 """
 
 
@@ -209,11 +213,11 @@ def _epoch_row(e: Any) -> tuple[Any, ...]:
 
 
 _UPSERT_IMAGE = """
-    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data)
-    VALUES (1, %s, %s, %s)
+    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data, data_dir_id)
+    VALUES (1, %s, %s, %s, %s)
     ON CONFLICT (id) DO UPDATE SET
         aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
-        data = EXCLUDED.data, written_at = now()
+        data = EXCLUDED.data, written_at = now(), data_dir_id = EXCLUDED.data_dir_id
     WHERE EXCLUDED.aof_position >= persistence_state_image.aof_position
 """
 
@@ -253,6 +257,9 @@ class PostgresStore(ClosesOnExit):
         )
         self._open_lock = threading.Lock()
         self._opened = False
+        #: The data directory this store writes for (``claim``), or None.
+        self._data_dir_id: uuid.UUID | None = None
+        self._data_dir_path: str | None = None
 
     def _ensure_open(self) -> None:
         # Opened on first use (``migrate`` alone needs no pool), and without
@@ -306,23 +313,88 @@ class PostgresStore(ClosesOnExit):
     def checkpoint(self) -> Checkpoint | None:
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint"
+                "SELECT aof_position, epoch_id, flushed_at, data_dir_id FROM persistence_checkpoint"
             ).fetchone()
-        return None if row is None else Checkpoint(row[0], row[1], row[2])
+        return None if row is None else Checkpoint(row[0], row[1], row[2], row[3])
+
+    def identity(self) -> DatabaseIdentity | None:
+        with self.connection() as conn:
+            exists = conn.execute(
+                "SELECT to_regclass('persistence_identity') IS NOT NULL"
+            ).fetchone()
+            if not exists or not exists[0]:
+                return None  # not migrated yet: no identity
+            return self._identity_in(conn)
+
+    @staticmethod
+    def _identity_in(conn: psycopg.Connection[Any], lock: str = "") -> DatabaseIdentity | None:
+        row = conn.execute(
+            f"SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity {lock}"
+        ).fetchone()
+        return None if row is None else DatabaseIdentity(row[0], row[1], row[2])
+
+    def claim(
+        self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
+    ) -> str:
+        database = mask_dsn(self._dsn)
+        with self.connection() as conn, conn.transaction():
+            # Claims take turns, and wait for the flushes in flight (their
+            # FOR SHARE), so two data directories never both claim.
+            conn.execute("LOCK TABLE persistence_identity IN EXCLUSIVE MODE")
+            theirs = self._identity_in(conn)
+            if theirs is not None:
+                if theirs.data_dir_id != data_dir_id:
+                    raise identity_mismatch(database, data_dir_id, data_dir_path, theirs, "opening")
+                if theirs.data_dir_path != data_dir_path:
+                    conn.execute(
+                        "UPDATE persistence_identity SET data_dir_path = %s", (data_dir_path,)
+                    )
+                how = "owned"
+            else:
+                held = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"
+                    " OR EXISTS (SELECT 1 FROM persistence_state_image)"
+                ).fetchone()
+                if held and held[0] and not adopt:
+                    raise unclaimed_snapshot(database, data_dir_id, data_dir_path)
+                how = claimed_as if held and held[0] else "new"
+                conn.execute(
+                    "INSERT INTO persistence_identity (data_dir_id, data_dir_path, claimed_as)"
+                    " VALUES (%s, %s, %s)",
+                    (data_dir_id, data_dir_path, how),
+                )
+                for table in ("persistence_checkpoint", "persistence_state_image"):
+                    conn.execute(
+                        f"UPDATE {table} SET data_dir_id = %s WHERE data_dir_id IS NULL",
+                        (data_dir_id,),
+                    )
+        self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
+        return how
+
+    def _check_identity(self, conn: psycopg.Connection[Any], doing: str) -> None:
+        """Inside a write transaction, first: the database must be this
+        store's data directory's (or, for a store bound to none, of none).
+        FOR SHARE keeps the row as it is until the commit."""
+        theirs = self._identity_in(conn, "FOR SHARE")
+        ours = self._data_dir_id
+        if (None if theirs is None else theirs.data_dir_id) != ours:
+            raise identity_mismatch(mask_dsn(self._dsn), ours, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         with self.connection() as conn, conn.transaction():
-            conn.execute(_UPSERT_IMAGE, (position, epoch_id, data))
+            self._check_identity(conn, f"state image at position {position}")
+            conn.execute(_UPSERT_IMAGE, (position, epoch_id, data, self._data_dir_id))
 
     def load_image(self) -> StateImage | None:
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT aof_position, epoch_id, data FROM persistence_state_image"
+                "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
             ).fetchone()
-        return None if row is None else StateImage(row[0], row[1], bytes(row[2]))
+        return None if row is None else StateImage(row[0], row[1], bytes(row[2]), row[3])
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
         with self.connection() as conn, conn.transaction():
+            self._check_identity(conn, f"flush to position {batch.position}")
             cur = conn.cursor()
             # FOR UPDATE: two flushers of one database take turns here.
             row = cur.execute(
@@ -347,7 +419,7 @@ class PostgresStore(ClosesOnExit):
             if batch.epochs:
                 self._copy(cur, "tmp_epochs", map(_epoch_row, batch.epochs))
                 cur.execute(_UPSERT_EPOCHS)
-            cur.execute(_WRITE_CHECKPOINT, (batch.position,))
+            cur.execute(_WRITE_CHECKPOINT, (batch.position, self._data_dir_id))
         return WriteResult(
             batch.position,
             len(batch.orders),
@@ -425,7 +497,9 @@ class PostgresStore(ClosesOnExit):
                 ]
                 cp = cur.execute("SELECT * FROM persistence_checkpoint").fetchone()
         checkpoint = (
-            None if cp is None else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"])
+            None
+            if cp is None
+            else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"], cp["data_dir_id"])
         )
         return LoadedState(
             orders, trades, balances, epochs, checkpoint, [r["id"] for r in orphan_rows]

@@ -25,9 +25,12 @@ from openmatch_persistence.store.base import (
     ChangeBatch,
     Checkpoint,
     ClosesOnExit,
+    DatabaseIdentity,
     LoadedState,
     StateImage,
     WriteResult,
+    identity_mismatch,
+    unclaimed_snapshot,
 )
 from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS, migrate_sqlite
 from openmatch_persistence.store.rows import (
@@ -164,11 +167,12 @@ _TRADE_DECIMALS = ("price", "quantity", "quote_amount")
 
 
 _UPSERT_IMAGE = """
-    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data, written_at)
-    VALUES (1, ?, ?, ?, ?)
+    INSERT INTO persistence_state_image (id, aof_position, epoch_id, data, written_at, data_dir_id)
+    VALUES (1, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET
         aof_position = excluded.aof_position, epoch_id = excluded.epoch_id,
-        data = excluded.data, written_at = excluded.written_at
+        data = excluded.data, written_at = excluded.written_at,
+        data_dir_id = excluded.data_dir_id
     WHERE excluded.aof_position >= persistence_state_image.aof_position
 """
 
@@ -198,6 +202,9 @@ class SqliteStore(ClosesOnExit):
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: {e}") from e
         self._lock = threading.Lock()
+        #: The data directory this store writes for (``claim``), or None.
+        self._data_dir_id: uuid.UUID | None = None
+        self._data_dir_path: str | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
@@ -220,8 +227,94 @@ class SqliteStore(ClosesOnExit):
             return migrate_sqlite(self._conn, self._migrations_dir)
 
     def checkpoint(self) -> Checkpoint | None:
-        rows = self.execute("SELECT aof_position, epoch_id, flushed_at FROM persistence_checkpoint")
-        return Checkpoint(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+        rows = self.execute(
+            "SELECT aof_position, epoch_id, flushed_at, data_dir_id FROM persistence_checkpoint"
+        )
+        if not rows:
+            return None
+        return Checkpoint(rows[0][0], rows[0][1], rows[0][2], _opt_uuid(rows[0][3]))
+
+    def identity(self) -> DatabaseIdentity | None:
+        try:
+            rows = self.execute(
+                "SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity"
+            )
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # not migrated yet: no identity
+            raise StoreError(f"{self._path}: {e}") from e
+        return DatabaseIdentity(uuid.UUID(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    def claim(
+        self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
+    ) -> str:
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    how = self._claim(c, data_dir_id, data_dir_path, adopt, claimed_as)
+                except BaseException:
+                    c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self._path}: claiming the database: {e}") from e
+            self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
+            return how
+
+    def _claim(
+        self,
+        c: sqlite3.Connection,
+        data_dir_id: uuid.UUID,
+        path: str,
+        adopt: bool,
+        claimed_as: str,
+    ) -> str:
+        theirs = self._identity_in(c)
+        if theirs is not None:
+            if theirs.data_dir_id != data_dir_id:
+                raise identity_mismatch(
+                    f"sqlite:{self._path}", data_dir_id, path, theirs, "opening"
+                )
+            if theirs.data_dir_path != path:
+                c.execute("UPDATE persistence_identity SET data_dir_path = ?", (path,))
+            return "owned"
+        held = c.execute(
+            "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"
+            " OR EXISTS (SELECT 1 FROM persistence_state_image)"
+        ).fetchone()[0]
+        if held and not adopt:
+            raise unclaimed_snapshot(f"sqlite:{self._path}", data_dir_id, path)
+        how = claimed_as if held else "new"
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        c.execute(
+            "INSERT INTO persistence_identity (singleton, data_dir_id, data_dir_path, claimed_as,"
+            " claimed_at) VALUES (1, ?, ?, ?, ?)",
+            (str(data_dir_id), path, how, now),
+        )
+        for table in ("persistence_checkpoint", "persistence_state_image"):
+            c.execute(
+                f"UPDATE {table} SET data_dir_id = ? WHERE data_dir_id IS NULL", (str(data_dir_id),)
+            )
+        return how
+
+    @staticmethod
+    def _identity_in(c: sqlite3.Connection) -> DatabaseIdentity | None:
+        row = c.execute(
+            "SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity"
+        ).fetchone()
+        return None if row is None else DatabaseIdentity(uuid.UUID(row[0]), row[1], row[2])
+
+    def _check_identity(self, c: sqlite3.Connection, doing: str) -> None:
+        """Inside a write transaction: the database must be this store's
+        data directory's (or, for a store bound to none, of none)."""
+        theirs = self._identity_in(c)
+        ours = self._data_dir_id
+        if (None if theirs is None else theirs.data_dir_id) != ours:
+            raise identity_mismatch(
+                f"sqlite:{self._path}", ours, self._data_dir_path, theirs, doing
+            )
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -230,7 +323,9 @@ class SqliteStore(ClosesOnExit):
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at))
+                    self._check_identity(c, f"state image at position {position}")
+                    ours = None if self._data_dir_id is None else str(self._data_dir_id)
+                    c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at, ours))
                 except BaseException:
                     c.execute("ROLLBACK")
                     raise
@@ -240,15 +335,17 @@ class SqliteStore(ClosesOnExit):
 
     def load_image(self) -> StateImage | None:
         try:
-            rows = self.execute("SELECT aof_position, epoch_id, data FROM persistence_state_image")
+            rows = self.execute(
+                "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
+            )
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: cannot read the state image: {e}") from e
         if not rows:
             return None
-        position, epoch_id, data = rows[0]
+        position, epoch_id, data, data_dir_id = rows[0]
         if not isinstance(data, bytes):
             raise StoreError(f"{self._path}: the state image is {type(data).__name__}, not a blob")
-        return StateImage(position, epoch_id, data)
+        return StateImage(position, epoch_id, data, _opt_uuid(data_dir_id))
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
         with self._lock:
@@ -265,8 +362,8 @@ class SqliteStore(ClosesOnExit):
                 raise StoreError(f"{self._path}: flush to position {batch.position}: {e}") from e
             return result
 
-    @staticmethod
-    def _write(c: sqlite3.Connection, batch: ChangeBatch) -> WriteResult:
+    def _write(self, c: sqlite3.Connection, batch: ChangeBatch) -> WriteResult:
+        self._check_identity(c, f"flush to position {batch.position}")
         row = c.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()
         if row is not None and batch.position < row[0]:
             return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
@@ -308,12 +405,18 @@ class SqliteStore(ClosesOnExit):
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
             "INSERT INTO persistence_checkpoint AS t"
-            " (singleton, aof_position, epoch_id, flushed_at)"
-            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?)"
+            " (singleton, aof_position, epoch_id, flushed_at, data_dir_id)"
+            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?, ?)"
             " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
-            " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at"
-            " WHERE (t.aof_position, t.epoch_id) IS NOT (excluded.aof_position, excluded.epoch_id)",
-            (batch.position, ns_to_text(_now_ns())),
+            " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at,"
+            " data_dir_id = excluded.data_dir_id"
+            " WHERE (t.aof_position, t.epoch_id, t.data_dir_id)"
+            " IS NOT (excluded.aof_position, excluded.epoch_id, excluded.data_dir_id)",
+            (
+                batch.position,
+                ns_to_text(_now_ns()),
+                None if self._data_dir_id is None else str(self._data_dir_id),
+            ),
         )
         return WriteResult(
             batch.position,
@@ -374,7 +477,9 @@ class SqliteStore(ClosesOnExit):
             ],
             checkpoint=None
             if cp is None
-            else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"]),
+            else Checkpoint(
+                cp["aof_position"], cp["epoch_id"], cp["flushed_at"], _opt_uuid(cp["data_dir_id"])
+            ),
             orphan_trade_ids=[r["id"] for r in orphans_raw],
         )
 
@@ -387,6 +492,10 @@ def _known_orders(c: sqlite3.Connection, ids: set[str]) -> set[str]:
         marks = ", ".join("?" for _ in chunk)
         known.update(r[0] for r in c.execute(f"SELECT id FROM orders WHERE id IN ({marks})", chunk))
     return known
+
+
+def _opt_uuid(text: str | None) -> uuid.UUID | None:
+    return None if text is None else uuid.UUID(text)
 
 
 def _now_ns() -> int:
