@@ -41,6 +41,7 @@ from openmatch_persistence.errors import (
 )
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.identity import (
+    AOF_DIRNAME,
     DataDirIdentity,
     create_identity,
     is_data_dir,
@@ -53,7 +54,6 @@ from openmatch_persistence.store.base import Store, WriteResult
 
 log = logging.getLogger(__name__)
 
-AOF_DIRNAME = "aof"
 SQLITE_FILENAME = "state.sqlite3"
 
 
