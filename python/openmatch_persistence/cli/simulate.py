@@ -15,8 +15,8 @@ from typing import Any
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
-from openmatch_persistence.identity import read_identity, require_data_dir
-from openmatch_persistence.persistence import AOF_DIRNAME, SQLITE_FILENAME, Persistence
+from openmatch_persistence.identity import AOF_DIRNAME, read_identity, require_data_dir
+from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
 from openmatch_persistence.progress import Progress
 from openmatch_persistence.store.base import identity_mismatch
 from openmatch_persistence.workload import Workload
