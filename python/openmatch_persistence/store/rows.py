@@ -8,8 +8,8 @@ timestamps with their exact nanoseconds.
 from __future__ import annotations
 
 import datetime
-import functools
 import decimal
+import functools
 import uuid
 from typing import Any, TypeVar
 
