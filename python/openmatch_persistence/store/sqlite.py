@@ -10,6 +10,7 @@ file, so a committed flush survives a power loss.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import os
@@ -17,6 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -248,20 +250,10 @@ class SqliteStore(ClosesOnExit):
     def claim(
         self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
     ) -> str:
-        with self._lock:
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    how = self._claim(c, data_dir_id, data_dir_path, adopt, claimed_as)
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
-            except sqlite3.Error as e:
-                raise StoreError(f"{self._path}: claiming the database: {e}") from e
-            self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
-            return how
+        with self._write_transaction("claiming the database") as c:
+            how = self._claim(c, data_dir_id, data_dir_path, adopt, claimed_as)
+        self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
+        return how
 
     def _claim(
         self,
@@ -318,20 +310,11 @@ class SqliteStore(ClosesOnExit):
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        with self._lock:
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                try:
-                    self._check_identity(c, f"state image at position {position}")
-                    ours = None if self._data_dir_id is None else str(self._data_dir_id)
-                    c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at, ours))
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
-                c.execute("COMMIT")
-            except sqlite3.Error as e:
-                raise StoreError(f"{self._path}: state image at position {position}: {e}") from e
+        what = f"state image at position {position}"
+        with self._write_transaction(what) as c:
+            self._check_identity(c, what)
+            ours = None if self._data_dir_id is None else str(self._data_dir_id)
+            c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at, ours))
 
     def load_image(self) -> StateImage | None:
         try:
@@ -348,19 +331,26 @@ class SqliteStore(ClosesOnExit):
         return StateImage(position, epoch_id, data, _opt_uuid(data_dir_id))
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
+        with self._write_transaction(f"flush to position {batch.position}") as c:
+            return self._write(c, batch)
+
+    @contextlib.contextmanager
+    def _write_transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction under the store's lock:
+        committed when the block ends, rolled back if it raises; SQLite's
+        errors become :class:`StoreError` naming ``what``."""
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
-                    result = self._write(c, batch)
+                    yield c
                 except BaseException:
                     c.execute("ROLLBACK")
                     raise
                 c.execute("COMMIT")
             except sqlite3.Error as e:
-                raise StoreError(f"{self._path}: flush to position {batch.position}: {e}") from e
-            return result
+                raise StoreError(f"{self._path}: {what}: {e}") from e
 
     def _write(self, c: sqlite3.Connection, batch: ChangeBatch) -> WriteResult:
         self._check_identity(c, f"flush to position {batch.position}")
