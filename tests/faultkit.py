@@ -116,6 +116,21 @@ def fresh_schema(database_url: str, prefix: str = "test_faults") -> Iterator[str
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@contextlib.contextmanager
+def schema_names(
+    database_url: str, count: int, prefix: str = "test_schemas"
+) -> Iterator[list[str]]:
+    """``count`` fresh schema names, not created (the code under test
+    creates them), each dropped afterwards if it exists."""
+    names = [f"{prefix}_{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    try:
+        yield names
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
 def pg_ctl(action: str) -> subprocess.CompletedProcess[str]:
     """``pg_ctlcluster`` on the local cluster (its stop is fast mode:
     sessions are disconnected, open transactions roll back)."""

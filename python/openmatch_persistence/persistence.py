@@ -49,8 +49,8 @@ from openmatch_persistence.identity import (
     require_data_dir,
 )
 from openmatch_persistence.recovery import CutReport, RecoveryReport, cut_until, recover
-from openmatch_persistence.store import open_store
-from openmatch_persistence.store.base import Store, WriteResult
+from openmatch_persistence.store import open_store, store_schema
+from openmatch_persistence.store.base import Store, WriteResult, schema_label
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,20 @@ class Persistence:
         max_connections: int = 10,
         adopt: bool = False,
         create: bool = True,
+        schema: str | None = None,
     ) -> Persistence:
         """Opens (creating it if needed, unless ``create`` is false) and
         recovers ``data_dir``. The database must be this data directory's:
         one of another is refused (:class:`IdentityMismatchError`) before
         anything is written; one of none is taken when it holds no snapshot,
-        or when ``adopt`` is true (see docs/storage.md, "Identity")."""
+        or when ``adopt`` is true (see docs/storage.md, "Identity").
+
+        ``schema``: the PostgreSQL schema that holds this data directory's
+        tables, created by the migrations if missing, so that several data
+        directories share one database (docs/storage.md, "Schemas"). None
+        keeps the URL's own search_path (normally ``public``); SQLite takes
+        none but ``public``."""
+        schema = store_schema(database_url, schema)  # before anything is created
         root = Path(data_dir)
         if not create:
             require_data_dir(root)
@@ -134,6 +142,7 @@ class Persistence:
             database_url,
             sqlite_path=str(root / SQLITE_FILENAME),
             max_connections=max_connections,
+            schema=schema,
         )
         try:
             store.migrate()
@@ -147,7 +156,7 @@ class Persistence:
         if database_url is None:
             label = f"sqlite:{root / SQLITE_FILENAME}"
         else:
-            label = mask_dsn(database_url)
+            label = schema_label(mask_dsn(database_url), schema)
         return cls(
             root,
             store,
@@ -372,14 +381,18 @@ def cut_log_until(
     database_url: str | None = None,
     ignore_snapshot: bool = False,
     adopt: bool = False,
+    schema: str | None = None,
 ) -> CutReport:
     """``recover --until``: see :func:`recovery.cut_until`. The data
     directory must exist and not be open; the database must be its own."""
+    schema = store_schema(database_url, schema)
     root = Path(data_dir)
     require_data_dir(root)
     aof_dir = root / AOF_DIRNAME
     identity = read_identity(root) or create_identity(root, existing=True)
-    store = open_store(database_url, sqlite_path=str(root / SQLITE_FILENAME), max_connections=1)
+    store = open_store(
+        database_url, sqlite_path=str(root / SQLITE_FILENAME), max_connections=1, schema=schema
+    )
     try:
         store.migrate()
         _claim(store, identity, aof_dir, embedded=database_url is None, adopt=adopt)

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any
 
+from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.persistence import Persistence, cut_log_until
 
 
@@ -17,6 +18,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("OPENMATCH_DATABASE_URL"),
         help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in DATA_DIR)",
     )
+    add_schema_argument(parser)
     parser.add_argument(
         "--adopt",
         action="store_true",
@@ -66,6 +68,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             args.data_dir,
             args.until,
             database_url=args.database_url,
+            schema=args.schema,
             ignore_snapshot=args.ignore_snapshot,
             adopt=args.adopt,
         )
@@ -74,6 +77,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
     with Persistence.open(
         args.data_dir,
         database_url=args.database_url,
+        schema=args.schema,
         ignore_snapshot=args.ignore_snapshot,
         adopt=args.adopt,
         create=False,
@@ -120,7 +124,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     with Persistence.open(
-        args.data_dir, database_url=args.database_url, adopt=args.adopt, create=False
+        args.data_dir,
+        database_url=args.database_url,
+        schema=args.schema,
+        adopt=args.adopt,
+        create=False,
     ) as p:
         position = p.snapshot()
         print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
@@ -129,7 +137,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with Persistence.open(
-        args.data_dir, database_url=args.database_url, adopt=args.adopt, create=False
+        args.data_dir,
+        database_url=args.database_url,
+        schema=args.schema,
+        adopt=args.adopt,
+        create=False,
     ) as p:
         report = p.compact()
         print(

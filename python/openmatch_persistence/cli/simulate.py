@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from openmatch_persistence import _core
+from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.identity import AOF_DIRNAME, read_identity, require_data_dir
 from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
 from openmatch_persistence.progress import Progress
-from openmatch_persistence.store.base import identity_mismatch
+from openmatch_persistence.store.base import identity_mismatch, schema_label
 from openmatch_persistence.workload import Workload
 
 DEFAULT_DATA_DIR = "openmatch-data"
@@ -30,6 +31,7 @@ def _database(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("OPENMATCH_DATABASE_URL"),
         help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in the data dir)",
     )
+    add_schema_argument(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -106,6 +108,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     p = Persistence.open(
         args.data_dir,
         database_url=args.database_url,
+        schema=args.schema,
         fsync=args.fsync,
         compaction=policy,
         adopt=args.adopt,
@@ -160,7 +163,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     flusher = stats["flusher"]
     latencies.sort()
     # The recovery check: reopen what was just closed and compare states.
-    with Persistence.open(args.data_dir, database_url=args.database_url) as again:
+    with Persistence.open(
+        args.data_dir, database_url=args.database_url, schema=args.schema
+    ) as again:
         recovered = again.digest()
         report = again.recovery
     ok = recovered == digest_before
@@ -189,8 +194,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from openmatch_persistence.store import open_store
+    from openmatch_persistence.store import open_store, store_schema
 
+    schema = store_schema(args.database_url, args.schema)
     root = Path(args.data_dir)
     require_data_dir(root)
     aof_dir = root / AOF_DIRNAME
@@ -202,10 +208,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     owner = None
     sqlite_path = root / SQLITE_FILENAME
     store_label = (
-        f"sqlite:{sqlite_path}" if args.database_url is None else mask_dsn(args.database_url)
+        f"sqlite:{sqlite_path}"
+        if args.database_url is None
+        else schema_label(mask_dsn(args.database_url), schema)
     )
     if args.database_url is not None or sqlite_path.exists():
-        store = open_store(args.database_url, sqlite_path=str(sqlite_path), max_connections=1)
+        store = open_store(
+            args.database_url, sqlite_path=str(sqlite_path), max_connections=1, schema=schema
+        )
         try:
             store.migrate()  # the schema only, as any open would
             owner = store.identity()

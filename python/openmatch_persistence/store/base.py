@@ -8,13 +8,42 @@ The flusher and the stores see the engine's rows through small protocols
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import IdentityMismatchError
+from openmatch_persistence.errors import IdentityMismatchError, InvalidValueError
+
+#: The default PostgreSQL schema (and the only name SQLite takes).
+DEFAULT_SCHEMA = "public"
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_schema(schema: str | None) -> str | None:
+    """``schema`` as PostgreSQL names it, or None for none given: a plain
+    SQL identifier (letters, digits, ``_``; at most 63), folded to lower
+    case as PostgreSQL folds an unquoted name. Anything else is refused
+    with :class:`InvalidValueError`: the name goes into SQL and into the
+    connection's options, so it is never taken unchecked."""
+    if schema is None:
+        return None
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise InvalidValueError(
+            f"schema {schema!r} is not a plain SQL identifier "
+            "(a letter or _, then letters, digits or _; at most 63 characters)"
+        )
+    return schema.lower()
+
+
+def schema_label(database: str, schema: str | None) -> str:
+    """How a database is named in messages: the (masked) URL, and the
+    schema unless it is the default."""
+    if schema is None or schema == DEFAULT_SCHEMA:
+        return database
+    return f"{database} (schema {schema})"
 
 
 class StateChangesLike(Protocol):

@@ -128,11 +128,18 @@ def sqlx_lock_id(database_name: str) -> int:
     return 0x3D32AD9E * zlib.crc32(database_name.encode())
 
 
-def migrate_postgres(conn: Any, directory: Path = POSTGRES_MIGRATIONS) -> list[int]:
+def migrate_postgres(
+    conn: Any, directory: Path = POSTGRES_MIGRATIONS, *, schema: str | None = None
+) -> list[int]:
     """Applies the pending migrations of ``directory`` through ``conn`` (a
     psycopg connection, in autocommit mode, with no transaction open).
-    Returns the versions applied."""
+    Returns the versions applied.
+
+    ``schema`` (a checked name, which ``conn``'s search_path must be): it is
+    created first if missing; the migrations and their ``_sqlx_migrations``
+    then land in it, as sqlx's do through the search_path."""
     import psycopg
+    from psycopg import sql
 
     migrations = discover(directory)
     if not conn.autocommit:
@@ -141,6 +148,16 @@ def migrate_postgres(conn: Any, directory: Path = POSTGRES_MIGRATIONS) -> list[i
     lock_id = sqlx_lock_id(database)
     conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
     try:
+        if (
+            schema is not None
+            and not conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,)
+            ).fetchone()[0]
+        ):
+            # Under the lock: two migrators of a new schema do not race. Only
+            # when missing: CREATE SCHEMA needs CREATE on the database even
+            # with IF NOT EXISTS, which a role given its schema may not have.
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(_PG_TABLE)
         dirty = conn.execute(
             "SELECT version FROM _sqlx_migrations WHERE success = false ORDER BY version LIMIT 1"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -33,7 +34,9 @@ from openmatch_persistence.store.base import (
     LoadedState,
     StateImage,
     WriteResult,
+    check_schema,
     identity_mismatch,
+    schema_label,
     unclaimed_snapshot,
 )
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
@@ -238,12 +241,22 @@ class PostgresStore(ClosesOnExit):
         connect_timeout: int = 5,
     ) -> None:
         self._dsn = dsn
+        self._schema = check_schema(schema)
+        self._label = schema_label(mask_dsn(dsn), self._schema)
         self._migrations_dir = migrations_dir
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": connect_timeout}
-        if schema is not None:
-            # One schema per store (tests run in their own): every pooled
-            # connection resolves the unqualified table names there.
-            kwargs["options"] = f"-c search_path={schema}"
+        if self._schema is not None:
+            # One schema per store: every connection (the pool's and the
+            # migrator's) resolves the unqualified names, _sqlx_migrations
+            # included, in it and only in it (pg_catalog and the session's
+            # temporary tables are always searched). The name is checked,
+            # and kept after any options of the URL (the last -c wins).
+            try:
+                given = conninfo_to_dict(dsn).get("options")
+            except psycopg.ProgrammingError:
+                given = None  # psycopg reports the bad DSN when it connects
+            ours = f"-c search_path={self._schema}"
+            kwargs["options"] = f"{given} {ours}" if given else ours
         self._connect_kwargs = kwargs
         self._pool = ConnectionPool(
             dsn,
@@ -272,7 +285,17 @@ class PostgresStore(ClosesOnExit):
                     self._opened = True
 
     def __repr__(self) -> str:
-        return f"PostgresStore({mask_dsn(self._dsn)!r})"
+        return f"PostgresStore({self._label!r})"
+
+    @property
+    def schema(self) -> str | None:
+        """The schema this store keeps to, or None: the connection's own."""
+        return self._schema
+
+    @property
+    def label(self) -> str:
+        """The database as messages name it: masked URL, and the schema."""
+        return self._label
 
     @property
     def pool(self) -> ConnectionPool:
@@ -288,12 +311,12 @@ class PostgresStore(ClosesOnExit):
                 yield conn
         except PoolTimeout as e:
             raise StoreError(
-                f"no connection to {mask_dsn(self._dsn)} within {self._pool.timeout} s: "
+                f"no connection to {self._label} within {self._pool.timeout} s: "
                 f"{scrub(str(e), self._dsn)}"
             ) from None
         except psycopg.Error as e:
             raise StoreError(
-                f"{mask_dsn(self._dsn)}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
+                f"{self._label}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
             ) from None
 
     def close(self) -> None:
@@ -304,10 +327,10 @@ class PostgresStore(ClosesOnExit):
         # reported at once and with libpq's reason.
         try:
             with psycopg.connect(self._dsn, **self._connect_kwargs) as conn:
-                return migrate_postgres(conn, self._migrations_dir)
+                return migrate_postgres(conn, self._migrations_dir, schema=self._schema)
         except psycopg.Error as e:
             raise StoreError(
-                f"{mask_dsn(self._dsn)}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
+                f"{self._label}: {type(e).__name__}: {scrub(str(e), self._dsn)}"
             ) from None
 
     def checkpoint(self) -> Checkpoint | None:
@@ -336,7 +359,7 @@ class PostgresStore(ClosesOnExit):
     def claim(
         self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
     ) -> str:
-        database = mask_dsn(self._dsn)
+        database = self._label
         with self.connection() as conn, conn.transaction():
             # Claims take turns, and wait for the flushes in flight (their
             # FOR SHARE), so two data directories never both claim.
@@ -378,7 +401,7 @@ class PostgresStore(ClosesOnExit):
         theirs = self._identity_in(conn, "FOR SHARE")
         ours = self._data_dir_id
         if (None if theirs is None else theirs.data_dir_id) != ours:
-            raise identity_mismatch(mask_dsn(self._dsn), ours, self._data_dir_path, theirs, doing)
+            raise identity_mismatch(self._label, ours, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         with self.connection() as conn, conn.transaction():
