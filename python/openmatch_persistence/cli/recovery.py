@@ -74,14 +74,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         )
         if not args.json:
             print(cut.describe())
-    with Persistence.open(
-        args.data_dir,
-        database_url=args.database_url,
-        schema=args.schema,
-        ignore_snapshot=args.ignore_snapshot,
-        adopt=args.adopt,
-        create=False,
-    ) as p:
+    with _open_existing(args, ignore_snapshot=args.ignore_snapshot) as p:
         report = p.recovery
         if args.json:
             print(
@@ -122,27 +115,27 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_snapshot(args: argparse.Namespace) -> int:
-    with Persistence.open(
+def _open_existing(args: argparse.Namespace, **options: Any) -> Persistence:
+    """The data dir named on the command line, which must exist."""
+    return Persistence.open(
         args.data_dir,
         database_url=args.database_url,
         schema=args.schema,
         adopt=args.adopt,
         create=False,
-    ) as p:
+        **options,
+    )
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    with _open_existing(args) as p:
         position = p.snapshot()
         print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    with Persistence.open(
-        args.data_dir,
-        database_url=args.database_url,
-        schema=args.schema,
-        adopt=args.adopt,
-        create=False,
-    ) as p:
+    with _open_existing(args) as p:
         report = p.compact()
         print(
             f"compacted {p.aof_dir}: rotated at {report.rotated_at}, snapshot at "
