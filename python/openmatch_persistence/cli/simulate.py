@@ -154,6 +154,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             progress.update(done, extra=f"flush lag {lag['seconds_behind']:.2f} s")
         progress.finish()
         elapsed = time.monotonic() - started
+        # A compaction that started during the run finishes before the
+        # summary (close() would wait for it anyway): the summary says what
+        # the run did, not how far a background thread had got.
+        p.wait_compaction()
         digest_before = p.digest()
         stats = p.stats()
     finally:
@@ -186,6 +190,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"lag at the end {flusher['seconds_behind']:.3f} s"
     )
     print(f"  compactions    {stats['compactions']}")
+    if stats["last_compaction_error"]:
+        print(f"  last compaction FAILED: {stats['last_compaction_error']}")
     print(
         f"  recovery check {'OK' if ok else 'FAILED'}: snapshot at {report.snapshot}, "
         f"{report.replayed} replayed, digest {recovered[:16]}"
