@@ -138,15 +138,15 @@ class Persistence:
         # lose the data dir under acknowledged appends.
         _core.create_dir_durably(aof_dir)
         identity = read_identity(root) or create_identity(root, existing=existing)
-        store = open_store(
-            database_url,
-            sqlite_path=str(root / SQLITE_FILENAME),
-            max_connections=max_connections,
+        store = _bound_store(
+            root,
+            identity,
+            database_url=database_url,
             schema=schema,
+            max_connections=max_connections,
+            adopt=adopt,
         )
         try:
-            store.migrate()
-            _claim(store, identity, aof_dir, embedded=database_url is None, adopt=adopt)
             journal, report = recover(
                 aof_dir, store, fsync, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
             )
@@ -390,17 +390,41 @@ def cut_log_until(
     require_data_dir(root)
     aof_dir = root / AOF_DIRNAME
     identity = read_identity(root) or create_identity(root, existing=True)
-    store = open_store(
-        database_url, sqlite_path=str(root / SQLITE_FILENAME), max_connections=1, schema=schema
+    store = _bound_store(
+        root, identity, database_url=database_url, schema=schema, max_connections=1, adopt=adopt
     )
     try:
-        store.migrate()
-        _claim(store, identity, aof_dir, embedded=database_url is None, adopt=adopt)
         return cut_until(
             aof_dir, store, until, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
         )
     finally:
         store.close()
+
+
+def _bound_store(
+    root: Path,
+    identity: DataDirIdentity,
+    *,
+    database_url: str | None,
+    schema: str | None,
+    max_connections: int,
+    adopt: bool,
+) -> Store:
+    """The data directory's database, migrated and claimed for it
+    (:class:`IdentityMismatchError` before anything is written)."""
+    store = open_store(
+        database_url,
+        sqlite_path=str(root / SQLITE_FILENAME),
+        max_connections=max_connections,
+        schema=schema,
+    )
+    try:
+        store.migrate()
+        _claim(store, identity, root / AOF_DIRNAME, embedded=database_url is None, adopt=adopt)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def _claim(

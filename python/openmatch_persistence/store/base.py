@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -252,6 +252,64 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 def ns_to_datetime(ns: int) -> datetime.datetime:
     """A UTC datetime, truncated (floor) to microseconds."""
     return _EPOCH + datetime.timedelta(microseconds=ns // 1000)
+
+
+#: Whether a database holds a snapshot (in either dialect).
+HOLDS_SNAPSHOT_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"
+    " OR EXISTS (SELECT 1 FROM persistence_state_image)"
+)
+#: The tables whose rows a claim stamps with the data directory's id.
+STAMPED_TABLES = ("persistence_checkpoint", "persistence_state_image")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a store does to bind a database to a data directory."""
+
+    #: "owned", "new", or the caller's ``claimed_as`` (adopted/upgraded).
+    how: str
+    #: Insert the identity row and stamp the unstamped snapshot rows.
+    insert: bool
+    #: Owned, but the data directory moved: update the stored path.
+    move: bool
+
+
+def decide_claim(
+    database: str,
+    theirs: DatabaseIdentity | None,
+    holds_snapshot: Callable[[], bool],
+    data_dir_id: uuid.UUID,
+    data_dir_path: str,
+    *,
+    adopt: bool,
+    claimed_as: str,
+) -> Claim:
+    """The claim rule of :meth:`Store.claim`, for both stores (they only
+    run its SQL): raises :class:`IdentityMismatchError` for a database of
+    another data directory, or of none that holds a snapshot unless
+    ``adopt``."""
+    if theirs is not None:
+        if theirs.data_dir_id != data_dir_id:
+            raise identity_mismatch(database, data_dir_id, data_dir_path, theirs, "opening")
+        return Claim("owned", insert=False, move=theirs.data_dir_path != data_dir_path)
+    held = holds_snapshot()
+    if held and not adopt:
+        raise unclaimed_snapshot(database, data_dir_id, data_dir_path)
+    return Claim(claimed_as if held else "new", insert=True, move=False)
+
+
+def check_owner(
+    database: str,
+    ours: uuid.UUID | None,
+    our_path: str | None,
+    theirs: DatabaseIdentity | None,
+    doing: str,
+) -> None:
+    """Inside a write transaction, first: the database must be this store's
+    data directory's (or, for a store bound to none, of none)."""
+    if (None if theirs is None else theirs.data_dir_id) != ours:
+        raise identity_mismatch(database, ours, our_path, theirs, doing)
 
 
 def unclaimed_snapshot(database: str, ours: uuid.UUID, our_path: str) -> IdentityMismatchError:

@@ -27,6 +27,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
+    HOLDS_SNAPSHOT_SQL,
+    STAMPED_TABLES,
     ChangeBatch,
     Checkpoint,
     ClosesOnExit,
@@ -34,10 +36,10 @@ from openmatch_persistence.store.base import (
     LoadedState,
     StateImage,
     WriteResult,
+    check_owner,
     check_schema,
-    identity_mismatch,
+    decide_claim,
     schema_label,
-    unclaimed_snapshot,
 )
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
 from openmatch_persistence.store.rows import (
@@ -364,44 +366,37 @@ class PostgresStore(ClosesOnExit):
             # Claims take turns, and wait for the flushes in flight (their
             # FOR SHARE), so two data directories never both claim.
             conn.execute("LOCK TABLE persistence_identity IN EXCLUSIVE MODE")
-            theirs = self._identity_in(conn)
-            if theirs is not None:
-                if theirs.data_dir_id != data_dir_id:
-                    raise identity_mismatch(database, data_dir_id, data_dir_path, theirs, "opening")
-                if theirs.data_dir_path != data_dir_path:
-                    conn.execute(
-                        "UPDATE persistence_identity SET data_dir_path = %s", (data_dir_path,)
-                    )
-                how = "owned"
-            else:
-                held = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"
-                    " OR EXISTS (SELECT 1 FROM persistence_state_image)"
-                ).fetchone()
-                if held and held[0] and not adopt:
-                    raise unclaimed_snapshot(database, data_dir_id, data_dir_path)
-                how = claimed_as if held and held[0] else "new"
+            claim = decide_claim(
+                database,
+                self._identity_in(conn),
+                lambda: bool(conn.execute(HOLDS_SNAPSHOT_SQL).fetchone()[0]),  # type: ignore[index]
+                data_dir_id,
+                data_dir_path,
+                adopt=adopt,
+                claimed_as=claimed_as,
+            )
+            if claim.move:
+                conn.execute("UPDATE persistence_identity SET data_dir_path = %s", (data_dir_path,))
+            if claim.insert:
                 conn.execute(
                     "INSERT INTO persistence_identity (data_dir_id, data_dir_path, claimed_as)"
                     " VALUES (%s, %s, %s)",
-                    (data_dir_id, data_dir_path, how),
+                    (data_dir_id, data_dir_path, claim.how),
                 )
-                for table in ("persistence_checkpoint", "persistence_state_image"):
+                for table in STAMPED_TABLES:
                     conn.execute(
                         f"UPDATE {table} SET data_dir_id = %s WHERE data_dir_id IS NULL",
                         (data_dir_id,),
                     )
         self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
-        return how
+        return claim.how
 
     def _check_identity(self, conn: psycopg.Connection[Any], doing: str) -> None:
         """Inside a write transaction, first: the database must be this
         store's data directory's (or, for a store bound to none, of none).
         FOR SHARE keeps the row as it is until the commit."""
         theirs = self._identity_in(conn, "FOR SHARE")
-        ours = self._data_dir_id
-        if (None if theirs is None else theirs.data_dir_id) != ours:
-            raise identity_mismatch(self._label, ours, self._data_dir_path, theirs, doing)
+        check_owner(self._label, self._data_dir_id, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         with self.connection() as conn, conn.transaction():

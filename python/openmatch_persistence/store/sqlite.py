@@ -24,6 +24,8 @@ from typing import Any
 
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
+    HOLDS_SNAPSHOT_SQL,
+    STAMPED_TABLES,
     ChangeBatch,
     Checkpoint,
     ClosesOnExit,
@@ -31,8 +33,8 @@ from openmatch_persistence.store.base import (
     LoadedState,
     StateImage,
     WriteResult,
-    identity_mismatch,
-    unclaimed_snapshot,
+    check_owner,
+    decide_claim,
 )
 from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS, migrate_sqlite
 from openmatch_persistence.store.rows import (
@@ -263,33 +265,31 @@ class SqliteStore(ClosesOnExit):
         adopt: bool,
         claimed_as: str,
     ) -> str:
-        theirs = self._identity_in(c)
-        if theirs is not None:
-            if theirs.data_dir_id != data_dir_id:
-                raise identity_mismatch(
-                    f"sqlite:{self._path}", data_dir_id, path, theirs, "opening"
-                )
-            if theirs.data_dir_path != path:
-                c.execute("UPDATE persistence_identity SET data_dir_path = ?", (path,))
-            return "owned"
-        held = c.execute(
-            "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"
-            " OR EXISTS (SELECT 1 FROM persistence_state_image)"
-        ).fetchone()[0]
-        if held and not adopt:
-            raise unclaimed_snapshot(f"sqlite:{self._path}", data_dir_id, path)
-        how = claimed_as if held else "new"
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        c.execute(
-            "INSERT INTO persistence_identity (singleton, data_dir_id, data_dir_path, claimed_as,"
-            " claimed_at) VALUES (1, ?, ?, ?, ?)",
-            (str(data_dir_id), path, how, now),
+        database = f"sqlite:{self._path}"
+        claim = decide_claim(
+            database,
+            self._identity_in(c),
+            lambda: bool(c.execute(HOLDS_SNAPSHOT_SQL).fetchone()[0]),
+            data_dir_id,
+            path,
+            adopt=adopt,
+            claimed_as=claimed_as,
         )
-        for table in ("persistence_checkpoint", "persistence_state_image"):
+        if claim.move:
+            c.execute("UPDATE persistence_identity SET data_dir_path = ?", (path,))
+        if claim.insert:
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat()
             c.execute(
-                f"UPDATE {table} SET data_dir_id = ? WHERE data_dir_id IS NULL", (str(data_dir_id),)
+                "INSERT INTO persistence_identity (singleton, data_dir_id, data_dir_path,"
+                " claimed_as, claimed_at) VALUES (1, ?, ?, ?, ?)",
+                (str(data_dir_id), path, claim.how, now),
             )
-        return how
+            for table in STAMPED_TABLES:
+                c.execute(
+                    f"UPDATE {table} SET data_dir_id = ? WHERE data_dir_id IS NULL",
+                    (str(data_dir_id),),
+                )
+        return claim.how
 
     @staticmethod
     def _identity_in(c: sqlite3.Connection) -> DatabaseIdentity | None:
@@ -302,11 +302,7 @@ class SqliteStore(ClosesOnExit):
         """Inside a write transaction: the database must be this store's
         data directory's (or, for a store bound to none, of none)."""
         theirs = self._identity_in(c)
-        ours = self._data_dir_id
-        if (None if theirs is None else theirs.data_dir_id) != ours:
-            raise identity_mismatch(
-                f"sqlite:{self._path}", ours, self._data_dir_path, theirs, doing
-            )
+        check_owner(f"sqlite:{self._path}", self._data_dir_id, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
