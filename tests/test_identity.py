@@ -135,8 +135,7 @@ def test_the_database_checks_the_identity_in_each_write(tmp_path: Path, shared: 
     identity = p.identity.id
     with pytest.raises(IdentityMismatchError):
         p.close()  # its last flush is refused too; the AOF has it all
-    store = open_store(shared)
-    try:
+    with open_store(shared) as store:
         checkpoint = store.checkpoint()
         assert checkpoint is not None and checkpoint.data_dir_id == identity
         # An unbound store may not write to a claimed database either.
@@ -144,12 +143,16 @@ def test_the_database_checks_the_identity_in_each_write(tmp_path: Path, shared: 
         with pytest.raises(IdentityMismatchError):
             store.write_image(10**9, None, b"x")
         assert store.load_image() == image
-    finally:
-        store.close()
     with pytest.raises(IdentityMismatchError):
         open_(a, shared)
     sql(shared, f"UPDATE persistence_identity SET data_dir_id = '{identity}'")
     check_own(a, shared, A, 6, B)
+
+
+def claimed_as(url: str) -> str | None:
+    with open_store(url) as store:
+        owner = store.identity()
+    return None if owner is None else owner.claimed_as
 
 
 def _strip_identity(data_dir: Path, url: str) -> None:
@@ -174,12 +177,7 @@ def test_a_database_with_a_snapshot_and_no_identity_is_adopted_only_when_asked(
         open_(a, shared)  # its identity is not from an upgrade: ask
     with open_(a, shared, adopt=True) as p:
         assert node_balances(p.state, A) == set(range(20))
-    store = open_store(shared)
-    try:
-        owner = store.identity()
-        assert owner is not None and owner.claimed_as == "adopted"
-    finally:
-        store.close()
+    assert claimed_as(shared) == "adopted"
     check_own(a, shared, A, 20, B)
 
 
@@ -195,12 +193,7 @@ def test_an_upgraded_data_dir_takes_its_old_database_when_its_aof_continues_it(
     with pytest.raises(IdentityMismatchError, match="--adopt"):
         open_(b, shared)
     append_flush_and_kill(a, shared, A, 20, 5)  # upgraded, then killed
-    store = open_store(shared)
-    try:
-        owner = store.identity()
-        assert owner is not None and owner.claimed_as == "upgraded"
-    finally:
-        store.close()
+    assert claimed_as(shared) == "upgraded"
     check_own(a, shared, A, 25, B)
     check_own(b, None, B, 3, A)  # its embedded database: taken on upgrade
 
