@@ -8,8 +8,9 @@
 //!
 //! # The recovery rule (`docs/recovery-rule.md`)
 //!
-//! Decided by [`crate::tail::classify_stop`], at every bad frame. As Redis' `aof-load-truncated`: damage at the very end of the *last*
-//! segment is what a crash leaves behind, and is a [`OutcomeKind::TornTail`]
+//! Decided by [`crate::tail::classify_stop`], at every bad frame. As Redis'
+//! `aof-load-truncated`: damage at the very end of the *last* segment is
+//! what a crash leaves behind, and is a [`OutcomeKind::TornTail`]
 //! (a warning; the bytes may be cut off). That is
 //!
 //! * a frame whose header or payload runs past the end of the last segment

@@ -87,7 +87,17 @@ pub fn replay(
         operations += 1;
         frame_start = end;
     }
+    if let (Some(u), false) = (until, stopped_at_until) {
+        return Err(JournalError::Unrecoverable {
+            dir: path.to_owned(),
+            detail: format!(
+                "--until {u}: the log from position {from} has no operation at that position \
+                 (it ends at {frame_start})"
+            ),
+        });
+    }
     let outcome = if stopped_at_until {
+        // The scan did not stop by itself: where `until` stopped it.
         ScanOutcome {
             kind: OutcomeKind::Clean,
             cause: None,
@@ -100,15 +110,6 @@ pub fn replay(
     } else {
         scanner.finished_report()?.outcome
     };
-    if let (Some(u), false) = (until, stopped_at_until) {
-        return Err(JournalError::Unrecoverable {
-            dir: path.to_owned(),
-            detail: format!(
-                "--until {u}: the log from position {from} has no operation at that position \
-                 (it ends at {frame_start})"
-            ),
-        });
-    }
     Ok(Replayed {
         from,
         position: frame_start,
