@@ -79,8 +79,8 @@ def test_a_batch_is_judged_with_the_operations_before_it(tmp_path: Path) -> None
             ]
         )
         assert p.position == end
-        filled = p.state.order(oid(1))
-        assert filled is not None and filled.status == om.OrderStatus.FILLED
+        # Both orders are filled: they left the hot state.
+        assert p.state.order(oid(1)) is None and p.state.retired(oid(1)) == "order"
         # A filled order takes no cancel.
         with pytest.raises(om.OperationRefusedError, match="terminal_order"):
             p.append(om.OrderCancelled(oid(1)))

@@ -77,10 +77,8 @@ def test_a_continuing_workload_goes_on_from_the_state_without_breaking_it() -> N
     # The last epoch is cut off mid-way, as a crash leaves it.
     assert any(e.phase != _core.EpochPhase.FINALIZE for e in epochs)
     balances = {(b.user_id, b.asset): b for b in state.balances()}
-    clock = max(
-        [o.updated_at_ns for o in state.orders()] + [t.executed_at_ns for t in state.trades()]
-    )
-    used = {o.id for o in state.orders()} | {t.id for t in state.trades()}
+    clock = state.clock_ns
+    used = {o.id for o in state.orders()} | {o.sr_id for o in state.orders()}
 
     new = list(islice(Workload.continuing(state, seed=1), 1500))
 

@@ -58,19 +58,19 @@ def applied(ops: list[Operation]) -> State:
 def test_operations_build_the_state() -> None:
     state = applied(stream())
     assert state.position == 800
-    assert (state.order_count, state.trade_count, state.balance_count, state.epoch_count) == (
-        2,
-        1,
-        1,
-        1,
-    )
-    taker, maker = state.order(oid(1)), state.order(oid(2))
-    assert taker is not None and maker is not None
+    # The filled maker and the trade left the hot state; their ids are kept.
+    counts = (state.order_count, state.retired_id_count, state.balance_count, state.epoch_count)
+    assert counts == (1, 2, 1, 1)
+    taker = state.order(oid(1))
+    assert taker is not None
     assert taker.remaining_qty == Decimal("2")
     assert taker.status == OrderStatus.PARTIALLY_FILLED
     assert taker.updated_at_ns == T0 + 20
-    assert maker.status == OrderStatus.FILLED
-    assert state.trade(tid(1)) == trade(1, 1, 2, "3", at=20)
+    assert state.order(oid(2)) is None
+    assert (state.retired(oid(2)), state.retired(tid(1))) == ("order", "trade")
+    changes = state.take_changes()
+    assert changes.trades == [trade(1, 1, 2, "3", at=20)]
+    assert [o.status for o in changes.orders if o.id == oid(2)] == [OrderStatus.FILLED]
     assert state.balance(uid(1), "BTC") == Balance(uid(1), "BTC", Decimal("2.5"), Decimal("0.5"))
     assert state.balance(uid(1), "ETH") is None
     assert state.order(oid(99)) is None
@@ -91,8 +91,8 @@ def test_operations_build_the_state() -> None:
 
 def test_cancel_keeps_updated_at() -> None:
     state = applied([OrderReceived(order(1, "5", at=10)), OrderCancelled(oid(1))])
-    cancelled = state.order(oid(1))
-    assert cancelled is not None
+    assert state.order(oid(1)) is None  # terminal: it left the hot state
+    (cancelled,) = state.take_changes().orders
     assert cancelled.status == OrderStatus.CANCELLED
     assert cancelled.updated_at_ns == T0 + 10
 
@@ -100,7 +100,7 @@ def test_cancel_keeps_updated_at() -> None:
 def test_exports_are_sorted_and_complete() -> None:
     state = applied([OrderReceived(order(n, "1")) for n in (5, 3, 9, 1)])
     assert [o.id for o in state.orders()] == [oid(1), oid(3), oid(5), oid(9)]
-    assert state.trades() == [] and state.balances() == [] and state.epochs() == []
+    assert state.balances() == [] and state.epochs() == []
 
 
 def test_digest_depends_on_content_not_insertion_order() -> None:
@@ -194,13 +194,8 @@ def test_take_changes_gives_each_entity_once() -> None:
 def test_snapshot_round_trip_is_exact() -> None:
     ops = stream()
     original = applied(ops[:7])
-    restored = State.from_snapshot(
-        original.orders(),
-        original.trades(),
-        original.balances(),
-        original.epochs(),
-        original.position,
-    )
+    # The image carries the whole hot state, the id window included.
+    restored = State.from_image(original.to_image())
     assert restored.digest() == original.digest()
     assert not restored.has_changes
     restored.check()
@@ -327,7 +322,5 @@ def test_any_stream_applies_the_same_way_through_every_path(ops: list[Operation]
     assert by_ops.digest() == by_frames.digest()
     assert [str(v) for v in by_ops.violations()] == [str(v) for v in by_frames.violations()]
 
-    restored = State.from_snapshot(
-        by_ops.orders(), by_ops.trades(), by_ops.balances(), by_ops.epochs(), by_ops.position
-    )
+    restored = State.from_image(by_ops.to_image())
     assert restored.digest() == by_ops.digest()

@@ -63,7 +63,8 @@ class RecoveryReport:
     torn_tail_cut: int
     segments: int
     orders: int
-    trades: int
+    #: Ids of terminal orders and trades in the id window (docs/state.md).
+    retired_ids: int
     balances: int
     epochs: int
     seconds: float
@@ -92,7 +93,8 @@ class RecoveryReport:
         else:
             lines.append("repaired: nothing (no torn tail)")
         lines.append(
-            f"verified: {self.orders} orders, {self.trades} trades, {self.balances} balances, "
+            f"verified: {self.orders} open orders, {self.retired_ids} ids in the window, "
+            f"{self.balances} balances, "
             f"{self.epochs} epochs consistent"
         )
         lines.append(f"took {self.seconds:.3f} s")
@@ -207,7 +209,7 @@ def recover(
     if base.source is not None:
         loaded = {
             "orders": base.state.order_count,
-            "trades": base.state.trade_count,
+            "retired_ids": base.state.retired_id_count,
             "balances": base.state.balance_count,
             "epochs": base.state.epoch_count,
         }
@@ -226,7 +228,7 @@ def recover(
             torn_tail_cut=replayed["torn_tail_cut"],
             segments=replayed["segments"],
             orders=state.order_count,
-            trades=state.trade_count,
+            retired_ids=state.retired_id_count,
             balances=state.balance_count,
             epochs=state.epoch_count,
             seconds=time.monotonic() - started,

@@ -32,8 +32,9 @@ class StateLike(Protocol):
 
     @property
     def position(self) -> int: ...
+    @property
+    def clock_ns(self) -> int: ...
     def orders(self) -> list[_core.Order]: ...
-    def trades(self) -> list[_core.Trade]: ...
     def balances(self) -> list[_core.Balance]: ...
     def epochs(self) -> list[_core.Epoch]: ...
     def digest(self) -> str: ...
@@ -55,7 +56,9 @@ class Resume:
     sequence: int
     #: (user, asset) -> (available, frozen).
     balances: Mapping[tuple[uuid.UUID, str], tuple[Decimal, Decimal]]
-    #: Order, sr and trade ids already held, which the stream must not reuse.
+    #: Order and sr ids of the open orders, which the stream must not reuse
+    #: (the ids that left the state are older than any new one: new ids
+    #: are UUIDv7 of timestamps after the state's clock).
     used_ids: frozenset[uuid.UUID]
 
     @property
@@ -64,19 +67,19 @@ class Resume:
 
     @classmethod
     def of(cls, state: StateLike) -> Resume:
-        orders, trades = state.orders(), state.trades()
-        stamps = [t for o in orders for t in (o.created_at_ns, o.updated_at_ns)]
+        orders = state.orders()
+        epochs = state.epochs()
         return cls(
             position=state.position,
             digest=state.digest(),
             order_count=len(orders),
-            last_epoch=max((e.epoch_id for e in state.epochs()), default=0),
-            clock_ns=max([*stamps, *(t.executed_at_ns for t in trades)], default=0),
+            # A state that closed epochs holds only the recent ones; the
+            # closed ones are below every held one.
+            last_epoch=max((e.epoch_id for e in epochs), default=0),
+            clock_ns=state.clock_ns,
             sequence=max((o.sequence for o in orders), default=0),
             balances={(b.user_id, b.asset): (b.available, b.frozen) for b in state.balances()},
-            used_ids=frozenset(
-                [*(o.id for o in orders), *(o.sr_id for o in orders), *(t.id for t in trades)]
-            ),
+            used_ids=frozenset([*(o.id for o in orders), *(o.sr_id for o in orders)]),
         )
 
 
@@ -94,6 +97,10 @@ class Workload:
     users: int = 50
     orders_per_epoch: int = 40
     cancel_ratio: float = 0.1
+    #: The largest step of the logical clock between two timestamps, in ns
+    #: (steps are uniform in 1..max_tick_ns). Larger steps make the id
+    #: window (10 minutes of ids, docs/state.md) fill in fewer operations.
+    max_tick_ns: int = 2_000_000
     node: bytes = bytes(32)
     #: Epoch ids continue after this one (a recovered state's newest).
     first_epoch: int = 0
@@ -144,16 +151,26 @@ class Workload:
         return cls(seed=seed, resume=Resume.of(state), **options)
 
     def _uuid(self) -> uuid.UUID:
-        value = uuid.UUID(int=self._rng.getrandbits(128))
-        # Random 128-bit ids do not collide in practice; the check makes
-        # the promise of fresh ids hold regardless.
-        while value in self._used:
-            value = uuid.UUID(int=self._rng.getrandbits(128))
-        return value
+        """A UUIDv7 (RFC 9562) of the workload's clock, as the engine makes
+        its ids: the state's id window (docs/state.md) reads their time."""
+        ms = self._clock // 1_000_000
+        while True:
+            rand = self._rng.getrandbits(74)
+            value = uuid.UUID(
+                int=(ms << 80)
+                | (0x7 << 76)
+                | ((rand >> 62) << 64)
+                | (0b10 << 62)
+                | (rand & ((1 << 62) - 1))
+            )
+            # Random 74-bit tails do not collide in practice; the check
+            # makes the promise of fresh ids hold regardless.
+            if value not in self._used:
+                return value
 
     def _tick(self) -> int:
         # Nanosecond steps, so that timestamps carry all nine digits.
-        self._clock += self._rng.randint(1, 2_000_000)
+        self._clock += self._rng.randint(1, self.max_tick_ns)
         return self._clock
 
     def _balance(self, user: uuid.UUID, asset: str, delta: Decimal) -> _core.BalanceUpdated:
@@ -188,6 +205,11 @@ class Workload:
         yield _core.EpochAdvanced(epoch, _core.EpochPhase.SEAL)
         yield _core.EpochAdvanced(epoch, _core.EpochPhase.MATCH)
         yield from self._match(epoch, book)
+        # What the auction did not fill is cancelled when its batch ends,
+        # so the open book (the hot state) stays the size of one batch.
+        for left in book:
+            if left.remaining > 0:
+                yield _core.OrderCancelled(left.order.id)
         yield _core.EpochAdvanced(epoch, _core.EpochPhase.FINALIZE)
 
     def _order(self, epoch: int) -> _core.Order:

@@ -82,7 +82,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
                     {
                         "digest": p.digest(),
                         "orders": report.orders,
-                        "trades": report.trades,
+                        "retired_ids": report.retired_ids,
                         "balances": report.balances,
                         "epochs": report.epochs,
                         "replayed": report.replayed,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import IdentityMismatchError, InvalidValueError
+from openmatch_persistence.errors import IdentityMismatchError, InvalidValueError, StoreError
 
 #: The default PostgreSQL schema (and the only name SQLite takes).
 DEFAULT_SCHEMA = "public"
@@ -122,6 +122,21 @@ class StateImage:
     data: bytes
     #: The data directory it was written for (None: before identities).
     data_dir_id: uuid.UUID | None = None
+
+
+#: The largest state image a store takes: below PostgreSQL's 1 GB field and
+#: message limits and SQLite's default 1,000,000,000-byte blob limit, with
+#: room for the row around it. The hot state (docs/state.md) is far below
+#: it; an image past it is refused before anything is sent.
+MAX_IMAGE_BYTES = 900 * 1024 * 1024
+
+
+def check_image_size(database: str, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise StoreError(
+            f"{database}: the state image is {size} bytes, past the {MAX_IMAGE_BYTES}-byte limit "
+            "of a database field: not written (recovery replays the AOF from the last image)"
+        )
 
 
 @dataclass(frozen=True)

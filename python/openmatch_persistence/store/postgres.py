@@ -36,6 +36,7 @@ from openmatch_persistence.store.base import (
     LoadedState,
     StateImage,
     WriteResult,
+    check_image_size,
     check_owner,
     check_schema,
     decide_claim,
@@ -217,9 +218,11 @@ def _epoch_row(e: Any) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# %b: the image travels in binary both ways (as text, bytea is hex: twice
+# the bytes, and a 512 MB image would pass the 1 GB message limit).
 _UPSERT_IMAGE = """
     INSERT INTO persistence_state_image (id, aof_position, epoch_id, data, data_dir_id)
-    VALUES (1, %s, %s, %s, %s)
+    VALUES (1, %s, %s, %b, %s)
     ON CONFLICT (id) DO UPDATE SET
         aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
         data = EXCLUDED.data, written_at = now(), data_dir_id = EXCLUDED.data_dir_id
@@ -399,15 +402,15 @@ class PostgresStore(ClosesOnExit):
         check_owner(self._label, self._data_dir_id, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
+        check_image_size(self._label, len(data))
         with self.connection() as conn, conn.transaction():
             self._check_identity(conn, f"state image at position {position}")
             conn.execute(_UPSERT_IMAGE, (position, epoch_id, data, self._data_dir_id))
 
     def load_image(self) -> StateImage | None:
         with self.connection() as conn:
-            row = conn.execute(
-                "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
-            ).fetchone()
+            query = "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
+            row = conn.cursor(binary=True).execute(query).fetchone()
         return None if row is None else StateImage(row[0], row[1], bytes(row[2]), row[3])
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:

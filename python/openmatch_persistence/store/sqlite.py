@@ -33,6 +33,7 @@ from openmatch_persistence.store.base import (
     LoadedState,
     StateImage,
     WriteResult,
+    check_image_size,
     check_owner,
     decide_claim,
 )
@@ -305,6 +306,7 @@ class SqliteStore(ClosesOnExit):
         check_owner(f"sqlite:{self._path}", self._data_dir_id, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
+        check_image_size(f"sqlite:{self._path}", len(data))
         written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
         what = f"state image at position {position}"
         with self._write_transaction(what) as c:

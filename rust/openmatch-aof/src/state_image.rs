@@ -8,7 +8,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic  b"OMSI"
-//! 4       4     format version, u32 LE (1)
+//! 4       4     format version, u32 LE (2: the hot state, `docs/state.md`)
 //! 8       4     CRC-32 of the body, u32 LE
 //! 12      ...   body: bincode 1.3 (`bincode::serialize`) of `Snapshot`
 //! ```
@@ -21,7 +21,8 @@ use bincode::Options;
 use crate::state::Snapshot;
 
 const MAGIC: &[u8; 4] = b"OMSI";
-const VERSION: u32 = 1;
+/// The body is a `Snapshot` of this layout version.
+const VERSION: u32 = crate::state::SNAPSHOT_VERSION;
 const HEADER_LEN: usize = 12;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use openmatch_aof::journal::{replay, Journal, JournalError};
 use openmatch_aof::segment::list_segments;
-use openmatch_aof::state::State;
+use openmatch_aof::state::{RetiredKind, State};
 use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, WriterOptions};
 use openmatch_aof::*;
 use proptest::prelude::*;
@@ -113,8 +113,11 @@ fn a_batch_is_judged_with_the_operations_before_it() {
         ])
         .unwrap();
     assert_eq!(j.position().unwrap(), end);
-    let filled = j.read(|s| s.order(&oid(1)).unwrap().status).unwrap();
-    assert_eq!(filled, OrderStatus::Filled);
+    // Both orders are filled: they left the hot state.
+    let held = j
+        .read(|s| (s.order(&oid(1)).is_some(), s.retired(oid(1).0)))
+        .unwrap();
+    assert_eq!(held, (false, Some(RetiredKind::Order)));
     // Filled orders take no cancel; an earlier epoch may not move now.
     for op in [
         Op::OrderCancelled(oid(1)),

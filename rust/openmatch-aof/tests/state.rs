@@ -69,7 +69,13 @@ fn cancel_sets_status_and_keeps_updated_at() {
         Op::OrderCancelled(oid(1)),
         Op::OrderCancelled(oid(2)),
     ]);
-    let o = s.order(&oid(1)).unwrap();
+    assert_eq!(
+        s.order(&oid(1)),
+        None,
+        "a cancelled order leaves the hot state"
+    );
+    let mut s = s;
+    let o = s.take_changes().orders.remove(0);
     assert_eq!(o.status, OrderStatus::Cancelled);
     assert_eq!(o.updated_at, ts(10));
     assert_eq!(
@@ -82,14 +88,21 @@ fn cancel_sets_status_and_keeps_updated_at() {
 fn trade_fills_both_sides_and_counts_in_its_epoch() {
     let s = state_of(&base_stream());
     let taker = s.order(&oid(1)).unwrap();
-    let maker = s.order(&oid(2)).unwrap();
     assert_eq!(taker.remaining_qty, d("2"));
     assert_eq!(taker.status, OrderStatus::PartiallyFilled);
     assert_eq!(taker.updated_at, ts(20));
+    assert_eq!(s.filled(&oid(1)), Some(d("3")));
+    // The filled maker and the trade left the hot state: their final rows
+    // are in the changes, their ids in the id window.
+    assert_eq!(s.order(&oid(2)), None);
+    assert_eq!(s.retired(oid(2).0), Some(RetiredKind::Order));
+    assert_eq!(s.retired(tid(1).0), Some(RetiredKind::Trade));
+    let mut s = s;
+    let c = s.take_changes();
+    assert_eq!(c.trades, vec![trade(1, 1, 2, "3", 1, 20)]);
+    let maker = c.orders.iter().find(|o| o.id == oid(2)).unwrap();
     assert_eq!(maker.remaining_qty, d("0"));
     assert_eq!(maker.status, OrderStatus::Filled);
-    assert_eq!(s.filled(&oid(1)), Some(d("3")));
-    assert_eq!(s.trade(&tid(1)), Some(&trade(1, 1, 2, "3", 1, 20)));
     let e = s.epoch(EpochId(1)).unwrap();
     assert_eq!(e.trade_count, 1);
     assert_eq!(e.batch_hash, Some([0xab; 32]));
@@ -246,14 +259,18 @@ fn export_and_import_round_trip_exactly_and_replay_continues_identically() {
 }
 
 #[test]
-fn import_recomputes_fills_and_reports_at_the_snapshot_position() {
+fn import_takes_fills_from_the_order_and_reports_at_the_snapshot_position() {
     let mut snap = state_of(&base_stream()).export();
-    snap.orders[0].remaining_qty = d("4"); // order 1 filled 3, so 2 expected
+    assert_eq!(
+        State::from_snapshot(snap.clone()).unwrap().filled(&oid(1)),
+        Some(d("3"))
+    );
+    snap.orders[0].remaining_qty = d("6"); // above its quantity of 5
     snap.position = 5000;
     let s = State::from_snapshot(snap).unwrap();
     assert_eq!(
         kinds(&s),
-        vec![("fill_mismatch", EntityRef::Order(oid(1)), 5000)]
+        vec![("remaining_out_of_range", EntityRef::Order(oid(1)), 5000)]
     );
 }
 

@@ -154,12 +154,12 @@ fn replay_one_million_operations() {
     let restored = State::from_snapshot(snap).unwrap();
     let roundtrip = t.elapsed();
     println!(
-        "CPU time: {n} ops, {} MB of frames, {} orders {} trades: apply(&op) {apply:?}, apply owned {apply_owned:?}, \
+        "CPU time: {n} ops, {} MB of frames, {} open orders {} retired ids: apply(&op) {apply:?}, apply owned {apply_owned:?}, \
          decode+apply frames {frames:?}, check {check:?}, digest {digest:?}, take_changes {changes:?} \
          ({} orders), export+import {roundtrip:?}",
         data.len() / 1_000_000,
         restored.order_count(),
-        restored.trade_count(),
+        restored.retired_id_count(),
         c.orders.len()
     );
 }

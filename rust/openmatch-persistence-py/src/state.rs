@@ -308,8 +308,11 @@ fn consistency_error(py: Python<'_>, violations: Vec<st::Violation>) -> PyErr {
 
 /// The entities changed since the previous `State.take_changes()`, each
 /// once, as their current values: `orders`, `balances`, `epochs` sorted by
-/// key, `trades` in the order they were applied; `position` is the AOF
-/// position of the last applied operation, which the changes cover.
+/// key, `trades` in the order they were applied (orders and epochs that
+/// left the hot state come with their final row); `position` is the AOF
+/// position of the last applied operation, which the changes cover;
+/// `clock_ns` and `closed_epochs_through` are the state's logical clock and
+/// highest closed epoch there (the database keeps them with its checkpoint).
 #[pyclass(frozen, module = "openmatch_persistence._core")]
 pub struct StateChanges {
     #[pyo3(get)]
@@ -322,6 +325,10 @@ pub struct StateChanges {
     epochs: Py<PyList>,
     #[pyo3(get)]
     position: u64,
+    #[pyo3(get)]
+    clock_ns: i64,
+    #[pyo3(get)]
+    closed_epochs_through: Option<u64>,
     count: usize,
 }
 
@@ -448,9 +455,18 @@ fn collect<T>(
 
 #[pymethods]
 impl State {
+    /// An empty state. `track_changes=False` keeps no rows for
+    /// `take_changes()` (what leaves the hot state is dropped): for a replay
+    /// that only checks a log, whose memory must not grow with it.
     #[new]
-    fn new() -> Self {
-        State::owned(st::State::new())
+    #[pyo3(signature = (*, track_changes = true))]
+    fn new(track_changes: bool) -> Self {
+        let s = st::State::new();
+        State::owned(if track_changes {
+            s
+        } else {
+            s.without_change_tracking()
+        })
     }
 
     /// Applies one operation; its `position` is the AOF position just past
@@ -561,9 +577,32 @@ impl State {
     fn order_count(&self, py: Python<'_>) -> PyResult<usize> {
         self.with(py, |s| s.order_count())
     }
+    /// Ids of terminal orders and applied trades kept for the duplicate
+    /// checks (the id window, docs/state.md).
     #[getter]
-    fn trade_count(&self, py: Python<'_>) -> PyResult<usize> {
-        self.with(py, |s| s.trade_count())
+    fn retired_id_count(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |s| s.retired_id_count())
+    }
+    /// The highest epoch that left the hot state (closed), or None.
+    #[getter]
+    fn closed_epochs_through(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        self.with(py, |s| s.closed_through().map(|e| e.0))
+    }
+    /// The logical clock, in nanoseconds since the Unix epoch.
+    #[getter]
+    fn clock_ns(&self, py: Python<'_>) -> PyResult<i64> {
+        let clock = self.with(py, |s| s.clock())?;
+        datetime_to_ns(&clock, "clock")
+    }
+    /// `"order"` or `"trade"` when `id` is a retired order's or trade's id
+    /// (inside the id window), else None.
+    fn retired(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<Option<&'static str>> {
+        let id = uuid_from_py(id, "id")?;
+        let kind = self.with(py, |s| s.retired(id))?;
+        Ok(kind.map(|k| match k {
+            st::RetiredKind::Order => "order",
+            st::RetiredKind::Trade => "trade",
+        }))
     }
     #[getter]
     fn balance_count(&self, py: Python<'_>) -> PyResult<usize> {
@@ -584,11 +623,6 @@ impl State {
         let o = self.with(py, |s| s.order(&id).cloned())?;
         Ok(o.map(|inner| Order { inner }))
     }
-    fn trade(&self, py: Python<'_>, trade_id: &Bound<'_, PyAny>) -> PyResult<Option<Trade>> {
-        let id = t::TradeId(uuid_from_py(trade_id, "trade_id")?);
-        let x = self.with(py, |s| s.trade(&id).cloned())?;
-        Ok(x.map(|inner| Trade { inner }))
-    }
     fn balance(
         &self,
         py: Python<'_>,
@@ -606,16 +640,11 @@ impl State {
         Ok(e.map(|inner| Epoch { inner }))
     }
 
-    /// All orders, sorted by id.
+    /// The open orders, sorted by id (terminal ones are in the database).
     fn orders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let v: Vec<t::Order> =
             self.with(py, |s| s.orders_sorted().into_iter().cloned().collect())?;
         orders_list(py, v)
-    }
-    /// All trades, in the order they were applied.
-    fn trades<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let v: Vec<t::Trade> = self.with(py, |s| s.trades().cloned().collect())?;
-        trades_list(py, v)
     }
     /// All balances, sorted by (user_id, asset).
     fn balances<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -623,7 +652,7 @@ impl State {
             self.with(py, |s| s.balances_sorted().into_iter().cloned().collect())?;
         balances_list(py, v)
     }
-    /// All epochs, sorted by id.
+    /// The held epochs (not finalized, and the last finalized), by id.
     fn epochs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let v: Vec<st::Epoch> =
             self.with(py, |s| s.epochs_sorted().into_iter().cloned().collect())?;
@@ -636,12 +665,17 @@ impl State {
         state_changes(py, c)
     }
 
-    /// A state from exported entities (`orders()`, `trades()`, ... of
-    /// another state, or rows rebuilt by a store). Fills, the logical clock
-    /// and the epoch bookkeeping are recomputed; the state starts with no
-    /// pending changes. Raises `InvalidValueError` for a key given twice.
+    /// A state from entities: exported ones (`orders()`, `balances()`,
+    /// `epochs()` of another state) or a history (rows of a store). Open
+    /// orders are held; terminal orders and the trades give their ids to
+    /// the id window; epochs past the kept finalized ones are closed.
+    /// `clock_ns` defaults to the latest timestamp of the entities. The
+    /// state starts with no pending changes. Raises `InvalidValueError`
+    /// for a key given twice.
     #[staticmethod]
-    #[pyo3(signature = (orders, trades, balances, epochs, position))]
+    #[pyo3(signature = (orders, trades, balances, epochs, position, *, clock_ns = None,
+                        closed_epochs_through = None))]
+    #[allow(clippy::too_many_arguments)]
     fn from_snapshot(
         py: Python<'_>,
         orders: &Bound<'_, PyAny>,
@@ -649,26 +683,36 @@ impl State {
         balances: &Bound<'_, PyAny>,
         epochs: &Bound<'_, PyAny>,
         position: &Bound<'_, PyAny>,
+        clock_ns: Option<&Bound<'_, PyAny>>,
+        closed_epochs_through: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<State> {
-        let snapshot = st::Snapshot {
-            orders: collect(orders, "orders", Order::from_py)?,
-            trades: collect(trades, "trades", Trade::from_py)?,
-            balances: collect(balances, "balances", |o, f| match o.cast::<Balance>() {
+        let clock = clock_ns
+            .map(|c| datetime_from_py(c, "clock_ns"))
+            .transpose()?;
+        let closed = closed_epochs_through
+            .map(|e| u64_from_py(e, "closed_epochs_through").map(t::EpochId))
+            .transpose()?;
+        let snapshot = st::Snapshot::from_history(
+            collect(orders, "orders", Order::from_py)?,
+            collect(trades, "trades", Trade::from_py)?,
+            collect(balances, "balances", |o, f| match o.cast::<Balance>() {
                 Ok(b) => Ok(b.get().inner.clone()),
                 Err(_) => Err(invalid_type(format!(
                     "{f}: expected Balance, got {}",
                     type_name(o)
                 ))),
             })?,
-            epochs: collect(epochs, "epochs", |o, f| match o.cast::<Epoch>() {
+            collect(epochs, "epochs", |o, f| match o.cast::<Epoch>() {
                 Ok(e) => Ok(e.get().inner.clone()),
                 Err(_) => Err(invalid_type(format!(
                     "{f}: expected Epoch, got {}",
                     type_name(o)
                 ))),
             })?,
-            position: position_from_py(position, "position")?,
-        };
+            position_from_py(position, "position")?,
+            clock,
+            closed,
+        );
         let inner = py
             .detach(|| st::State::from_snapshot(snapshot))
             .map_err(|e| invalid_value(e.to_string()))?;
@@ -701,10 +745,10 @@ impl State {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |s| {
             format!(
-                "State(position={}, orders={}, trades={}, balances={}, epochs={})",
+                "State(position={}, open orders={}, retired ids={}, balances={}, epochs={})",
                 s.position(),
                 s.order_count(),
-                s.trade_count(),
+                s.retired_id_count(),
                 s.balance_count(),
                 s.epoch_count()
             )
@@ -721,6 +765,8 @@ pub(crate) fn state_changes(py: Python<'_>, c: st::Changes) -> PyResult<StateCha
         balances: balances_list(py, c.balances)?.unbind(),
         epochs: epochs_list(py, c.epochs)?.unbind(),
         position: c.position,
+        clock_ns: datetime_to_ns(&c.clock, "clock")?,
+        closed_epochs_through: c.closed_through.map(|e| e.0),
         count,
     })
 }
