@@ -14,7 +14,7 @@ from test_scanner import frame_ends, sample_ops, seg_name
 
 import openmatch_persistence as om
 from openmatch_persistence.cli import main
-from openmatch_persistence.cli.aof import Progress
+from openmatch_persistence.progress import Progress
 
 
 @pytest.fixture
@@ -157,22 +157,18 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
+def test_progress_bar_shows_percent_rate_and_eta_only_on_a_terminal() -> None:
     term = FakeTerminal()
-    bar = Progress(1 << 30, "verify", term)
+    bar = Progress(1 << 30, label="verify", stream=term, bytes_=True, every=0)
     bar.update(1 << 29)
     bar.close()
-    assert "verify [" in term.getvalue() and "50%" in term.getvalue()
-    assert term.getvalue().endswith("\r\x1b[K")
-
-    small = FakeTerminal()
-    bar = Progress(1024, "verify", small)
-    bar.update(512)
-    bar.close()
-    assert small.getvalue() == ""
+    drawn = term.getvalue()
+    assert "verify" in drawn and "50%" in drawn and "<" in drawn  # elapsed<remaining
+    assert "B/s" in drawn
+    assert "\n" not in drawn  # redrawn in place, wiped at the end
 
     pipe = io.StringIO()
-    bar = Progress(1 << 30, "verify", pipe)
+    bar = Progress(1 << 30, label="verify", stream=pipe)
     bar.update(1 << 29)
     bar.close()
     assert pipe.getvalue() == ""

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 _MASK = "****"
 
 #: What is shown in place of a connection string that libpq cannot parse.
@@ -31,6 +28,11 @@ def is_sqlite_url(dsn: str) -> bool:
 def parse_conninfo(dsn: str) -> dict[str, str] | None:
     """The connection parameters of a PostgreSQL URL or ``key=value``
     string as libpq reads them, or None if libpq cannot parse it."""
+    # Imported here: psycopg needs libpq, which only PostgreSQL users need
+    # (the embedded SQLite store works without it).
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:
