@@ -9,9 +9,10 @@ narrow terminal, no ETA, a bar left behind in a log file).
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress:
@@ -33,6 +34,11 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.total = total
+        self._bar: tqdm[NoReturn] | None = None
+        if not self.enabled:
+            return  # and no import: a pipe or a log file never needs tqdm
+        from tqdm import tqdm
+
         self._bar = tqdm(
             total=total,
             desc=label,
@@ -43,17 +49,17 @@ class Progress:
             mininterval=every,
             dynamic_ncols=True,  # re-read the width at every draw: no wrapping
             leave=False,  # a finished bar is wiped; the command's own output follows
-            disable=not self.enabled,
         )
 
     def update(self, done: int, extra: str = "") -> None:
-        if not self.enabled:
+        if self._bar is None:
             return
         if extra:
             self._bar.set_postfix_str(extra, refresh=False)
         self._bar.update(done - self._bar.n)
 
     def finish(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
     close = finish

@@ -25,7 +25,6 @@ from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.identity import AOF_DIRNAME, read_identity, require_data_dir
-from openmatch_persistence.metrics import serve as serve_metrics
 from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
 from openmatch_persistence.progress import Progress
 from openmatch_persistence.store.base import identity_mismatch, schema_label
@@ -162,6 +161,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     progress: Progress | None = None
     try:
         if args.metrics_port is not None:
+            # Imported on request: prometheus_client is needed only here.
+            from openmatch_persistence.metrics import serve as serve_metrics
+
             metrics = serve_metrics(p, args.metrics_port)
             print(f"metrics on {metrics.url}", file=sys.stderr)
         seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
