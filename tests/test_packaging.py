@@ -46,8 +46,8 @@ def test_sdist_builds_with_license_readme_and_metadata(tmp_path: Path) -> None:
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Requires-Python"] == ">=3.9"
     assert meta["Description-Content-Type"].startswith("text/markdown")
-    assert len(meta.get_all("Classifier")) >= 10
-    requires = meta.get_all("Requires-Dist")
+    assert len(meta.get_all("Classifier") or []) >= 10
+    requires = meta.get_all("Requires-Dist") or []
     # psycopg's advice for a library: the plain package, the libpq left to
     # the installer ([binary] is an extra).
     assert "psycopg>=3.1" in requires
