@@ -369,3 +369,18 @@ def test_a_signal_stops_simulate_cleanly(tmp_path: Path, signum: int, code: int)
     status = json.loads(run_cli("status", str(data), "--json").stdout)
     assert status["flush_lag_bytes"] == 0 and status["snapshot"]["position"] == status["aof_end"]
     assert os.stat(data / "state.sqlite3").st_mode & 0o077 == 0
+
+
+def test_an_sqlite_file_locked_by_another_process_fails_at_once(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = sqlite3.connect(data_dir / "state.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        for argv in (["status", str(data_dir)], ["migrate", "--data-dir", str(data_dir)]):
+            assert main(argv) == 2
+            assert "locked by another process" in one_error_line(capsys.readouterr().err)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert main(["status", str(data_dir)]) == 0

@@ -13,8 +13,12 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from openmatch_persistence import __version__
+from openmatch_persistence.dsn import is_sqlite_url
+from openmatch_persistence.persistence import SQLITE_FILENAME
+from openmatch_persistence.store import sqlite_path_of
 
 from . import aof, bench, db, recovery, simulate
 from .common import (
@@ -22,6 +26,7 @@ from .common import (
     Rfc3339Formatter,
     add_verbose_everywhere,
     probe_database,
+    probe_sqlite,
     report,
     stop_on_signals,
     verbosity,
@@ -56,6 +61,16 @@ def _setup_logging(level: int) -> None:
     root.setLevel(level)
 
 
+def _sqlite_file(args: argparse.Namespace, dsn: str | None) -> Path | str | None:
+    """The SQLite file the command will open, if it opens one."""
+    if dsn is not None:
+        return sqlite_path_of(dsn) if is_sqlite_url(dsn) else None
+    if "database_url" not in args:
+        return None  # the aof and bench commands open no database
+    root = getattr(args, "data_dir", None)
+    return None if root is None else Path(root) / SQLITE_FILENAME
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     dsn: str | None = getattr(args, "database_url", None)
     try:
         with stop_on_signals():
-            # Fail fast, with libpq's reason, before a pool starts retrying.
+            # Fail fast, with libpq's reason, before a pool starts retrying;
+            # and at once on an SQLite file another process has locked.
             probe_database(dsn)
+            probe_sqlite(_sqlite_file(args, dsn))
             code: int = args.handler(args)
     except BrokenPipeError:
         # `... | head`: the reader left; that is not our failure.

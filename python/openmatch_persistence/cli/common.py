@@ -297,6 +297,36 @@ def probe_database(url: str | None, timeout: int = PROBE_TIMEOUT) -> None:
         raise CliError(f"cannot connect to {label}: {reason}") from None
 
 
+#: Seconds the SQLite probe waits for another process's write lock.
+SQLITE_PROBE_TIMEOUT = 2.0
+
+
+def probe_sqlite(path: str | Path | None, timeout: float = SQLITE_PROBE_TIMEOUT) -> None:
+    """Raises :class:`CliError` at once when another process holds the
+    write lock of the existing SQLite file ``path`` (the store itself would
+    wait 30 s for it, then fail). Creates nothing: a missing file is left to
+    the command."""
+    if path is None or str(path) == ":memory:" or not Path(path).is_file():
+        return
+    try:
+        conn = sqlite3.connect(
+            f"{Path(path).absolute().as_uri()}?mode=rw", uri=True, timeout=timeout
+        )
+    except sqlite3.Error:
+        return  # the command's own open reports it, with its own words
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise CliError(
+                f"sqlite:{path}: the database is locked by another process "
+                f"(waited {timeout:g} s); stop it and retry"
+            ) from None
+    finally:
+        conn.close()
+
+
 def sqlite_label(path: str | Path) -> str:
     return f"sqlite:{os.fspath(path)}"
 
