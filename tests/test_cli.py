@@ -384,3 +384,22 @@ def test_an_sqlite_file_locked_by_another_process_fails_at_once(
         holder.execute("ROLLBACK")
         holder.close()
     assert main(["status", str(data_dir)]) == 0
+
+
+def test_logged_exceptions_are_one_line_unless_debugging() -> None:
+    import logging
+
+    from openmatch_persistence.cli.common import Rfc3339Formatter
+
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "failed", None, sys.exc_info())
+    quiet = Rfc3339Formatter("%(asctime)s %(message)s").format(record)
+    assert "\n" not in quiet and quiet.endswith(
+        "failed (ValueError: bad thing; -vv for the traceback)"
+    )
+    assert rfc3339(quiet.split(" ")[0]) == quiet.split(" ")[0]
+    record.exc_text = None
+    loud = Rfc3339Formatter("%(message)s", tracebacks=True).format(record)
+    assert "Traceback" in loud

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(Rfc3339Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        Rfc3339Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", tracebacks=level <= logging.DEBUG
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

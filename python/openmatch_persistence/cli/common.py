@@ -121,10 +121,25 @@ def rfc3339(value: datetime.datetime | str | int | float | None) -> str | None:
 
 
 class Rfc3339Formatter(logging.Formatter):
-    """Log lines stamped in the same format as everything else."""
+    """Log lines stamped in the same format as everything else, one line
+    each: a logged exception (a flusher's retried failure) shows as its
+    type and message, and as a traceback only with ``tracebacks`` (-vv)."""
+
+    def __init__(self, fmt: str, *, tracebacks: bool = False) -> None:
+        super().__init__(fmt)
+        self.tracebacks = tracebacks
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return rfc3339(record.created) or ""
+
+    def formatException(self, ei: Any) -> str:
+        if self.tracebacks:
+            return super().formatException(ei)
+        return f"  ({ei[0].__name__}: {one_line(str(ei[1]))}; -vv for the traceback)"
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if self.tracebacks else text.replace("\n  (", " (")
 
 
 # --- errors --------------------------------------------------------------------------
