@@ -14,7 +14,7 @@ from test_scanner import frame_ends, sample_ops, seg_name
 
 import openmatch_persistence as om
 from openmatch_persistence.cli import main
-from openmatch_persistence.cli.aof import Progress
+from openmatch_persistence.progress import Progress
 
 
 @pytest.fixture
@@ -157,22 +157,18 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_a_terminal_for_large_inputs() -> None:
+def test_progress_bar_shows_percent_rate_and_eta_only_on_a_terminal() -> None:
     term = FakeTerminal()
-    bar = Progress(1 << 30, "verify", term)
+    bar = Progress(1 << 30, label="verify", stream=term, bytes_=True, every=0)
     bar.update(1 << 29)
     bar.close()
-    assert "verify [" in term.getvalue() and "50%" in term.getvalue()
-    assert term.getvalue().endswith("\r\x1b[K")
-
-    small = FakeTerminal()
-    bar = Progress(1024, "verify", small)
-    bar.update(512)
-    bar.close()
-    assert small.getvalue() == ""
+    drawn = term.getvalue()
+    assert "verify" in drawn and "50%" in drawn and "<" in drawn  # elapsed<remaining
+    assert "B/s" in drawn
+    assert "\n" not in drawn  # redrawn in place, wiped at the end
 
     pipe = io.StringIO()
-    bar = Progress(1 << 30, "verify", pipe)
+    bar = Progress(1 << 30, label="verify", stream=pipe)
     bar.update(1 << 29)
     bar.close()
     assert pipe.getvalue() == ""
@@ -201,3 +197,57 @@ def test_status_lists_the_backups_of_cut_bytes(
     (aof / Path(backup).name).unlink()
     assert main(["status", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["backups"] == []
+
+
+def test_dump_positions_and_kinds(clean_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ops, ends = sample_ops(), frame_ends(sample_ops())
+    assert main(["aof", "dump", "--positions", str(clean_file)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(x["start"], x["end"]) for x in lines] == list(zip([0, *ends[:-1]], ends))
+    assert [om.from_json(json.dumps(x["op"])) for x in lines] == ops
+    kind = ops[1].kind
+    assert main(["aof", "dump", "--kind", kind, str(clean_file)]) == 0
+    shown = [om.from_json(x) for x in capsys.readouterr().out.splitlines()]
+    assert shown == [op for op in ops if op.kind == kind]
+
+
+def test_dump_from_inside_a_frame_names_the_nearest_boundaries(
+    clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ends = frame_ends(sample_ops())
+    assert main(["aof", "dump", "--from", str(ends[1] + 3), str(clean_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"--from {ends[1] + 3:,} is not a frame boundary" in err
+    assert f"{ends[1]:,} before it and {ends[2]:,} after it" in err
+    assert main(["aof", "verify", "--from", str(ends[1] + 3), str(clean_file)]) == 2
+    assert "not a frame boundary" in capsys.readouterr().err
+
+
+def test_dump_follow_prints_what_another_process_appends(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ops = sample_ops()
+    aof = tmp_path / "aof"
+    with om.AofWriter(aof) as writer:
+        writer.append_many(ops[:2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openmatch_persistence", "aof", "dump", "--follow", str(aof)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = [om.from_json(proc.stdout.readline()) for _ in range(2)]
+        with om.AofWriter(aof) as writer:
+            writer.append_many(ops[2:])
+        more = [om.from_json(proc.stdout.readline()) for _ in range(len(ops) - 2)]
+        assert first + more == ops
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err

@@ -56,19 +56,36 @@ def test_first_command_from_a_clean_clone_in_a_fresh_venv(tmp_path: Path) -> Non
     assert (clone / "openmatch-data" / "aof").is_dir()
 
 
+def python_blocks() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", readme, re.S)
+
+
 def test_the_python_example_runs_as_written(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## The Python API", 1)[1].split("\n## ", 1)[0]
     (example,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    run = _run_python(example, tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("negative_balance balance "), run.stdout
+    assert lines[1:3] == ["100", "2"], run.stdout  # the balance and the order, in the state
+    assert (tmp_path / "data" / "aof").is_dir()
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_every_python_block_of_the_readme_runs(index: int, tmp_path: Path) -> None:
+    run = _run_python(python_blocks()[index], tmp_path)
+    assert run.returncode == 0, run.stderr
+
+
+def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=tmp_path,
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("negative_balance balance "), run.stdout
-    assert (tmp_path / "data" / "aof").is_dir()

@@ -19,7 +19,7 @@ from openmatch_persistence import (
     OrderReceived,
     TradeExecuted,
 )
-from openmatch_persistence.dsn import mask_dsn, scrub
+from openmatch_persistence.dsn import UNPARSABLE, mask_dsn, scrub
 from openmatch_persistence.errors import InvalidValueError
 from openmatch_persistence.validate import validate_for_store
 
@@ -77,10 +77,20 @@ def test_trade_and_balance_values_are_checked() -> None:
     [
         ("postgresql://u:s3cret@h:5432/db", "postgresql://u:****@h:5432/db"),
         ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:****@h/db?sslmode=require"),
-        ("postgresql://u@h/db?password=s3cret&x=1", "postgresql://u@h/db?password=****&x=1"),
+        # libpq reads a query password as the password: it is masked where it is shown.
+        (
+            "postgresql://u@h/db?password=s3cret&application_name=a",
+            "postgresql://u:****@h/db?application_name=a",
+        ),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
-        ("host=h password=s3cret user=u", "host=h password=**** user=u"),
-        ("host=h password = 'se cret' user=u", "host=h password = **** user=u"),
+        ("postgresql://u:pw@h1:1,[::1]:2/db", "postgresql://u:****@h1:1,[::1]:2/db"),
+        ("host=h password=s3cret user=u", "user=u password=**** host=h"),
+        ("host=h password = 'se cret' user=u", "user=u password=**** host=h"),
+        # A backslash escape belongs to the value: nothing of it is left over.
+        ("host=h password=se\\ cret", "password=**** host=h"),
+        # Unparsable: shown not at all, since no one can tell where the secret is.
+        ("postgresql://postgres:S3cret@[::1:5432/x", UNPARSABLE),
+        ("host=h password='unterminated", UNPARSABLE),
         ("sqlite:/tmp/x.db", "sqlite:/tmp/x.db"),
     ],
 )
@@ -91,3 +101,12 @@ def test_mask_dsn(dsn: str, masked: str) -> None:
 def test_scrub_removes_the_password_from_driver_messages() -> None:
     dsn = "postgresql://u:s3cret@h/db"
     assert "s3cret" not in scrub("failed for postgresql://u:s3cret@h/db", dsn)
+    escaped = "postgresql://u:p%40ss@h/db"
+    shown = scrub(f"at {escaped}: p@ss or p%40ss", escaped)
+    assert shown == "at postgresql://u:****@h/db: **** or ****"
+
+
+def test_scrub_never_shows_a_message_about_an_unparsable_url() -> None:
+    dsn = "postgresql://postgres:S3cret@[::1:5432/x"
+    message = f'end of string reached looking for "]" in URI: "{dsn}"'
+    assert "S3cret" not in scrub(message, dsn) and UNPARSABLE in scrub(message, dsn)

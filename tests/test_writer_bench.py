@@ -3,31 +3,24 @@ that is the benchmark's own job, as ratios in one run)."""
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
+from xml.etree import ElementTree
 
 from openmatch_persistence.bench import fsync
-from openmatch_persistence.bench.chart import bar_chart
+from openmatch_persistence.bench.chart import Bar, Series, bar_chart
 from openmatch_persistence.cli import main
 
 
-def test_png_chart_is_a_valid_png(tmp_path: Path) -> None:
-    out = tmp_path / "chart.png"
-    bar_chart(out, "title 1.5/2", [("raw", 1000.0, (0, 0, 0)), ("none", 0.0, (9, 9, 9))])
-    data = out.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    # Every chunk's CRC is right and the image data inflates.
-    pos, idat = 8, b""
-    while pos < len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 4 : pos + 8 + length]
-        crc = int.from_bytes(data[pos + 8 + length : pos + 12 + length], "big")
-        assert zlib.crc32(body) == crc, kind
-        if kind == b"IDAT":
-            idat += body[4:]
-        pos += 12 + length
-    assert zlib.decompress(idat)
+def test_svg_chart_has_title_legend_and_quick_mark(tmp_path: Path) -> None:
+    out = tmp_path / "chart.svg"
+    series = [Series("baseline", "#555"), Series("writer <always>", "#16c")]
+    bars = [Bar("raw", 1000.0, "baseline"), Bar("always & co", 20000.0, "writer <always>")]
+    bar_chart(out, "title 1.5/2", bars, series, subtitle=["machine: m"], warning="QUICK RUN")
+    root = ElementTree.parse(out).getroot()  # well-formed XML, escapes included
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert texts[:3] == ["title 1.5/2", "machine: m", "QUICK RUN"]
+    assert "writer <always>" in texts and "always & co" in texts  # the legend and a label
+    assert "20,000" in texts and "1k" in texts and "10k" in texts
 
 
 def test_suite_runs_and_reports_targets(tmp_path: Path) -> None:
@@ -41,10 +34,14 @@ def test_suite_runs_and_reports_targets(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [], "scratch files are removed"
 
 
-def test_cli_writes_table_and_chart(tmp_path: Path, capsys: object) -> None:
-    png = tmp_path / "out.png"
+def test_cli_writes_table_and_chart(tmp_path: Path) -> None:
+    chart = tmp_path / "out.svg"
     work = tmp_path / "work"
     work.mkdir()
     args = ["--dir", str(work), "--duration", "0.01", "--rounds", "1", "--no-redis"]
-    code = main(["bench", "fsync", *args, "--png", str(png)])
-    assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
+    code = main(["bench", "fsync", *args, "--chart", str(chart)])
+    assert code == 0
+    text = chart.read_text(encoding="utf-8")
+    # One round: marked as a quick run; the title names the machine.
+    assert "QUICK RUN" in text and f"machine: {fsync.machine_description()}" in text
+    assert "Redis skipped" in text

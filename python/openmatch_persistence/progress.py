@@ -1,45 +1,65 @@
-"""A progress line on stderr, drawn only when stderr is a terminal.
+"""A progress bar on stderr (percent, count, rate, ETA), drawn only when
+stderr is a terminal and fitted to its width, resized or not.
 
-Hand-written (twenty lines) rather than a dependency such as tqdm: the
-package's runtime needs nothing beyond the database drivers, and all the
-line shows is a count, a rate and one extra field.
+tqdm draws it: it is small, has no dependencies of its own, and already
+gets right what a hand-written bar got wrong (a line that wraps on a
+narrow terminal, no ETA, a bar left behind in a log file).
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress:
+    """``update(done)`` with the running total; ``finish()`` at the end.
+
+    ``unit_scale`` turns byte counts into ``MB`` and ``MB/s``."""
+
     def __init__(
-        self, total: int, *, unit: str = "", stream: TextIO | None = None, every: float = 0.25
+        self,
+        total: int,
+        *,
+        unit: str = "",
+        label: str | None = None,
+        stream: TextIO | None = None,
+        every: float = 0.25,
+        bytes_: bool = False,
+        enabled: bool | None = None,
     ) -> None:
-        self.total = total
-        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = self.stream.isatty()
-        self.every = every
-        self.started = time.monotonic()
-        self._last = 0.0
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total = total
+        self._bar: tqdm[NoReturn] | None = None
+        if not self.enabled:
+            return  # and no import: a pipe or a log file never needs tqdm
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total,
+            desc=label,
+            unit="B" if bytes_ else (unit or "it"),
+            unit_scale=bytes_,
+            unit_divisor=1024 if bytes_ else 1000,
+            file=self.stream,
+            mininterval=every,
+            dynamic_ncols=True,  # re-read the width at every draw: no wrapping
+            leave=False,  # a finished bar is wiped; the command's own output follows
+        )
 
     def update(self, done: int, extra: str = "") -> None:
-        if not self.enabled:
+        if self._bar is None:
             return
-        now = time.monotonic()
-        if now - self._last < self.every and done < self.total:
-            return
-        self._last = now
-        rate = done / max(now - self.started, 1e-9)
-        share = done / self.total if self.total else 1.0
-        bar = "#" * int(share * 30)
-        self.stream.write(
-            f"\r[{bar:<30}] {done:,}/{self.total:,} {self.unit} {rate:,.0f}/s {extra}\x1b[K"
-        )
-        self.stream.flush()
+        if extra:
+            self._bar.set_postfix_str(extra, refresh=False)
+        self._bar.update(done - self._bar.n)
 
     def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+
+    close = finish

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from openmatch_persistence import _core
+from openmatch_persistence.cli.common import CliError, add_json_argument
 from openmatch_persistence.errors import (
     AofError,
     JsonFormatError,
@@ -29,6 +30,7 @@ from openmatch_persistence.errors import (
 )
 from openmatch_persistence.fileio import write_file_atomically
 from openmatch_persistence.identity import AOF_DIRNAME
+from openmatch_persistence.progress import Progress
 from openmatch_persistence.repair import describe, plan_repair, repair
 
 EXIT_CLEAN = 0
@@ -37,6 +39,9 @@ EXIT_CORRUPT = 2
 
 #: Inputs smaller than this finish before a progress bar would help.
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+#: Seconds ``dump --follow`` waits before it looks for new frames again.
+FOLLOW_INTERVAL = 0.2
 
 
 def register(subparsers: Any) -> None:
@@ -49,28 +54,59 @@ def register(subparsers: Any) -> None:
         help="check every frame; exit 0 clean, 1 torn tail only, 2 corruption",
     )
     verify.add_argument("path", help=path_help)
-    verify.add_argument("--from", dest="start", type=_position, help="start at this position")
+    verify.add_argument(
+        "--from", dest="start", type=_position, metavar="POSITION", help="start at this position"
+    )
     verify.add_argument(
         "--frames-only",
         action="store_true",
         help="check lengths and checksums without decoding payloads (faster; no epochs)",
     )
-    verify.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_json_argument(verify)
     verify.set_defaults(handler=cmd_verify)
 
     dump = commands.add_parser(
-        "dump", help="print each operation as one JSON line (aof-format.md section 4)"
+        "dump",
+        help="print each operation as one JSON line (aof-format.md section 4)",
+        description="Print each operation as one JSON line on stdout, as pg_waldump prints "
+        "WAL records: from a position, of some kinds only, with each frame's position, and "
+        "on as another process appends (--follow).",
     )
     dump.add_argument("path", help=path_help)
     dump.add_argument(
-        "--from", dest="start", type=_position, help="start at this position (a frame boundary)"
+        "--from",
+        dest="start",
+        type=_position,
+        metavar="POSITION",
+        help="start at this position, a frame boundary (an error names the nearest ones)",
     )
-    dump.add_argument("--limit", type=_count, help="print at most N operations")
+    dump.add_argument("--limit", type=_count, metavar="N", help="print at most N operations")
+    dump.add_argument(
+        "--kind",
+        action="append",
+        choices=_core.OPERATION_KINDS,
+        metavar="KIND",
+        help="print only operations of this kind (repeat for several): "
+        + ", ".join(_core.OPERATION_KINDS),
+    )
+    dump.add_argument(
+        "--positions",
+        action="store_true",
+        help='print {"start": S, "end": E, "op": OPERATION} per frame: where each frame '
+        "starts and ends in the log",
+    )
+    dump.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="at the end of the log, wait for more (as another process appends) until "
+        "interrupted; a torn tail is then an append in progress, not a warning",
+    )
     dump.set_defaults(handler=cmd_dump)
 
     stats = commands.add_parser("stats", help="segments, frames and operations per kind")
     stats.add_argument("path", help=path_help)
-    stats.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_json_argument(stats)
     stats.set_defaults(handler=cmd_stats)
 
     rep = commands.add_parser(
@@ -81,6 +117,7 @@ def register(subparsers: Any) -> None:
     mode = rep.add_mutually_exclusive_group(required=True)
     mode.add_argument("--yes", action="store_true", help="really cut (backups are kept)")
     mode.add_argument("--dry-run", action="store_true", help="only say what would be cut")
+    add_json_argument(rep)
     rep.set_defaults(handler=cmd_repair)
 
     encode = commands.add_parser("encode", help="write an AOF file from JSON lines")
@@ -106,43 +143,14 @@ def _count(text: str) -> int:
 # --- progress -----------------------------------------------------------------
 
 
-class Progress:
-    """A one-line progress bar on stderr, drawn only on a terminal.
-
-    Hand-rolled (30 lines) rather than a dependency such as tqdm: the
-    package's runtime dependencies are the database drivers only, and this
-    bar needs nothing more than a byte count and ``\\r``.
-    """
-
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.label = label
-        self.enabled = total >= PROGRESS_MIN_BYTES and self.stream.isatty()
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last_draw < 0.1 and done < self.total:
-            return
-        self.last_draw = now
-        frac = min(1.0, done / self.total) if self.total else 1.0
-        width = 30
-        filled = int(frac * width)
-        rate = done / max(now - self.started, 1e-9) / 1e6
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{frac:4.0%} {done / 2**20:,.0f}/{self.total / 2**20:,.0f} MiB {rate:,.0f} MB/s"
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+def _progress(path: Path, label: str) -> Progress:
+    total = _input_size(path)
+    return Progress(
+        total,
+        label=label,
+        bytes_=True,
+        enabled=total >= PROGRESS_MIN_BYTES and sys.stderr.isatty(),
+    )
 
 
 def _input_size(path: Path) -> int:
@@ -201,13 +209,15 @@ def _summary(report: _core.ScanReport, out: TextIO) -> None:
 
 
 def _verify(path: Path, start: int | None, decode: bool, label: str) -> _core.ScanReport:
-    progress = Progress(_input_size(path), label)
+    progress = _progress(path, label)
     try:
-        return _core.verify(
-            path, start=start, decode=decode, progress=progress.update if progress.enabled else None
-        )
+        # The callback runs between steps of the scan even with no bar to
+        # draw: that is where a SIGINT or SIGTERM gets through to stop it.
+        report = _core.verify(path, start=start, decode=decode, progress=progress.update)
     finally:
         progress.close()
+    _check_start(path, start, report)
+    return report
 
 
 # --- commands -----------------------------------------------------------------
@@ -302,35 +312,96 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return _exit_code(report)
 
 
+def _boundaries(path: Path, position: int) -> tuple[int | None, int | None]:
+    """The frame boundaries nearest to ``position``: the last at or before
+    it and the first after it (None where there is none). Scans the segment
+    that holds ``position`` from its start."""
+    segments = _core.list_segments(path) if path.is_dir() else []
+    starts = [s for s, _, _ in segments if s <= position]
+    scanner = _core.scan(path, start=starts[-1] if starts else None)
+    before = starts[-1] if starts else 0
+    while True:
+        batch = scanner.read_batch(4096)
+        if not batch:
+            return before, None
+        for end, _ in batch:
+            if end > position:
+                return before, end
+            before = end
+
+
+def _check_start(path: Path, start: int | None, report: _core.ScanReport) -> None:
+    """A scan that stopped at once at ``--from``: say whether that position
+    is no frame boundary, naming the nearest, instead of a "corrupt frame"."""
+    if not start or report.is_clean or report.frames or report.position != start:
+        return
+    before, after = _boundaries(path, start)
+    if before == start:
+        return  # a real boundary; the damage is real too
+    after_text = f"{after:,}" if after is not None else "none (the log ends before it)"
+    raise CliError(
+        f"--from {start:,} is not a frame boundary: the nearest are {before:,} before it "
+        f"and {after_text} after it"
+    )
+
+
+def _frame_line(start: int, end: int, op: _core.Operation, positions: bool) -> str:
+    text = _core.to_json(op)
+    if positions:
+        return f'{{"start":{start},"end":{end},"op":{text}}}\n'
+    return text + "\n"
+
+
 def cmd_dump(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
-    scanner = _core.scan(path, start=args.start)
     limit: int | None = args.limit
+    kinds = frozenset(args.kind) if args.kind else None
     out = sys.stdout
-    to_json = _core.to_json
-    progress = Progress(_input_size(path), "dump")
+    progress = _progress(path, "dump")
     printed = 0
+    position: int | None = args.start  # where the next frame starts, once known
+    scanner = _core.scan(path, start=position)
+    report = None
     try:
-        while limit is None or printed < limit:
-            want = 4096 if limit is None else min(4096, limit - printed)
-            batch = scanner.read_batch(want)
-            if not batch:
+        while True:
+            while limit is None or printed < limit:
+                batch = scanner.read_batch(4096)
+                if not batch:
+                    break
+                if position is None:
+                    # The log's first position: its first frame's end less
+                    # its length (encoding a decoded frame gives its bytes).
+                    position = batch[0][0] - len(_core.encode(batch[0][1]))
+                lines: list[str] = []
+                for end, op in batch:
+                    if limit is not None and printed + len(lines) >= limit:
+                        break
+                    if kinds is None or op.kind in kinds:
+                        lines.append(_frame_line(position, end, op, args.positions))
+                    position = end
+                out.write("".join(lines))
+                printed += len(lines)
+                progress.update(scanner.position)
+            report = None if limit is not None and printed >= limit else scanner.result
+            if not args.follow or report is None or report.is_corrupt:
                 break
-            out.write("".join(to_json(op) + "\n" for _, op in batch))
-            printed += len(batch)
-            progress.update(scanner.position)
+            # The end of the log for now, or an append under way (a torn
+            # tail): look again from the last whole frame.
+            out.flush()
+            time.sleep(FOLLOW_INTERVAL)
+            scanner = _core.scan(path, start=position)
     finally:
         progress.close()
     out.flush()
-    report = scanner.result
     if report is None:
         # Stopped by --limit: say where to go on from.
         print(
-            f"openmatch-persistence: {printed} operations; next position {scanner.position} "
-            f"(--from {scanner.position} to continue)",
+            f"openmatch-persistence: {printed} operations; next position {position} "
+            f"(--from {position} to continue)",
             file=sys.stderr,
         )
         return EXIT_CLEAN
+    _check_start(path, args.start, report)
     _say_outcome(report)
     return _exit_code(report)
 
@@ -338,6 +409,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
     plan = plan_repair(path)
+    if args.json:
+        return _repair_json(path, plan, args.dry_run)
     if not plan.needed:
         print(f"{path}: {describe(plan)[0]}")
         return EXIT_CLEAN
@@ -354,17 +427,47 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
 
 
+def _repair_json(path: Path, plan: Any, dry_run: bool) -> int:
+    out: dict[str, Any] = {
+        "path": str(path),
+        "needed": plan.needed,
+        "dry_run": dry_run,
+        "plan": describe(plan),
+    }
+    code = EXIT_CLEAN
+    if plan.needed and dry_run:
+        code = _exit_code(plan.report)
+    elif plan.needed:
+        result = repair(path, plan=plan)
+        out["done"] = describe(result.plan, result.removed)
+        out["after"] = result.after.to_dict()
+        code = EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
+    print(json.dumps(out, sort_keys=True))
+    return code
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out).parent
+    if not out_dir.is_dir():
+        # Checked first: a bad OUT is found before any input is read.
+        raise AofError(f"{args.out}: the directory {out_dir} does not exist")
     if args.jsonl == "-":
-        lines = sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read()
         source = "<stdin>"
     else:
         try:
-            with open(args.jsonl, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            with open(args.jsonl, "rb") as f:
+                data = f.read()
         except OSError as e:
             raise AofError(f"{args.jsonl}: {e.strerror}") from None
         source = args.jsonl
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise JsonFormatError(
+            f"{source}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+            "a file of JSON lines is expected, not a binary file such as an AOF"
+        ) from None
     frames = bytearray()
     count = 0
     for number, line in enumerate(lines, start=1):

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
+from openmatch_persistence.cli.common import add_database_url_argument, add_json_argument
 from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.persistence import Persistence, cut_log_until
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", help="the data directory")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("OPENMATCH_DATABASE_URL"),
-        help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in DATA_DIR)",
-    )
+    add_database_url_argument(parser, default_help="the SQLite file in DATA_DIR")
     add_schema_argument(parser)
     parser.add_argument(
         "--adopt",
@@ -45,19 +41,21 @@ def register(subparsers: Any) -> None:
         help="rebuild the state before the operation at POSITION (as recovery names one that "
         "breaks an invariant); that operation and all after it are moved to backup files",
     )
-    recover.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(recover)
     recover.set_defaults(handler=cmd_recover)
 
     snapshot = subparsers.add_parser(
         "snapshot", help="recover, then write the whole state to the database at its position"
     )
     _common(snapshot)
+    add_json_argument(snapshot)
     snapshot.set_defaults(handler=cmd_snapshot)
 
     compact = subparsers.add_parser(
         "compact", help="recover, snapshot, and delete the AOF segments the snapshot covers"
     )
     _common(compact)
+    add_json_argument(compact)
     compact.set_defaults(handler=cmd_compact)
 
 
@@ -130,13 +128,35 @@ def _open_existing(args: argparse.Namespace, **options: Any) -> Persistence:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     with _open_existing(args) as p:
         position = p.snapshot()
-        print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
+        if args.json:
+            print(
+                json.dumps(
+                    {"data_dir": str(p.data_dir), "position": position, "database": p.database},
+                    sort_keys=True,
+                )
+            )
+        else:
+            print(f"snapshot of {p.data_dir} at position {position} written to {p.database}")
     return 0
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with _open_existing(args) as p:
         report = p.compact()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "aof_dir": str(p.aof_dir),
+                        "rotated_at": report.rotated_at,
+                        "snapshot_position": report.snapshot_position,
+                        "deleted_segments": report.deleted_segments,
+                        "deleted_bytes": report.deleted_bytes,
+                    },
+                    sort_keys=True,
+                )
+            )
+            return 0
         print(
             f"compacted {p.aof_dir}: rotated at {report.rotated_at}, snapshot at "
             f"{report.snapshot_position}, deleted {report.deleted_segments} segment(s), "

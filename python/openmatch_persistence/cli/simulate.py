@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from openmatch_persistence import _core
+from openmatch_persistence.cli.common import (
+    CliError,
+    Stopped,
+    add_database_url_argument,
+    add_json_argument,
+    json_default,
+    rfc3339,
+)
 from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
@@ -26,12 +34,18 @@ DEFAULT_DATA_DIR = "openmatch-data"
 
 
 def _database(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("OPENMATCH_DATABASE_URL"),
-        help="PostgreSQL URL (default: $OPENMATCH_DATABASE_URL, else SQLite in the data dir)",
-    )
+    add_database_url_argument(parser, default_help="the SQLite file in the data dir")
     add_schema_argument(parser)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
+    return port
 
 
 def register(subparsers: Any) -> None:
@@ -39,32 +53,50 @@ def register(subparsers: Any) -> None:
         "simulate",
         help="drive an OpenMatch workload through AOF, state, flush and compaction",
     )
-    sim.add_argument("--ops", type=int, default=20_000, help="operations to append (20000)")
+    sim.add_argument(
+        "--ops", type=int, default=20_000, metavar="N", help="operations to append (20000)"
+    )
     sim.add_argument(
         "--rate",
         type=float,
         default=None,
+        metavar="R",
         help="operations per second (default: as fast as it goes)",
     )
-    sim.add_argument("--fsync", choices=["always", "everysec", "no"], default="always")
+    sim.add_argument(
+        "--fsync",
+        choices=["always", "everysec", "no"],
+        default="always",
+        help="when an append is durable: always (fdatasync before it returns; the default), "
+        "everysec (a background fsync every second), no (the kernel decides); "
+        "docs/fsync-policies.md",
+    )
     sim.add_argument(
         "--batch",
         type=int,
         default=32,
+        metavar="B",
         help="operations per append call, as an engine writes an epoch's changes (32)",
     )
-    sim.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"(./{DEFAULT_DATA_DIR})")
+    sim.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        metavar="D",
+        help=f"the data directory, created if missing (default: ./{DEFAULT_DATA_DIR})",
+    )
     _database(sim)
     sim.add_argument(
         "--compact-bytes",
         type=int,
         default=DEFAULT_MAX_BYTES,
+        metavar="N",
         help=f"compact when the AOF passes this many bytes ({DEFAULT_MAX_BYTES})",
     )
     sim.add_argument(
         "--compact-age",
         type=float,
         default=DEFAULT_MAX_AGE,
+        metavar="S",
         help=f"or when its oldest record is this many seconds old ({DEFAULT_MAX_AGE:.0f})",
     )
     sim.add_argument(
@@ -73,7 +105,9 @@ def register(subparsers: Any) -> None:
         help="take a database that holds a snapshot but no data directory identity as this "
         "data directory's (never one that belongs to another)",
     )
-    sim.add_argument("--seed", type=int, default=None, help="workload seed (default: random)")
+    sim.add_argument(
+        "--seed", type=int, default=None, metavar="S", help="workload seed (default: random)"
+    )
     sim.add_argument(
         "--crash-after",
         type=int,
@@ -81,14 +115,22 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="SIGKILL this process right after its N-th acknowledged operation",
     )
+    sim.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while it runs "
+        "(0: any free port, printed on stderr)",
+    )
+    add_json_argument(sim)
     sim.set_defaults(handler=cmd_simulate)
 
     status = subparsers.add_parser(
         "status", help="segments, last snapshot, flush position and lag of a data directory"
     )
-    status.add_argument("data_dir", metavar="DATA_DIR")
+    status.add_argument("data_dir", metavar="DATA_DIR", help="the data directory")
     _database(status)
-    status.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(status)
     status.set_defaults(handler=cmd_status)
 
 
@@ -101,9 +143,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     if args.ops < 0 or args.batch < 1:
-        raise SystemExit("simulate: --ops must be >= 0 and --batch >= 1")
+        raise CliError("simulate: --ops must be >= 0 and --batch >= 1")
     if args.crash_after is not None and args.crash_after < 1:
-        raise SystemExit("simulate: --crash-after must be >= 1")
+        raise CliError("simulate: --crash-after must be >= 1")
     policy = CompactionPolicy(max_bytes=args.compact_bytes, max_age=args.compact_age)
     p = Persistence.open(
         args.data_dir,
@@ -114,7 +156,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         adopt=args.adopt,
     )
     crashed = False
+    metrics = None
+    done = 0
+    progress: Progress | None = None
     try:
+        if args.metrics_port is not None:
+            # Imported on request: prometheus_client is needed only here.
+            from openmatch_persistence.metrics import serve as serve_metrics
+
+            metrics = serve_metrics(p, args.metrics_port)
+            print(f"metrics on {metrics.url}", file=sys.stderr)
         seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
         # A used data dir is continued, not restarted: replaying the seed's
         # fresh stream would repeat its ids and epochs and reset balances.
@@ -129,7 +180,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         stream = iter(workload)
         progress = Progress(args.ops, unit="ops")
         latencies: list[float] = []
-        done = 0
         started = time.monotonic()
         while done < args.ops:
             size = min(args.batch, args.ops - done)
@@ -160,7 +210,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         p.wait_compaction()
         digest_before = p.digest()
         stats = p.stats()
+    except Stopped:
+        if progress is not None:
+            progress.finish()
+        # What was acknowledged is durable; close() below flushes it to the
+        # database and writes the state's image, so the next open replays
+        # nothing.
+        print(
+            f"stopping: {done} operations acknowledged up to position {p.position}; "
+            "flushing and closing",
+            file=sys.stderr,
+        )
+        raise
     finally:
+        if metrics is not None:
+            metrics.close()
         if not crashed:
             p.close()
     writer = stats["writer"]
@@ -173,6 +237,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         recovered = again.digest()
         report = again.recovery
     ok = recovered == digest_before
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "operations": done,
+                    "seconds": round(elapsed, 6),
+                    "data_dir": str(args.data_dir),
+                    "database": p.database,
+                    "fsync": args.fsync,
+                    "stats": stats,
+                    "append_latency_p50": _percentile(latencies, 0.5),
+                    "append_latency_p99": _percentile(latencies, 0.99),
+                    "recovery_check": {
+                        "ok": ok,
+                        "snapshot": report.snapshot,
+                        "replayed": report.replayed,
+                        "digest": recovered,
+                    },
+                },
+                sort_keys=True,
+                default=json_default,
+            )
+        )
+        return 0 if ok else 1
     print(
         f"simulated {done} operations in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} ops/s)"
     )
@@ -249,7 +337,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         else {
             "position": checkpoint.position,
             "epoch": checkpoint.epoch_id,
-            "flushed_at": str(checkpoint.flushed_at),
+            "flushed_at": rfc3339(checkpoint.flushed_at),
         },
         "flush_lag_bytes": end - (checkpoint.position if checkpoint else 0),
         "backups": [{"path": path, "bytes": n} for path, n in backups],
@@ -270,7 +358,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(
             f"snapshot: position {checkpoint.position}, epoch {checkpoint.epoch_id}, "
-            f"flushed at {checkpoint.flushed_at}"
+            f"flushed at {info['snapshot']['flushed_at']}"
         )
     print(f"flush lag: {info['flush_lag_bytes']:,} AOF bytes not in the database")
     if backups:

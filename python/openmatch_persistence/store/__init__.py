@@ -7,6 +7,9 @@ and ``load_state()`` that rebuilds the engine's values exactly.
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote
+
 from openmatch_persistence.errors import InvalidValueError
 from openmatch_persistence.store.base import (
     DEFAULT_SCHEMA,
@@ -36,12 +39,40 @@ def store_schema(database_url: str | None, schema: str | None) -> str | None:
     return schema
 
 
+#: sqlx's SQLite URL parameters that leave the file to open as it is.
+_SQLITE_PARAMS = {"cache", "immutable", "vfs", "mode"}
+
+
+def sqlite_path_of(database_url: str) -> str:
+    """The file a ``sqlite:`` URL names, read as sqlx reads it:
+    ``sqlite://PATH``, ``sqlite:PATH`` or ``sqlite::memory:``, the path
+    percent-decoded and the ``?query`` not part of it (``sqlite:///a.db?mode=rwc``
+    is ``/a.db``). Raises :class:`InvalidValueError` for a mode this store
+    cannot honour (``ro``) or a parameter sqlx does not know."""
+    rest = database_url[len("sqlite:") :]
+    rest = rest[2:] if rest.startswith("//") else rest
+    path, _, query = rest.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - _SQLITE_PARAMS)
+    if unknown:
+        raise InvalidValueError(f"SQLite URL: unknown parameter(s) {', '.join(unknown)}")
+    mode = params.get("mode", "rwc")
+    if mode == "memory" or path in ("", ":memory:"):
+        return ":memory:"
+    if mode not in ("rw", "rwc"):
+        raise InvalidValueError(
+            f"SQLite URL: mode={mode} is not supported (the store writes; use rwc or rw)"
+        )
+    return unquote(path)
+
+
 def open_store(
     database_url: str | None,
     *,
     sqlite_path: str | None = None,
     max_connections: int = 10,
     schema: str | None = None,
+    migrations_dir: Path | None = None,
 ) -> Store:
     """A PostgreSQL store for a ``postgresql://`` URL, an SQLite one for a
     ``sqlite:`` URL, or the embedded SQLite file when there is no URL.
@@ -49,17 +80,25 @@ def open_store(
     ``schema``: the PostgreSQL schema that holds this store's tables (and
     its ``_sqlx_migrations``); None keeps the connection's own search_path
     (normally ``public``). SQLite has no schemas: it takes only None or
-    ``public``."""
+    ``public``. ``migrations_dir``: another directory of migrations than the
+    package's own for this kind of database (``migrate --source``)."""
     schema = store_schema(database_url, schema)
-    if database_url is None:
-        return SqliteStore(sqlite_path or DEFAULT_SQLITE_PATH)
-    if database_url.startswith("sqlite:"):
-        path = database_url[len("sqlite:") :]
-        path = path[2:] if path.startswith("//") else path
-        return SqliteStore(path or ":memory:")
+    if database_url is None or database_url.startswith("sqlite:"):
+        path = sqlite_path or DEFAULT_SQLITE_PATH
+        if database_url is not None:
+            path = sqlite_path_of(database_url)
+        if migrations_dir is None:
+            return SqliteStore(path)
+        return SqliteStore(path, migrations_dir=migrations_dir)
+    from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS
     from openmatch_persistence.store.postgres import PostgresStore
 
-    return PostgresStore(database_url, max_connections=max_connections, schema=schema)
+    return PostgresStore(
+        database_url,
+        max_connections=max_connections,
+        schema=schema,
+        migrations_dir=migrations_dir or POSTGRES_MIGRATIONS,
+    )
 
 
 __all__ = [
@@ -75,5 +114,6 @@ __all__ = [
     "WriteResult",
     "check_schema",
     "open_store",
+    "sqlite_path_of",
     "store_schema",
 ]
