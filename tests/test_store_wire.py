@@ -1,4 +1,5 @@
-"""The COPY lines sliced from the AOF encoding hold exactly the attributes."""
+"""The COPY lines that rows.rs builds (``_core.pg_copy_orders`` /
+``pg_copy_trades``) hold exactly the attributes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_store_support import make_order, make_trade
 
-from openmatch_persistence import MarketPair, OrderSide, OrderStatus, OrderType
+from openmatch_persistence import MarketPair, OrderSide, OrderStatus, OrderType, _core
 from openmatch_persistence.store.rows import SIDE_NAME, STATUS_NAME, TYPE_NAME
-from openmatch_persistence.store.wire import order_line, trade_line
 
 
 def _at_most_8_places(d: Decimal) -> Decimal:
@@ -80,7 +80,7 @@ def test_order_line_matches_the_attributes(
         epoch_id=epoch, sequence=sequence, origin_node=node, side=side, status=status,
         order_type=order_type, created_at=created, updated_at=created + 1,
     )  # fmt: skip
-    f = _fields(order_line(o))
+    f = _fields(_core.pg_copy_orders([o]))
     assert f == [
         o.id.hex.encode(), o.user_id.hex.encode(), base.encode(), quote.encode(),
         SIDE_NAME[side].encode(), TYPE_NAME[order_type].encode(), STATUS_NAME[status].encode(),
@@ -101,7 +101,7 @@ def test_trade_line_matches_the_attributes(
     t = make_trade(a, b, market=MarketPair(base, quote), price=price, quantity=quantity,
                    quote_amount=amount, epoch_id=epoch, matcher_node=node,
                    taker_side=OrderSide.SELL, id=uuid.uuid4())  # fmt: skip
-    assert _fields(trade_line(t)) == [
+    assert _fields(_core.pg_copy_trades([t])) == [
         t.id.hex.encode(), str(epoch).encode(), base.encode(), quote.encode(),
         a.id.hex.encode(), b.id.hex.encode(), a.user_id.hex.encode(), b.user_id.hex.encode(),
         _dec(t.price), _dec(t.quantity), _dec(t.quote_amount), b"SELL",

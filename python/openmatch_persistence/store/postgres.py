@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from openmatch_persistence import _core
 from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
@@ -53,7 +54,6 @@ from openmatch_persistence.store.rows import (
     trade_from_row,
     with_scale,
 )
-from openmatch_persistence.store.wire import order_line, trade_line
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ _TEMP_TABLES = {
 
 # Balances and epochs go by binary COPY with these types (psycopg's C
 # dumpers; a Decimal keeps its scale). Orders and trades, the bulk, go as
-# text lines made from their AOF encoding (store/wire.py).
+# text COPY lines that Rust builds from the values (rows.rs).
 _COPY_TYPES = {
     "tmp_balances": ["uuid", "text", "numeric", "numeric"],
     "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
@@ -425,10 +425,10 @@ class PostgresStore(ClosesOnExit):
                 return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
             orphans: list[uuid.UUID] = []
             if batch.orders:
-                self._copy_lines(cur, "tmp_orders", map(order_line, batch.orders))
+                self._copy_text(cur, "tmp_orders", _core.pg_copy_orders(batch.orders))
                 cur.execute(_UPSERT_ORDERS)
             if batch.trades:
-                self._copy_lines(cur, "tmp_trades", map(trade_line, batch.trades))
+                self._copy_text(cur, "tmp_trades", _core.pg_copy_trades(batch.trades))
                 cur.execute(_UPSERT_TRADES)
                 cur.execute(_UPSERT_ORPHANS, {"position": batch.position})
                 orphans = [r[0] for r in cur.fetchall()]
@@ -463,19 +463,16 @@ class PostgresStore(ClosesOnExit):
                 copy.write_row(r)
 
     @staticmethod
-    def _copy_lines(cur: psycopg.Cursor[Any], table: str, lines: Any) -> None:
+    def _copy_text(cur: psycopg.Cursor[Any], table: str, data: bytes) -> None:
+        """COPY ``data``, the text lines that ``_core.pg_copy_orders`` /
+        ``pg_copy_trades`` make (rows.rs), into ``table``."""
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
         )
         with cur.copy(f"COPY {table} FROM STDIN") as copy:
-            chunk: list[bytes] = []
-            for line in lines:
-                chunk.append(line)
-                if len(chunk) == 4096:
-                    copy.write(b"".join(chunk))
-                    chunk.clear()
-            if chunk:
-                copy.write(b"".join(chunk))
+            view = memoryview(data)
+            for start in range(0, len(data), 1 << 20):
+                copy.write(view[start : start + (1 << 20)])
 
     def load_state(self) -> LoadedState:
         # One REPEATABLE READ transaction: the rows and the checkpoint agree.

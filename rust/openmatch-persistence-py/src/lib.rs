@@ -12,6 +12,7 @@ mod errors;
 mod gc_pause;
 mod journal;
 mod model;
+mod rows;
 mod scanner;
 mod segments;
 mod state;
@@ -27,5 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     state::register(m)?;
     segments::register(m)?;
     journal::register(m)?;
+    rows::register(m)?;
     Ok(())
 }
