@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use openmatch_aof::types as t;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::PyClass;
 use rust_decimal::Decimal;
 
 use crate::convert::{datetime_to_ns, type_name};
@@ -176,6 +177,32 @@ fn trade_row<'py>(py: Python<'py>, x: &t::Trade) -> PyResult<Bound<'py, PyTuple>
     PyTuple::new(py, items)
 }
 
+/// Calls `f` with the Rust value of each item of `items`, a list of `W`
+/// (`Order` or `Trade`); an item of another type is a typed error.
+fn each<'py, W, V>(
+    items: &Bound<'py, PyList>,
+    what: &str,
+    inner: impl Fn(&W) -> &V,
+    mut f: impl FnMut(&V) -> PyResult<()>,
+) -> PyResult<()>
+where
+    W: PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+{
+    for (i, item) in items.iter().enumerate() {
+        match item.cast::<W>() {
+            Ok(w) => f(inner(w.get()))?,
+            Err(_) => {
+                return Err(invalid_type(format!(
+                    "{what}[{i}]: expected {}, got {}",
+                    W::NAME,
+                    type_name(&item)
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The SQLite rows of `orders` (`Order` objects), in `SQLITE_ORDER_COLUMNS`
 /// order.
 #[pyfunction]
@@ -183,17 +210,16 @@ fn sqlite_order_rows<'py>(
     py: Python<'py>,
     orders: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let rows = orders
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item.cast::<Order>() {
-            Ok(o) => order_row(py, &o.get().inner),
-            Err(_) => Err(invalid_type(format!(
-                "orders[{i}]: expected Order, got {}",
-                type_name(&item)
-            ))),
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+    let mut rows = Vec::with_capacity(orders.len());
+    each(
+        orders,
+        "orders",
+        |o: &Order| &o.inner,
+        |o| {
+            rows.push(order_row(py, o)?);
+            Ok(())
+        },
+    )?;
     PyList::new(py, rows)
 }
 
@@ -204,17 +230,16 @@ fn sqlite_trade_rows<'py>(
     py: Python<'py>,
     trades: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let rows = trades
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item.cast::<Trade>() {
-            Ok(x) => trade_row(py, &x.get().inner),
-            Err(_) => Err(invalid_type(format!(
-                "trades[{i}]: expected Trade, got {}",
-                type_name(&item)
-            ))),
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+    let mut rows = Vec::with_capacity(trades.len());
+    each(
+        trades,
+        "trades",
+        |x: &Trade| &x.inner,
+        |x| {
+            rows.push(trade_row(py, x)?);
+            Ok(())
+        },
+    )?;
     PyList::new(py, rows)
 }
 
@@ -342,17 +367,12 @@ fn pg_copy_orders<'py>(
     orders: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(orders.len() * 320);
-    for (i, item) in orders.iter().enumerate() {
-        match item.cast::<Order>() {
-            Ok(o) => order_line(&mut out, &o.get().inner)?,
-            Err(_) => {
-                return Err(invalid_type(format!(
-                    "orders[{i}]: expected Order, got {}",
-                    type_name(&item)
-                )))
-            }
-        }
-    }
+    each(
+        orders,
+        "orders",
+        |o: &Order| &o.inner,
+        |o| order_line(&mut out, o),
+    )?;
     Ok(PyBytes::new(py, &out))
 }
 
@@ -363,17 +383,12 @@ fn pg_copy_trades<'py>(
     trades: &Bound<'py, PyList>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let mut out = Vec::with_capacity(trades.len() * 360);
-    for (i, item) in trades.iter().enumerate() {
-        match item.cast::<Trade>() {
-            Ok(x) => trade_line(&mut out, &x.get().inner)?,
-            Err(_) => {
-                return Err(invalid_type(format!(
-                    "trades[{i}]: expected Trade, got {}",
-                    type_name(&item)
-                )))
-            }
-        }
-    }
+    each(
+        trades,
+        "trades",
+        |x: &Trade| &x.inner,
+        |x| trade_line(&mut out, x),
+    )?;
     Ok(PyBytes::new(py, &out))
 }
 
