@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from itertools import islice
@@ -36,6 +37,43 @@ def test_simulate_runs_the_pipeline_and_checks_recovery(tmp_path: Path) -> None:
     assert status["snapshot"]["position"] == status["aof_end"]
     assert status["flush_lag_bytes"] == 0
     assert status["segments"] and status["aof_bytes"] > 0
+    assert status["image"]["position"] == status["aof_end"] and status["warnings"] == []
+
+
+def test_simulate_reports_what_it_measured_at_the_counts_asked(tmp_path: Path) -> None:
+    done = run(
+        "simulate", "--ops", "3000", "--data-dir", str(tmp_path / "d"), "--seed", "2",
+        "--fsync", "no", "--report-at", "1000,2000", "--json",
+    )  # fmt: skip
+    reports = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [r["operations"] for r in reports] == [1000, 2000]
+    for r in reports:
+        assert r["image_bytes"] > 0 and r["rss_bytes"] > 0 and r["snapshot_seconds"] >= 0
+    summary = json.loads(done.stdout)
+    assert summary["aof_bytes_max"] > 0 and summary["failures"] == []
+    assert summary["flush_lag_p99"] >= 0
+
+
+def test_a_failing_compaction_is_the_last_word_of_the_run(tmp_path: Path) -> None:
+    # The database refuses state images (a trigger): every compaction's
+    # snapshot fails, and so does the image at close.
+    data = tmp_path / "d"
+    run("simulate", "--ops", "200", "--data-dir", str(data), "--seed", "3")
+    with sqlite3.connect(data / "state.sqlite3") as db:
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON persistence_state_image "
+                "BEGIN SELECT RAISE(ABORT, 'images refused by the test'); END"
+            )
+    failed = run(
+        "simulate", "--ops", "3000", "--data-dir", str(data), "--compact-bytes", "20000",
+        check=False,
+    )  # fmt: skip
+    lines = failed.stdout.strip().splitlines()
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert lines[-1].startswith("  WARNING:"), lines[-3:]
+    assert any("compaction is failing" in line for line in lines)
+    assert "images refused by the test" in lines[-1]
 
 
 def test_crash_after_n_then_recover_brings_every_acknowledged_operation_back(

@@ -91,6 +91,11 @@ class Persistence:
         self._compacting = False
         self._compaction_thread: threading.Thread | None = None
         self._compactions = 0
+        #: Failed compactions in all, and since the last one that succeeded.
+        self._compaction_failures = 0
+        self._compaction_failures_in_a_row = 0
+        #: Why the last state image could not be written (None: it was).
+        self._last_image_error: str | None = None
         self._last_compaction_error: str | None = None
         # The age of the oldest record is counted from when it was appended;
         # records older than this process are counted from its start.
@@ -219,7 +224,10 @@ class Persistence:
             "writer": writer,
             "flusher": dataclasses.asdict(flusher),
             "compactions": self._compactions,
+            "compaction_failures": self._compaction_failures,
+            "compaction_failures_in_a_row": self._compaction_failures_in_a_row,
             "last_compaction_error": self._last_compaction_error,
+            "last_image_error": self._last_image_error,
         }
 
     # --- flushing, snapshots, compaction ----------------------------------------
@@ -260,7 +268,12 @@ class Persistence:
         # it is durable (write-ahead: the database may hold a state only
         # then, or a power loss could leave an image ahead of the AOF).
         position, image = self._journal.image()
-        self._store.write_image(position, epoch_id, image)
+        try:
+            self._store.write_image(position, epoch_id, image)
+        except OpenMatchPersistenceError as e:
+            self._last_image_error = str(e)
+            raise
+        self._last_image_error = None
         return position
 
     def compact(self) -> CompactionReport:
@@ -328,9 +341,12 @@ class Persistence:
         try:
             self.compact()
             self._last_compaction_error = None
+            self._compaction_failures_in_a_row = 0
         except OpenMatchPersistenceError as e:
             # The AOF keeps everything until a compaction succeeds.
             self._last_compaction_error = str(e)
+            self._compaction_failures += 1
+            self._compaction_failures_in_a_row += 1
             log.warning("compaction failed, will retry: %s", e)
         finally:
             self._compacting = False

@@ -22,6 +22,7 @@ from openmatch_persistence.cli.common import (
     rfc3339,
 )
 from openmatch_persistence.cli.db import add_schema_argument
+from openmatch_persistence.cli.sampling import RunSampler, percentile
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.identity import AOF_DIRNAME, read_identity, require_data_dir
@@ -46,6 +47,16 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535, not {port}")
     return port
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(sorted(int(n.replace("_", "")) for n in text.split(",") if n.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError("counts are >= 1")
+    return counts
 
 
 def register(subparsers: Any) -> None:
@@ -122,6 +133,14 @@ def register(subparsers: Any) -> None:
         help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics while it runs "
         "(0: any free port, printed on stderr)",
     )
+    sim.add_argument(
+        "--report-at",
+        type=_counts,
+        default=(),
+        metavar="N,N,...",
+        help="at these operation counts, snapshot and print one JSON line (memory, state image "
+        "size, snapshot time, flush lag p99, AOF held) on stderr",
+    )
     add_json_argument(sim)
     sim.set_defaults(handler=cmd_simulate)
 
@@ -134,11 +153,26 @@ def register(subparsers: Any) -> None:
     status.set_defaults(handler=cmd_status)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, int(q * len(sorted_values)))
-    return sorted_values[index]
+def _failures(stats: dict[str, Any]) -> list[str]:
+    """What kept failing in the run, in words, for the end of its summary."""
+    out = []
+    if stats["last_compaction_error"]:
+        out.append(
+            f"compaction is failing ({stats['compaction_failures_in_a_row']} in a row, "
+            f"{stats['compaction_failures']} in all): {stats['last_compaction_error']}; "
+            "the AOF grows until one succeeds"
+        )
+    if stats["last_image_error"]:
+        out.append(
+            f"the last state image was not written: {stats['last_image_error']}; "
+            "recovery replays the AOF from the previous one"
+        )
+    if stats["flusher"]["consecutive_failures"]:
+        out.append(
+            f"the flusher is failing ({stats['flusher']['consecutive_failures']} in a row): "
+            f"{stats['flusher']['last_error']}"
+        )
+    return out
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -178,6 +212,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
             sys.stdout.flush()
         stream = iter(workload)
+        sampler = RunSampler(p)
+        reports = list(args.report_at)
         progress = Progress(args.ops, unit="ops")
         latencies: list[float] = []
         started = time.monotonic()
@@ -185,6 +221,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             size = min(args.batch, args.ops - done)
             if args.crash_after is not None and done < args.crash_after:
                 size = min(size, args.crash_after - done)
+            if reports:
+                size = min(size, reports[0] - done)
             batch = [next(stream) for _ in range(size)]
             if args.rate:
                 # Pace to the requested rate: this batch is due at done/rate.
@@ -200,8 +238,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 crashed = True
                 os.kill(os.getpid(), signal.SIGKILL)
-            lag = p.stats()["flusher"]
-            progress.update(done, extra=f"flush lag {lag['seconds_behind']:.2f} s")
+            sampler.sample()
+            if reports and done == reports[0]:
+                reports.pop(0)
+                reported = sampler.report(done, time.monotonic() - started)
+                print(json.dumps(reported, sort_keys=True), file=sys.stderr)
+            progress.update(done, extra=f"flush lag {sampler.last_lag:.2f} s")
+        sampler.sample(force=True)
         progress.finish()
         elapsed = time.monotonic() - started
         # A compaction that started during the run finishes before the
@@ -229,7 +272,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             p.close()
     writer = stats["writer"]
     flusher = stats["flusher"]
-    latencies.sort()
+    failing = _failures(stats)
     # The recovery check: reopen what was just closed and compare states.
     with Persistence.open(
         args.data_dir, database_url=args.database_url, schema=args.schema
@@ -247,8 +290,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     "database": p.database,
                     "fsync": args.fsync,
                     "stats": stats,
-                    "append_latency_p50": _percentile(latencies, 0.5),
-                    "append_latency_p99": _percentile(latencies, 0.99),
+                    "append_latency_p50": percentile(latencies, 0.5),
+                    "append_latency_p99": percentile(latencies, 0.99),
+                    **sampler.summary(),
+                    "failures": failing,
                     "recovery_check": {
                         "ok": ok,
                         "snapshot": report.snapshot,
@@ -260,31 +305,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 default=json_default,
             )
         )
-        return 0 if ok else 1
+        return 0 if ok and not failing else 1
     print(
         f"simulated {done} operations in {elapsed:.2f} s ({done / max(elapsed, 1e-9):,.0f} ops/s)"
     )
     print(f"  data dir       {args.data_dir} (database {p.database}), fsync={args.fsync}")
-    print(f"  AOF            {writer['bytes']:,} bytes appended, {stats['aof_bytes']:,} held")
+    measured = sampler.summary()
+    print(
+        f"  AOF            {writer['bytes']:,} bytes appended, {stats['aof_bytes']:,} held "
+        f"(at most {measured['aof_bytes_max']:,})"
+    )
     print(
         f"  fsyncs         {writer['fsyncs']:,} ({writer['records_per_fsync']:.1f} operations each)"
     )
     print(
-        f"  append latency p50 {_percentile(latencies, 0.5) * 1e3:.2f} ms, "
-        f"p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms per call of up to {args.batch}"
+        f"  append latency p50 {percentile(latencies, 0.5) * 1e3:.2f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms per call of up to {args.batch}"
     )
     print(
         f"  flush          {flusher['flushes']} flushes, {flusher['rows_written']:,} rows; "
-        f"lag at the end {flusher['seconds_behind']:.3f} s"
+        f"lag p99 {measured['flush_lag_p99']:.3f} s, at the end {flusher['seconds_behind']:.3f} s"
     )
-    print(f"  compactions    {stats['compactions']}")
-    if stats["last_compaction_error"]:
-        print(f"  last compaction FAILED: {stats['last_compaction_error']}")
+    print(f"  memory         {measured['rss_max_bytes'] / 2**20:,.0f} MiB resident at most")
+    print(f"  compactions    {stats['compactions']} ({stats['compaction_failures']} failed)")
     print(
         f"  recovery check {'OK' if ok else 'FAILED'}: snapshot at {report.snapshot}, "
         f"{report.replayed} replayed, digest {recovered[:16]}"
     )
-    return 0 if ok else 1
+    # A failure the operator must act on is the last word of the run, and
+    # its exit status, even when the recovery check passed.
+    for line in failing:
+        print(f"  WARNING: {line}")
+    return 0 if ok and not failing else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -299,6 +351,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     backups = _core.list_backups(aof_dir)
     end = segments[-1][0] + segments[-1][2] if segments else 0
     checkpoint = None
+    image = None
     owner = None
     sqlite_path = root / SQLITE_FILENAME
     store_label = (
@@ -323,6 +376,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     "status",
                 )
             checkpoint = store.checkpoint()
+            image = store.load_image()
         finally:
             store.close()
     info: dict[str, Any] = {
@@ -340,8 +394,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             "flushed_at": rfc3339(checkpoint.flushed_at),
         },
         "flush_lag_bytes": end - (checkpoint.position if checkpoint else 0),
+        "image": None
+        if image is None
+        else {"position": image.position, "bytes": len(image.data)},
+        "bytes_past_image": end - (image.position if image else 0),
         "backups": [{"path": path, "bytes": n} for path, n in backups],
     }
+    # Compaction keeps the AOF past the last image under its bound; far past
+    # it, compaction is failing (or the writer never ran it): say so.
+    behind = info["bytes_past_image"] > 2 * DEFAULT_MAX_BYTES
+    info["warnings"] = (
+        [
+            f"{info['bytes_past_image']:,} AOF bytes are past the last state image, more than "
+            f"twice the default compaction bound ({DEFAULT_MAX_BYTES:,}): compaction is failing "
+            "or not running (see the writer's log and stats); recovery replays all of them"
+        ]
+        if behind
+        else []
+    )
     if args.json:
         print(json.dumps(info, sort_keys=True))
         return 0
@@ -361,6 +431,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"flushed at {info['snapshot']['flushed_at']}"
         )
     print(f"flush lag: {info['flush_lag_bytes']:,} AOF bytes not in the database")
+    if image is None:
+        print("state image: none yet")
+    else:
+        print(
+            f"state image: position {image.position}, {len(image.data):,} bytes; "
+            f"{info['bytes_past_image']:,} AOF bytes past it"
+        )
     if backups:
         # Bytes a repair or a writer cut; kept until an operator deletes them.
         print(f"backups: {len(backups)} file(s) of cut AOF bytes")
@@ -368,4 +445,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {path}  {n:>12,} bytes")
     else:
         print("backups: none")
+    for warning in info["warnings"]:
+        print(f"WARNING: {warning}")
     return 0
