@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -26,3 +31,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, database_url: str) -> Iterator[str | None]:
+    """None for the embedded SQLite store, else a PostgreSQL URL whose
+    search_path is a fresh schema, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    schema = f"test_persistence_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in database_url else "?"
+    try:
+        yield f"{database_url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+#: Runs one SQL statement on a data directory's database (the ``database``
+#: fixture's: None for its SQLite file).
+StoreSql = Callable[[Path, "str | None", str], None]
+
+
+def _store_sql(data_dir: Path, database: str | None, sql: str) -> None:
+    if database is None:
+        with sqlite3.connect(data_dir / "state.sqlite3") as conn:
+            conn.execute(sql)
+    else:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+@pytest.fixture
+def store_sql() -> StoreSql:
+    return _store_sql

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
 import pytest
 
-from openmatch_persistence import Persistence
+from openmatch_persistence import Persistence, _core
 from openmatch_persistence.workload import Workload
 
 #: 100 ms per step on average: the 10-minute id window fills after about
@@ -77,3 +78,29 @@ def test_memory_and_image_stay_flat_over_history(tmp_path: Path) -> None:
 @pytest.mark.soak
 def test_memory_and_image_stay_flat_over_a_long_history(tmp_path: Path) -> None:
     _assert_flat(_run(tmp_path, 3_000_000, 12)[0])
+
+
+def test_recovery_from_rows_loads_the_hot_state_through_the_indexes(
+    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
+) -> None:
+    # Long enough for closed epochs and an id window that forgot ids.
+    ops = list(islice(Workload(seed=11, max_tick_ns=TICK_NS), 30_000))
+    with Persistence.open(tmp_path, database_url=database, compaction=None) as p:
+        p.append_many(ops)
+        expected = p.digest()
+        state = p.state
+        assert state.closed_epochs_through is not None
+        first = next(op.order for op in ops if isinstance(op, _core.OrderReceived))
+        assert state.order(first.id) is None and state.retired(first.id) is None  # forgotten
+        p.flush()
+        store = p._store
+        hot = store.load_hot_state()
+        assert hot is not None
+        # Only the hot part is read: open orders, the ids inside the window.
+        assert len(hot.orders) == state.order_count
+        assert len(hot.retired_order_ids) + len(hot.retired_trade_ids) == state.retired_id_count
+        assert len(hot.epochs) == state.epoch_count
+    store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert p.digest() == expected

@@ -12,10 +12,9 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from faultkit import NO_COMPACTION, replay_digest, victim_stream
 
@@ -24,24 +23,6 @@ from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.workload import take
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, database_url: str) -> Iterator[str | None]:
-    """None for the embedded SQLite store, else a PostgreSQL URL whose
-    search_path is a fresh schema, dropped afterwards."""
-    if request.param == "sqlite":
-        yield None
-        return
-    schema = f"test_persistence_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in database_url else "?"
-    try:
-        yield f"{database_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def test_appends_from_many_threads_apply_in_aof_order(tmp_path: Path) -> None:
@@ -287,19 +268,8 @@ def test_a_value_the_schema_cannot_hold_is_refused_before_the_append(tmp_path: P
     assert os.path.getsize(sorted((tmp_path / "aof").glob("*.aof"))[-1]) == before
 
 
-def _store_execute(data_dir: Path, database: str | None, sql: str) -> None:
-    if database is None:
-        import sqlite3
-
-        with sqlite3.connect(data_dir / "state.sqlite3") as conn:
-            conn.execute(sql)
-    else:
-        with psycopg.connect(database, autocommit=True) as conn:
-            conn.execute(sql)
-
-
 def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
-    tmp_path: Path, database: str | None
+    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
 ) -> None:
     ops = take(2500, seed=13)
     with Persistence.open(tmp_path, database_url=database, compaction=NO_COMPACTION) as p:
@@ -320,12 +290,12 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
         if database is None
         else "overlay(data placing '\\x00'::bytea from 21 for 1)"
     )
-    _store_execute(tmp_path, database, flip)
+    store_sql(tmp_path, database, flip)
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.recovery.snapshot_source == "rows"
         assert p.digest() == expected
     # No image at all: the rows again.
-    _store_execute(tmp_path, database, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.recovery.snapshot_source == "rows"
         assert p.digest() == expected

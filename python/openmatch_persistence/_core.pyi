@@ -332,6 +332,9 @@ class StateChanges:
     def closed_epochs_through(self) -> int | None: ...
     def __len__(self) -> int: ...
 
+ID_WINDOW_MS: Final[int]
+FINALIZED_EPOCHS_KEPT: Final[int]
+
 @final
 class State:
     """The engine's hot state (docs/state.md): open orders, balances, the
@@ -384,6 +387,8 @@ class State:
         *,
         clock_ns: int | None = None,
         closed_epochs_through: int | None = None,
+        retired_order_ids: Iterable[uuid.UUID] | None = None,
+        retired_trade_ids: Iterable[uuid.UUID] | None = None,
     ) -> State: ...
     def to_image(self) -> bytes: ...
     @staticmethod

@@ -72,6 +72,9 @@ class _Pending:
         self.balances: dict[Any, Any] = {}
         self.epochs: dict[Any, Any] = {}
         self.position: int | None = None
+        #: The state's clock and highest closed epoch at ``position``.
+        self.clock_ns: int | None = None
+        self.closed_epochs_through: int | None = None
         self.since: float | None = None  # monotonic time of the oldest change
 
     def __len__(self) -> int:
@@ -90,6 +93,8 @@ class _Pending:
         position = changes.position
         if self.position is None or position > self.position:
             self.position = position
+            self.clock_ns = getattr(changes, "clock_ns", None)
+            self.closed_epochs_through = getattr(changes, "closed_epochs_through", None)
         if self.since is None and (
             changes.orders or changes.trades or changes.balances or changes.epochs
         ):
@@ -107,6 +112,8 @@ class _Pending:
                 mine.setdefault(k, v)
         if older.position is not None and (self.position is None or older.position > self.position):
             self.position = older.position
+            self.clock_ns = older.clock_ns
+            self.closed_epochs_through = older.closed_epochs_through
         if older.since is not None and (self.since is None or older.since < self.since):
             self.since = older.since
 
@@ -117,6 +124,8 @@ class _Pending:
             balances=list(self.balances.values()),
             epochs=list(self.epochs.values()),
             position=self.position or 0,
+            clock_ns=self.clock_ns,
+            closed_epochs_through=self.closed_epochs_through,
         )
 
 

@@ -172,8 +172,12 @@ def _load_base(
                     checkpoint.position if too_old is None else max(too_old, checkpoint.position)
                 )
             elif checkpoint is not None:
-                state = state_from_snapshot(store.load_state())
-                base = _Base(state, "rows", checkpoint.position, checkpoint.epoch_id)
+                # The hot part of the rows, through indexes; the whole
+                # history only for a checkpoint written before the clock
+                # was kept (from_snapshot then keeps its hot part).
+                hot = store.load_hot_state()
+                state = state_from_snapshot(store.load_state()) if hot is None else hot.state()
+                base = _Base(state, "rows", state.position, checkpoint.epoch_id)
     if base is not None:
         return base
     if usable_from > 0:

@@ -394,9 +394,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "flushed_at": rfc3339(checkpoint.flushed_at),
         },
         "flush_lag_bytes": end - (checkpoint.position if checkpoint else 0),
-        "image": None
-        if image is None
-        else {"position": image.position, "bytes": len(image.data)},
+        "image": None if image is None else {"position": image.position, "bytes": len(image.data)},
         "bytes_past_image": end - (image.position if image else 0),
         "backups": [{"path": path, "bytes": n} for path, n in backups],
     }

@@ -79,6 +79,11 @@ class ChangeBatch:
     balances: list[Any] = field(default_factory=list)
     epochs: list[Any] = field(default_factory=list)
     position: int = 0
+    #: The state's logical clock and highest closed epoch at ``position``
+    #: (None from a source that does not give them): the checkpoint keeps
+    #: them, for recovery from rows (``load_hot_state``).
+    clock_ns: int | None = None
+    closed_epochs_through: int | None = None
 
     @property
     def row_count(self) -> int:
@@ -95,6 +100,10 @@ class Checkpoint:
     flushed_at: datetime.datetime | str
     #: The data directory it was written for (None: before identities).
     data_dir_id: uuid.UUID | None = None
+    #: The state's logical clock and highest closed epoch at ``position``
+    #: (None: written before they were kept).
+    clock_ns: int | None = None
+    closed_epochs_through: int | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,67 @@ class LoadedState:
     orphan_trade_ids: list[uuid.UUID] = field(default_factory=list)
 
 
+@dataclass
+class HotRows:
+    """What recovery from rows needs (docs/state.md, "The hot state"): the
+    open orders, the ids still in the id window, the balances and the held
+    epochs, each read through an index; never the whole history."""
+
+    orders: list[_core.Order]
+    retired_order_ids: list[uuid.UUID]
+    retired_trade_ids: list[uuid.UUID]
+    balances: list[_core.Balance]
+    epochs: list[_core.Epoch]
+    checkpoint: Checkpoint
+
+    def state(self) -> _core.State:
+        cp = self.checkpoint
+        return _core.State.from_snapshot(
+            self.orders,
+            [],
+            self.balances,
+            self.epochs,
+            cp.position,
+            clock_ns=cp.clock_ns,
+            closed_epochs_through=cp.closed_epochs_through,
+            retired_order_ids=self.retired_order_ids,
+            retired_trade_ids=self.retired_trade_ids,
+        )
+
+
+OPEN_STATUSES = "('PENDING_ESCROW', 'ACTIVE', 'PARTIALLY_FILLED')"
+
+
+def window_start_id(clock_ns: int) -> uuid.UUID:
+    """The lowest UUIDv7 inside the id window when the clock is ``clock_ns``."""
+    ms = max(0, clock_ns // 1_000_000 - _core.ID_WINDOW_MS)
+    return uuid.UUID(int=ms << 80)
+
+
+def hot_rows_sql(param: str, id_text: str) -> dict[str, str]:
+    """The queries of ``load_hot_state``, for a store whose placeholder is
+    ``param`` and whose id column reads as text through ``id_text`` (the
+    partial indexes of the hot_state migration match these predicates)."""
+    untimed = f"substr({id_text}, 15, 1) <> '7'"
+    return {
+        "orders": f"SELECT * FROM orders WHERE status IN {OPEN_STATUSES}",
+        "retired_orders": (
+            f"SELECT id FROM orders WHERE id >= {param} AND status NOT IN {OPEN_STATUSES}"
+            f" UNION SELECT id FROM orders WHERE {untimed} AND status NOT IN {OPEN_STATUSES}"
+        ),
+        "retired_trades": (
+            f"SELECT id FROM trades WHERE id >= {param}"
+            f" UNION SELECT id FROM trades WHERE {untimed}"
+            " UNION SELECT id FROM orphan_trades"
+        ),
+        "epochs": (
+            "SELECT * FROM epochs WHERE phase <> 'FINALIZE' UNION ALL SELECT * FROM"
+            " (SELECT * FROM epochs WHERE phase = 'FINALIZE' ORDER BY epoch_id DESC"
+            f" LIMIT {_core.FINALIZED_EPOCHS_KEPT}) AS kept"
+        ),
+    }
+
+
 _Closing = TypeVar("_Closing", bound="ClosesOnExit")
 
 
@@ -233,6 +303,12 @@ class Store(Protocol):
     def checkpoint(self) -> Checkpoint | None: ...
 
     def load_state(self) -> LoadedState: ...
+
+    def load_hot_state(self) -> HotRows | None:
+        """The hot part of the rows at the checkpoint, in one read
+        transaction; None when there is no checkpoint or it predates the
+        clock column (``load_state`` then gives the history)."""
+        ...
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         """Replaces the stored state image, in one transaction, unless the

@@ -34,6 +34,7 @@ from openmatch_persistence.store.base import (
     Checkpoint,
     ClosesOnExit,
     DatabaseIdentity,
+    HotRows,
     LoadedState,
     StateImage,
     WriteResult,
@@ -41,7 +42,9 @@ from openmatch_persistence.store.base import (
     check_owner,
     check_schema,
     decide_claim,
+    hot_rows_sql,
     schema_label,
+    window_start_id,
 )
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, migrate_postgres
 from openmatch_persistence.store.rows import (
@@ -197,13 +200,16 @@ _UPSERT_BALANCES = _upsert("balances", _BALANCE_COLUMNS, ["user_id", "asset"], _
 _UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"], _EPOCH_SELECT)
 _WRITE_CHECKPOINT = """
     INSERT INTO persistence_checkpoint AS t
-        (singleton, aof_position, epoch_id, flushed_at, data_dir_id)
-    VALUES (TRUE, %s, (SELECT max(epoch_id) FROM epochs), now(), %s)
+        (singleton, aof_position, epoch_id, flushed_at, data_dir_id, clock_ns,
+         closed_epochs_through)
+    VALUES (TRUE, %s, (SELECT max(epoch_id) FROM epochs), now(), %s, %s, %s)
     ON CONFLICT (singleton) DO UPDATE
         SET aof_position = EXCLUDED.aof_position, epoch_id = EXCLUDED.epoch_id,
-            flushed_at = EXCLUDED.flushed_at, data_dir_id = EXCLUDED.data_dir_id
-        WHERE (t.aof_position, t.epoch_id, t.data_dir_id)
-            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id, EXCLUDED.data_dir_id)
+            flushed_at = EXCLUDED.flushed_at, data_dir_id = EXCLUDED.data_dir_id,
+            clock_ns = EXCLUDED.clock_ns, closed_epochs_through = EXCLUDED.closed_epochs_through
+        WHERE (t.aof_position, t.epoch_id, t.data_dir_id, t.clock_ns, t.closed_epochs_through)
+            IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id, EXCLUDED.data_dir_id,
+                              EXCLUDED.clock_ns, EXCLUDED.closed_epochs_through)
 """
 
 
@@ -340,10 +346,8 @@ class PostgresStore(ClosesOnExit):
 
     def checkpoint(self) -> Checkpoint | None:
         with self.connection() as conn:
-            row = conn.execute(
-                "SELECT aof_position, epoch_id, flushed_at, data_dir_id FROM persistence_checkpoint"
-            ).fetchone()
-        return None if row is None else Checkpoint(row[0], row[1], row[2], row[3])
+            row = conn.cursor(row_factory=dict_row).execute(_SELECT_CHECKPOINT).fetchone()
+        return None if row is None else _checkpoint(row)
 
     def identity(self) -> DatabaseIdentity | None:
         with self.connection() as conn:
@@ -440,7 +444,10 @@ class PostgresStore(ClosesOnExit):
             if batch.epochs:
                 self._copy(cur, "tmp_epochs", map(_epoch_row, batch.epochs))
                 cur.execute(_UPSERT_EPOCHS)
-            cur.execute(_WRITE_CHECKPOINT, (batch.position, self._data_dir_id))
+            cur.execute(
+                _WRITE_CHECKPOINT,
+                (batch.position, self._data_dir_id, batch.clock_ns, batch.closed_epochs_through),
+            )
         return WriteResult(
             batch.position,
             len(batch.orders),
@@ -491,37 +498,78 @@ class PostgresStore(ClosesOnExit):
                 )
                 trades = [trade_from_row(r) for r in rows]
                 balances = [
-                    make_balance(
-                        r["user_id"],
-                        r["asset"],
-                        with_scale(r["available"], r["available_scale"]),
-                        with_scale(r["frozen"], r["frozen_scale"]),
-                    )
+                    _balance_from_row(r)
                     for r in cur.execute("SELECT * FROM balances ORDER BY user_id, asset")
                 ]
                 epochs = [
-                    make_epoch(
-                        r["epoch_id"],
-                        from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
-                        None if r["batch_hash"] is None else bytes(r["batch_hash"]),
-                        None if r["result_hash"] is None else bytes(r["result_hash"]),
-                        r["trade_count"] or 0,
-                        _ns_or_micros(r["started_at_ns"], r["started_at"]),
-                        None
-                        if r["completed_at"] is None
-                        else _ns_or_micros(r["completed_at_ns"], r["completed_at"]),
-                    )
+                    _epoch_from_row(r)
                     for r in cur.execute("SELECT * FROM epochs ORDER BY epoch_id")
                 ]
-                cp = cur.execute("SELECT * FROM persistence_checkpoint").fetchone()
-        checkpoint = (
-            None
-            if cp is None
-            else Checkpoint(cp["aof_position"], cp["epoch_id"], cp["flushed_at"], cp["data_dir_id"])
-        )
+                cp = cur.execute(_SELECT_CHECKPOINT).fetchone()
+        checkpoint = None if cp is None else _checkpoint(cp)
         return LoadedState(
             orders, trades, balances, epochs, checkpoint, [r["id"] for r in orphan_rows]
         )
+
+    def load_hot_state(self) -> HotRows | None:
+        with self.connection() as conn:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = conn.cursor(row_factory=dict_row)
+                row = cur.execute(_SELECT_CHECKPOINT).fetchone()
+                cp = None if row is None else _checkpoint(row)
+                if cp is None or cp.clock_ns is None:
+                    return None
+                start = (window_start_id(cp.clock_ns),)
+                return HotRows(
+                    orders=[order_from_row(r) for r in cur.execute(_HOT["orders"])],
+                    retired_order_ids=[r["id"] for r in cur.execute(_HOT["retired_orders"], start)],
+                    retired_trade_ids=[r["id"] for r in cur.execute(_HOT["retired_trades"], start)],
+                    balances=[_balance_from_row(r) for r in cur.execute("SELECT * FROM balances")],
+                    epochs=[_epoch_from_row(r) for r in cur.execute(_HOT["epochs"])],
+                    checkpoint=cp,
+                )
+
+
+_SELECT_CHECKPOINT = (
+    "SELECT aof_position, epoch_id, flushed_at, data_dir_id, clock_ns, closed_epochs_through"
+    " FROM persistence_checkpoint"
+)
+_HOT = hot_rows_sql("%s", "id::text")
+
+
+def _checkpoint(r: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        r["aof_position"],
+        r["epoch_id"],
+        r["flushed_at"],
+        r["data_dir_id"],
+        r["clock_ns"],
+        r["closed_epochs_through"],
+    )
+
+
+def _balance_from_row(r: dict[str, Any]) -> _core.Balance:
+    return make_balance(
+        r["user_id"],
+        r["asset"],
+        with_scale(r["available"], r["available_scale"]),
+        with_scale(r["frozen"], r["frozen_scale"]),
+    )
+
+
+def _epoch_from_row(r: dict[str, Any]) -> _core.Epoch:
+    return make_epoch(
+        r["epoch_id"],
+        from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
+        None if r["batch_hash"] is None else bytes(r["batch_hash"]),
+        None if r["result_hash"] is None else bytes(r["result_hash"]),
+        r["trade_count"] or 0,
+        _ns_or_micros(r["started_at_ns"], r["started_at"]),
+        None
+        if r["completed_at"] is None
+        else _ns_or_micros(r["completed_at_ns"], r["completed_at"]),
+    )
 
 
 def _ns_or_micros(ns: int | None, ts: datetime.datetime) -> int:

@@ -31,12 +31,15 @@ from openmatch_persistence.store.base import (
     Checkpoint,
     ClosesOnExit,
     DatabaseIdentity,
+    HotRows,
     LoadedState,
     StateImage,
     WriteResult,
     check_image_size,
     check_owner,
     decide_claim,
+    hot_rows_sql,
+    window_start_id,
 )
 from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS, migrate_sqlite
 from openmatch_persistence.store.rows import (
@@ -197,12 +200,8 @@ class SqliteStore(ClosesOnExit):
             return migrate_sqlite(self._conn, self._migrations_dir)
 
     def checkpoint(self) -> Checkpoint | None:
-        rows = self.execute(
-            "SELECT aof_position, epoch_id, flushed_at, data_dir_id FROM persistence_checkpoint"
-        )
-        if not rows:
-            return None
-        return Checkpoint(rows[0][0], rows[0][1], rows[0][2], _opt_uuid(rows[0][3]))
+        rows = self.execute(_SELECT_CHECKPOINT)
+        return None if not rows else _checkpoint(rows[0])
 
     def identity(self) -> DatabaseIdentity | None:
         try:
@@ -358,17 +357,22 @@ class SqliteStore(ClosesOnExit):
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
             "INSERT INTO persistence_checkpoint AS t"
-            " (singleton, aof_position, epoch_id, flushed_at, data_dir_id)"
-            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?, ?)"
+            " (singleton, aof_position, epoch_id, flushed_at, data_dir_id, clock_ns,"
+            " closed_epochs_through)"
+            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?, ?, ?, ?)"
             " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
             " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at,"
-            " data_dir_id = excluded.data_dir_id"
-            " WHERE (t.aof_position, t.epoch_id, t.data_dir_id)"
-            " IS NOT (excluded.aof_position, excluded.epoch_id, excluded.data_dir_id)",
+            " data_dir_id = excluded.data_dir_id, clock_ns = excluded.clock_ns,"
+            " closed_epochs_through = excluded.closed_epochs_through"
+            " WHERE (t.aof_position, t.epoch_id, t.data_dir_id, t.clock_ns,"
+            " t.closed_epochs_through) IS NOT (excluded.aof_position, excluded.epoch_id,"
+            " excluded.data_dir_id, excluded.clock_ns, excluded.closed_epochs_through)",
             (
                 batch.position,
                 ns_to_text(_now_ns()),
                 None if self._data_dir_id is None else str(self._data_dir_id),
+                batch.clock_ns,
+                batch.closed_epochs_through,
             ),
         )
         return WriteResult(
@@ -378,6 +382,32 @@ class SqliteStore(ClosesOnExit):
             len(batch.balances),
             len(batch.epochs),
             tuple(orphans),
+        )
+
+    def load_hot_state(self) -> HotRows | None:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN")  # one read snapshot
+            try:
+                cp_row = c.execute(_SELECT_CHECKPOINT).fetchone()
+                cp = None if cp_row is None else _checkpoint(cp_row)
+                if cp is None or cp.clock_ns is None:
+                    return None
+                start = (str(window_start_id(cp.clock_ns)),)
+                order_rows = c.execute(_HOT["orders"]).fetchall()
+                retired_orders = c.execute(_HOT["retired_orders"], start).fetchall()
+                retired_trades = c.execute(_HOT["retired_trades"], start).fetchall()
+                balance_rows = c.execute("SELECT * FROM balances").fetchall()
+                epoch_rows = c.execute(_HOT["epochs"]).fetchall()
+            finally:
+                c.execute("COMMIT")
+        return HotRows(
+            orders=[_order_from_row(r) for r in order_rows],
+            retired_order_ids=[uuid.UUID(r[0]) for r in retired_orders],
+            retired_trade_ids=[uuid.UUID(r[0]) for r in retired_trades],
+            balances=[_balance_from_row(r) for r in balance_rows],
+            epochs=[_epoch_from_row(r) for r in epoch_rows],
+            checkpoint=cp,
         )
 
     def load_state(self) -> LoadedState:
@@ -392,49 +422,59 @@ class SqliteStore(ClosesOnExit):
                     "SELECT * FROM balances ORDER BY user_id, asset"
                 ).fetchall()
                 epoch_rows = c.execute("SELECT * FROM epochs ORDER BY epoch_id").fetchall()
-                cp = c.execute("SELECT * FROM persistence_checkpoint").fetchone()
+                cp = c.execute(_SELECT_CHECKPOINT).fetchone()
             finally:
                 c.execute("COMMIT")
-        orders = [
-            order_from_row(
-                _decoded(r, ("id", "user_id", "sr_id"), ("price", "quantity", "remaining_qty"))
-            )
-            for r in order_rows
-        ]
+        orders = [_order_from_row(r) for r in order_rows]
         trades_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in trade_rows]
         orphans_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in orphan_rows]
         all_trades = sorted(trades_raw + orphans_raw, key=lambda r: (r["executed_at_ns"], r["id"]))
         return LoadedState(
             orders=orders,
             trades=[trade_from_row(r) for r in all_trades],
-            balances=[
-                make_balance(
-                    uuid.UUID(r["user_id"]),
-                    r["asset"],
-                    decimal.Decimal(r["available"]),
-                    decimal.Decimal(r["frozen"]),
-                )
-                for r in balance_rows
-            ],
-            epochs=[
-                make_epoch(
-                    r["epoch_id"],
-                    from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
-                    r["batch_hash"],
-                    r["result_hash"],
-                    r["trade_count"] or 0,
-                    r["started_at_ns"],
-                    r["completed_at_ns"],
-                )
-                for r in epoch_rows
-            ],
-            checkpoint=None
-            if cp is None
-            else Checkpoint(
-                cp["aof_position"], cp["epoch_id"], cp["flushed_at"], _opt_uuid(cp["data_dir_id"])
-            ),
+            balances=[_balance_from_row(r) for r in balance_rows],
+            epochs=[_epoch_from_row(r) for r in epoch_rows],
+            checkpoint=None if cp is None else _checkpoint(cp),
             orphan_trade_ids=[r["id"] for r in orphans_raw],
         )
+
+
+_SELECT_CHECKPOINT = (
+    "SELECT aof_position, epoch_id, flushed_at, data_dir_id, clock_ns, closed_epochs_through"
+    " FROM persistence_checkpoint"
+)
+_HOT = hot_rows_sql("?", "id")
+
+
+def _checkpoint(r: sqlite3.Row | tuple[Any, ...]) -> Checkpoint:
+    return Checkpoint(r[0], r[1], r[2], _opt_uuid(r[3]), r[4], r[5])
+
+
+def _order_from_row(r: sqlite3.Row) -> Any:
+    return order_from_row(
+        _decoded(r, ("id", "user_id", "sr_id"), ("price", "quantity", "remaining_qty"))
+    )
+
+
+def _balance_from_row(r: sqlite3.Row) -> Any:
+    return make_balance(
+        uuid.UUID(r["user_id"]),
+        r["asset"],
+        decimal.Decimal(r["available"]),
+        decimal.Decimal(r["frozen"]),
+    )
+
+
+def _epoch_from_row(r: sqlite3.Row) -> Any:
+    return make_epoch(
+        r["epoch_id"],
+        from_name(PHASE, r["phase"], f"epochs row {r['epoch_id']}: phase"),
+        r["batch_hash"],
+        r["result_hash"],
+        r["trade_count"] or 0,
+        r["started_at_ns"],
+        r["completed_at_ns"],
+    )
 
 
 def _known_orders(c: sqlite3.Connection, ids: set[str]) -> set[str]:

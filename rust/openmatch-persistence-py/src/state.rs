@@ -669,12 +669,15 @@ impl State {
     /// `epochs()` of another state) or a history (rows of a store). Open
     /// orders are held; terminal orders and the trades give their ids to
     /// the id window; epochs past the kept finalized ones are closed.
-    /// `clock_ns` defaults to the latest timestamp of the entities. The
+    /// `clock_ns` defaults to the latest timestamp of the entities.
+    /// `retired_order_ids` / `retired_trade_ids`: more ids for the window
+    /// (a store's rows recovery gives ids rather than whole rows). The
     /// state starts with no pending changes. Raises `InvalidValueError`
     /// for a key given twice.
     #[staticmethod]
     #[pyo3(signature = (orders, trades, balances, epochs, position, *, clock_ns = None,
-                        closed_epochs_through = None))]
+                        closed_epochs_through = None, retired_order_ids = None,
+                        retired_trade_ids = None))]
     #[allow(clippy::too_many_arguments)]
     fn from_snapshot(
         py: Python<'_>,
@@ -685,6 +688,8 @@ impl State {
         position: &Bound<'_, PyAny>,
         clock_ns: Option<&Bound<'_, PyAny>>,
         closed_epochs_through: Option<&Bound<'_, PyAny>>,
+        retired_order_ids: Option<&Bound<'_, PyAny>>,
+        retired_trade_ids: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<State> {
         let clock = clock_ns
             .map(|c| datetime_from_py(c, "clock_ns"))
@@ -692,7 +697,13 @@ impl State {
         let closed = closed_epochs_through
             .map(|e| u64_from_py(e, "closed_epochs_through").map(t::EpochId))
             .transpose()?;
-        let snapshot = st::Snapshot::from_history(
+        let ids = |items: Option<&Bound<'_, PyAny>>, what: &str| match items {
+            Some(items) => collect(items, what, uuid_from_py),
+            None => Ok(Vec::new()),
+        };
+        let retired_orders = ids(retired_order_ids, "retired_order_ids")?;
+        let retired_trades = ids(retired_trade_ids, "retired_trade_ids")?;
+        let mut snapshot = st::Snapshot::from_history(
             collect(orders, "orders", Order::from_py)?,
             collect(trades, "trades", Trade::from_py)?,
             collect(balances, "balances", |o, f| match o.cast::<Balance>() {
@@ -713,6 +724,12 @@ impl State {
             clock,
             closed,
         );
+        snapshot
+            .retired_orders
+            .extend(retired_orders.into_iter().map(t::OrderId));
+        snapshot
+            .retired_trades
+            .extend(retired_trades.into_iter().map(t::TradeId));
         let inner = py
             .detach(|| st::State::from_snapshot(snapshot))
             .map_err(|e| invalid_value(e.to_string()))?;
@@ -789,6 +806,8 @@ pub(crate) fn refused_error(py: Python<'_>, v: st::Violation, index: Option<usiz
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("ID_WINDOW_MS", st::ID_WINDOW_MS)?;
+    m.add("FINALIZED_EPOCHS_KEPT", st::FINALIZED_EPOCHS_KEPT)?;
     m.add_class::<Balance>()?;
     m.add_class::<Epoch>()?;
     m.add_class::<Violation>()?;
