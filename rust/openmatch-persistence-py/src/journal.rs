@@ -85,7 +85,7 @@ fn replayed_dict<'py>(py: Python<'py>, r: &Replayed) -> PyResult<Bound<'py, PyDi
 /// the database and readers may see (only what is acknowledged/durable).
 #[pyclass(frozen, module = "openmatch_persistence._core", name = "Journal")]
 pub struct Journal {
-    inner: Arc<core::Journal>,
+    pub(crate) inner: Arc<core::Journal>,
 }
 
 #[pymethods]

@@ -10,6 +10,7 @@ mod codec;
 mod convert;
 mod errors;
 mod gc_pause;
+mod group_commit;
 mod journal;
 mod model;
 mod scanner;
@@ -27,5 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     state::register(m)?;
     segments::register(m)?;
     journal::register(m)?;
+    group_commit::register(m)?;
     Ok(())
 }
