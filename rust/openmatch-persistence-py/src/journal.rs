@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use openmatch_aof::codec::encode_frame_into;
 use openmatch_aof::journal::{self as core, JournalError, Replayed};
 use openmatch_aof::writer::{Fault, FsyncPolicy, WriterOptions};
 use pyo3::prelude::*;
@@ -34,10 +33,10 @@ pub(crate) fn journal_error(py: Python<'_>, e: JournalError) -> PyErr {
                 _ => unreachable!(),
             };
             let err = invalid_value(e.to_string());
-            // Like `OperationRefusedError.index`: a caller that merged the
-            // appends of many tasks into one batch (`AsyncPersistence`)
-            // fails only the operation at fault and submits the rest again.
-            // Setting an attribute on a fresh exception cannot fail.
+            // Like `OperationRefusedError.index`: which operation of the
+            // caller's batch is at fault (`GroupCommit` counts it in the
+            // batch of the call that submitted it). Setting an attribute
+            // on a fresh exception cannot fail.
             let _ = err.value(py).setattr("index", index);
             err
         }
@@ -144,40 +143,6 @@ impl Journal {
         let j = &self.inner;
         py.detach(|| j.append_many(ops))
             .map_err(|e| journal_error(py, e))
-    }
-
-    /// As `append_many`, returning every record's boundaries (`n + 1`
-    /// positions: record `i` spans `bounds[i]..bounds[i + 1]`), so that a
-    /// caller that merged the operations of many callers into one batch
-    /// can tell each where its record ends. The lengths are measured
-    /// before the append (a frame's length does not depend on where it
-    /// lies) and without the GIL.
-    fn append_many_bounds(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
-        let ops = take_ops(ops)?;
-        let j = &self.inner;
-        let (end, lengths) = py
-            .detach(|| {
-                let mut scratch = Vec::with_capacity(512);
-                let mut lengths = Vec::with_capacity(ops.len());
-                for op in &ops {
-                    scratch.clear();
-                    // An operation that cannot be encoded is refused by
-                    // append_many below with its index; 0 is never used.
-                    lengths.push(encode_frame_into(op, &mut scratch).unwrap_or(0) as u64);
-                }
-                j.append_many(ops).map(|end| (end, lengths))
-            })
-            .map_err(|e| journal_error(py, e))?;
-        // The batch is one contiguous run that ends at `end`.
-        let mut at = end - lengths.iter().sum::<u64>();
-        let mut bounds = Vec::with_capacity(lengths.len() + 1);
-        bounds.push(at);
-        for len in lengths {
-            at += len;
-            bounds.push(at);
-        }
-        debug_assert_eq!(at, end);
-        Ok(bounds)
     }
 
     /// The state, read-only: every call shows only acknowledged operations.
