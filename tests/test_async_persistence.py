@@ -143,6 +143,35 @@ def test_a_refused_operation_fails_only_its_own_call(tmp_path: Path) -> None:
     assert ops == [om.encode(balance(1, 0)), om.encode(balance(3, 0)), om.encode(balance(1, 1))]
 
 
+def test_one_group_commit_wakes_the_loop_once_for_all_its_tasks(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with await AsyncPersistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+            loop = asyncio.get_running_loop()
+            fd = p._commits._fd
+            wakes = 0
+
+            def counted() -> None:
+                nonlocal wakes
+                wakes += 1
+                p._commits._drained()
+
+            loop.remove_reader(fd)
+            loop.add_reader(fd, counted)
+            fsyncs = p.stats()["writer"]["fsyncs"]
+            p._group._hold(True)
+            calls = [asyncio.ensure_future(p.append(balance(t, 0))) for t in range(200)]
+            await asyncio.sleep(0)
+            p._group._hold(False)
+            positions = await asyncio.gather(*calls)
+            assert positions == sorted(positions)
+            assert wakes == 1, "one batch, one wake-up of the loop"
+            assert p.stats()["writer"]["fsyncs"] == fsyncs + 1
+            loop.remove_reader(fd)
+            loop.add_reader(fd, p._commits._drained)
+
+    asyncio.run(main())
+
+
 def test_an_object_that_is_no_operation_fails_at_the_call(tmp_path: Path) -> None:
     async def main() -> None:
         async with await AsyncPersistence.open(tmp_path) as p:
