@@ -25,6 +25,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use openmatch_aof::codec::encode_frame_into;
 use openmatch_aof::journal::{self as core, JournalError};
@@ -78,6 +79,9 @@ struct Queues {
     /// futex syscall per operation otherwise, while the thread is busy
     /// committing and will find the queue anyway).
     idle: bool,
+    /// The thread gathers a batch until this many are queued (0: not
+    /// gathering); `submit` wakes it when they are.
+    gathering: usize,
     /// Test hook (`_hold`): the thread takes nothing until released (or
     /// closed), so that tests can build a group of their choosing.
     held: bool,
@@ -150,9 +154,13 @@ impl GroupCommit {
             return Err(WriterClosedError::new_err(reason.clone()));
         }
         q.pending.push(Entry { ops, future });
+        let gathered = q.gathering > 0 && q.pending.len() >= q.gathering;
+        if gathered {
+            q.gathering = 0;
+        }
         let idle = std::mem::replace(&mut q.idle, false);
         drop(q);
-        if idle {
+        if idle || gathered {
             self.shared.work.notify_one();
         }
         Ok(())
@@ -276,15 +284,29 @@ impl Drop for GroupCommit {
     }
 }
 
+/// The longest a batch waits to gather more submissions.
+const MAX_GATHER: Duration = Duration::from_millis(2);
+
 /// The committing thread: one merged batch at a time, until closed and
 /// empty.
+///
+/// Gathering, as the writer's adaptive window (docs/fsync-policies.md):
+/// a batch waits for as many submissions as the previous batch had, for
+/// at most half the time the previous batch took (bounded by 2 ms). Tasks
+/// come back in a burst when their batch completes, one every few
+/// microseconds as the loop runs them; taking only the first of them would
+/// split the tasks into a large batch and a small one committed back to
+/// back, and the loop would wait for the fsync of each in turn. A lone
+/// task never waits (its previous batch had one submission).
 fn run(shared: &Shared) {
+    let mut last_len = 0usize;
+    let mut last_took = Duration::ZERO;
     loop {
         let batch = {
             let mut q = shared.lock();
             loop {
                 if !q.pending.is_empty() && (!q.held || q.closing.is_some()) {
-                    break std::mem::take(&mut q.pending);
+                    break;
                 }
                 if q.closing.is_some() {
                     return;
@@ -294,8 +316,28 @@ fn run(shared: &Shared) {
                 q = shared.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 q.idle = false;
             }
+            if q.pending.len() < last_len && q.closing.is_none() {
+                let deadline = Instant::now() + (last_took / 2).min(MAX_GATHER);
+                while q.pending.len() < last_len && q.closing.is_none() {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    // `submit` wakes us once this many are queued.
+                    q.gathering = last_len;
+                    q = shared
+                        .work
+                        .wait_timeout(q, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                q.gathering = 0;
+            }
+            std::mem::take(&mut q.pending)
         };
+        let started = Instant::now();
+        last_len = batch.len();
         let done = commit(&shared.journal, batch);
+        last_took = started.elapsed();
         let mut q = shared.lock();
         q.done.extend(done);
         let signal = !std::mem::replace(&mut q.signalled, true);
