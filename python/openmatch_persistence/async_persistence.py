@@ -37,8 +37,9 @@ class _GroupCommit:
     """Group commit across the tasks of one event loop: the loop's side of
     ``_core.GroupCommit`` (rust/openmatch-persistence-py/src/group_commit.rs).
 
-    ``submit`` takes the operations out of their Python objects and queues
-    them (no I/O, no thread hand-off to wait for); a Rust thread commits
+    ``core.submit`` (from ``AsyncPersistence.append``) takes the operations
+    out of their Python objects and queues them (no I/O, no thread hand-off
+    to wait for); a Rust thread commits
     whatever is queued as ONE journal batch (judged, applied, written and
     fsynced together) while the tasks of the previous batch run, and
     signals the loop once per completed batch through a socket the loop
