@@ -71,6 +71,29 @@ def test_the_whole_api_and_a_reopen_by_the_sync_face(tmp_path: Path) -> None:
         assert again.recovery.replayed == 0  # the image written at close covers all
 
 
+def test_a_due_compaction_runs_off_the_loop_and_recovery_still_matches(tmp_path: Path) -> None:
+    policy = om.CompactionPolicy(max_bytes=16 * 1024, max_age=None)
+
+    async def main() -> str:
+        async with await AsyncPersistence.open(tmp_path, compaction=policy) as p:
+
+            async def task(t: int) -> None:
+                for n in range(40):
+                    await p.append(balance(t, n))
+
+            await asyncio.gather(*(task(t) for t in range(10)))
+            assert await p.wait_compaction(30)
+            assert p._compactions >= 1 and p._last_compaction_error is None
+            return p.digest()
+
+    digest = asyncio.run(main())
+    starts = [s for s, _, _ in om._core.list_segments(tmp_path / "aof")]
+    assert starts[0] > 0, "compaction deleted no segment"
+    with Persistence.open(tmp_path) as again:
+        assert again.digest() == digest
+        assert again.state.balance_count == 10
+
+
 def test_each_task_s_operations_are_in_the_log_in_submission_order(tmp_path: Path) -> None:
     tasks, each = 40, 30
 
