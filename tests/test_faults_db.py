@@ -117,13 +117,13 @@ def hang_in_snapshot(store: PostgresStore, in_tx: threading.Event, go: threading
     """Makes the store's next flush stop inside its transaction, after its
     first COPY, until ``go``."""
 
-    def copy_lines(cur: psycopg.Cursor[object], table: str, lines: object) -> None:
-        PostgresStore._copy_lines(cur, table, lines)
+    def copy_text(cur: psycopg.Cursor[object], table: str, data: bytes) -> None:
+        PostgresStore._copy_text(cur, table, data)
         if not in_tx.is_set():
             in_tx.set()
             go.wait(60)
 
-    store._copy_lines = copy_lines  # type: ignore[method-assign]
+    store._copy_text = copy_text  # type: ignore[method-assign]
 
 
 @needs_cluster
@@ -165,7 +165,7 @@ def test_stop_during_a_snapshot_then_the_server_comes_back(
         finally:
             go.set()
             ensure_running(database_url)
-        del p._store._copy_lines
+        del p._store._copy_text
         assert len(outcome) == 1 and isinstance(outcome[0], om.StoreError), outcome
         with psycopg.connect(pg) as conn:
             row = conn.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()
@@ -191,11 +191,11 @@ CRASH_IN_SNAPSHOT = textwrap.dedent(
     p.append_many(ops[:1000])
     print("snapshot", p.snapshot(), flush=True)
     p.append_many(ops[1000:])
-    def copy_lines(cur, table, lines):
-        PostgresStore._copy_lines(cur, table, lines)
+    def copy_text(cur, table, data):
+        PostgresStore._copy_text(cur, table, data)
         print("in-transaction", flush=True)
         time.sleep(3600)
-    p._store._copy_lines = copy_lines
+    p._store._copy_text = copy_text
     p.snapshot()
     """
 )

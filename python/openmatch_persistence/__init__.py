@@ -47,6 +47,7 @@ from openmatch_persistence._core import (
     verify,
     verify_bytes,
 )
+from openmatch_persistence.async_persistence import AcknowledgedState, AsyncPersistence
 from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.errors import (
     AofError,
@@ -81,8 +82,10 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD_LEN",
     "HEADER_LEN",
     "OPERATION_KINDS",
+    "AcknowledgedState",
     "AofError",
     "AofWriter",
+    "AsyncPersistence",
     "Balance",
     "BalanceUpdated",
     "BufferSealed",

@@ -25,7 +25,11 @@ class OpenMatchPersistenceError(Exception):
 
 class InvalidValueError(OpenMatchPersistenceError, ValueError):
     """A value that the engine's types cannot hold exactly (a Decimal past
-    rust_decimal's range, a naive datetime, a node id that is not 32 bytes)."""
+    rust_decimal's range, a naive datetime, a node id that is not 32 bytes).
+    Raised by an append, ``index`` is the operation's place in the batch
+    (None where there is no batch)."""
+
+    index: int | None = None
 
 
 class InvalidTypeError(OpenMatchPersistenceError, TypeError):

@@ -16,8 +16,9 @@ upserts skip equal rows), and a batch older than the database's checkpoint
 is dropped, so a retry after an ambiguous commit is harmless.
 
 :class:`Flusher` runs in a thread of a synchronous program;
-:class:`AsyncFlusher` is an asyncio task that takes the changes on the event
-loop and writes them in a worker thread.
+:class:`AsyncFlusher` is an asyncio task that runs the same cycle
+(:meth:`Flusher.cycle`) in a worker thread, so that neither the wait for
+the AOF to be durable nor the transaction ever blocks the event loop.
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ class Flusher:
         self._clock = clock
         self._lock = threading.Lock()  # guards _pending and the counters
         self._write_lock = threading.Lock()  # one transaction at a time
+        # One collect at a time: the rows of two takes must enter the
+        # pending set in the order they were taken (newer rows win), also
+        # when flush() runs beside the background cycle.
+        self._collect_lock = threading.Lock()
         self._pending = _Pending()
         self._inflight: _Pending | None = None  # the batch being written
         self._flushed_position: int | None = None
@@ -171,9 +176,10 @@ class Flusher:
     def collect(self) -> int:
         """Takes the source's changes into the pending set; returns the number
         of rows taken. Call it where touching the source is allowed."""
-        changes = self._source.take_changes()
-        with self._lock:
-            self._pending.add(changes, self._clock())
+        with self._collect_lock:
+            changes = self._source.take_changes()
+            with self._lock:
+                self._pending.add(changes, self._clock())
         return (
             len(changes.orders) + len(changes.trades) + len(changes.balances) + len(changes.epochs)
         )
@@ -260,6 +266,31 @@ class Flusher:
         """False while backing off after a failure."""
         return self._clock() >= self._retry_at
 
+    def cycle(self) -> float | None:
+        """One turn of the background loop, for both faces (the thread and
+        :class:`AsyncFlusher`): collects, writes when not backing off.
+        Returns how long to wait before the next turn, or None when the
+        flusher must stop for good. Blocks (on the AOF's durability and on
+        the database): an event loop runs it in a worker thread."""
+        started = time.monotonic()
+        try:
+            self.collect()
+            if self.due():
+                self.write_pending()
+        except StoreError:
+            pass  # logged by write_pending; retried after the backoff
+        except WriterFailedError as e:
+            # The AOF cannot be made durable any more, so no change may go
+            # to the database (write-ahead) until the data directory is
+            # reopened; close() says so again.
+            log.error("flusher stopped: %s", e)
+            return None
+        except Exception:
+            log.exception("flusher cycle failed; retrying")
+        # A fixed cadence: a slow flush is not followed by a full interval
+        # of waiting, so the lag stays near interval + flush time.
+        return max(0.0, self.interval - (time.monotonic() - started))
+
     # --- the background thread -------------------------------------------------
 
     def start(self) -> None:
@@ -289,24 +320,10 @@ class Flusher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.collect()
-                if self.due():
-                    self.write_pending()
-            except StoreError:
-                pass  # logged by write_pending; retried after the backoff
-            except WriterFailedError as e:
-                # The AOF cannot be made durable any more, so no change may
-                # go to the database (write-ahead) until the data directory
-                # is reopened; close() says so again.
-                log.error("flusher stopped: %s", e)
+            wait = self.cycle()
+            if wait is None:
                 return
-            except Exception:
-                log.exception("flusher cycle failed; retrying")
-            # A fixed cadence: a slow flush is not followed by a full interval
-            # of waiting, so the lag stays near interval + flush time.
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self._stop.wait(wait)
 
     # --- statistics -----------------------------------------------------------
 
@@ -334,13 +351,27 @@ class Flusher:
 
 
 class AsyncFlusher:
-    """The flusher as an asyncio task: ``take_changes()`` runs on the event
-    loop (where the engine mutates its state), the transaction in a worker
-    thread, so the loop never blocks on the database."""
+    """The flusher as an asyncio task: :meth:`Flusher.cycle` (taking the
+    changes, which waits for the AOF to be durable, and the transaction)
+    runs in a worker thread, so the loop never blocks on the disk or the
+    database. ``source`` must be safe to call from that thread (the
+    journal is)."""
 
     def __init__(self, store: Store, source: ChangeSource, **options: Any) -> None:
         self._flusher = Flusher(store, source, **options)
         self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @classmethod
+    def around(cls, flusher: Flusher) -> AsyncFlusher:
+        """The task face of an existing :class:`Flusher` (whose thread is
+        not started): ``AsyncPersistence`` shares its flusher's code and
+        statistics with the synchronous facade this way."""
+        self = cls.__new__(cls)
+        self._flusher = flusher
+        self._task = None
+        self._stopping = None
+        return self
 
     @property
     def flusher(self) -> Flusher:
@@ -352,19 +383,23 @@ class AsyncFlusher:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("the flusher is already running")
+        # Made here, on the running loop (an Event of Python 3.9 binds the
+        # loop current when it is made).
+        self._stopping = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="openmatch-flusher")
 
     async def flush(self) -> WriteResult | None:
-        self._flusher.collect()
-        return await asyncio.to_thread(self._flusher.write_pending)
+        return await asyncio.to_thread(self._flusher.flush)
 
     async def stop(self, *, final_flush: bool = True) -> None:
+        """Stops the task after the cycle in progress (not cancelled: its
+        thread could not be stopped anyway, and a flush after it must not
+        race it), then flushes what is left (raising :class:`StoreError`
+        if the database cannot take it)."""
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            assert self._stopping is not None
+            self._stopping.set()
+            await self._task
             self._task = None
         if final_flush:
             await self.flush()
@@ -377,15 +412,12 @@ class AsyncFlusher:
         await self.stop()
 
     async def _run(self) -> None:
-        f = self._flusher
-        while True:
-            started = time.monotonic()
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            wait = await asyncio.to_thread(self._flusher.cycle)
+            if wait is None:
+                return
             try:
-                f.collect()
-                if f.due():
-                    await asyncio.to_thread(f.write_pending)
-            except StoreError:
-                pass  # logged; retried after the backoff
-            except Exception:
-                log.exception("flusher cycle failed; retrying")
-            await asyncio.sleep(max(0.0, f.interval - (time.monotonic() - started)))
+                await asyncio.wait_for(self._stopping.wait(), wait)
+            except asyncio.TimeoutError:
+                pass

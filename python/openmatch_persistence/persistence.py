@@ -21,10 +21,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import (
@@ -57,10 +57,77 @@ log = logging.getLogger(__name__)
 SQLITE_FILENAME = "state.sqlite3"
 
 
-class Persistence:
-    """Durable state in ``data_dir``: the AOF in ``data_dir/aof``, the
-    snapshot in SQLite at ``data_dir/state.sqlite3`` or in PostgreSQL when a
-    ``database_url`` is given. Use :meth:`open`."""
+@dataclasses.dataclass(frozen=True)
+class _Opened:
+    """What opening a data directory produced, for either face."""
+
+    root: Path
+    store: Store
+    journal: _core.Journal
+    report: RecoveryReport
+    label: str
+    identity: DataDirIdentity
+
+    def discard(self) -> None:
+        """Releases what an open that nobody will use took (the directory
+        lock, the connections): for an open whose caller went away."""
+        try:
+            self.journal.close()
+        finally:
+            self.store.close()
+
+
+def _open_data_dir(
+    data_dir: str | os.PathLike[str],
+    *,
+    database_url: str | None,
+    fsync: _core.FsyncPolicy,
+    ignore_snapshot: bool,
+    max_connections: int,
+    adopt: bool,
+    create: bool,
+    schema: str | None,
+) -> _Opened:
+    """Opens and recovers ``data_dir`` (blocking): see :meth:`Persistence.open`."""
+    schema = store_schema(database_url, schema)  # before anything is created
+    root = Path(data_dir)
+    if not create:
+        require_data_dir(root)
+    existing = is_data_dir(root)
+    aof_dir = root / AOF_DIRNAME
+    # Durably (each new directory's parent fsynced): a crash must not
+    # lose the data dir under acknowledged appends.
+    _core.create_dir_durably(aof_dir)
+    identity = read_identity(root) or create_identity(root, existing=existing)
+    store = _bound_store(
+        root,
+        identity,
+        database_url=database_url,
+        schema=schema,
+        max_connections=max_connections,
+        adopt=adopt,
+    )
+    try:
+        journal, report = recover(
+            aof_dir, store, fsync, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
+        )
+    except BaseException:
+        store.close()
+        raise
+    if database_url is None:
+        label = f"sqlite:{root / SQLITE_FILENAME}"
+    else:
+        label = schema_label(mask_dsn(database_url), schema)
+    return _Opened(root, store, journal, report, label, identity)
+
+
+class PersistenceBase:
+    """What both faces share (:class:`Persistence`, and
+    :class:`~openmatch_persistence.async_persistence.AsyncPersistence`):
+    the parts of an open data directory, the reads, the snapshot and
+    compaction logic and when a compaction is due, and the order of
+    closing. Its methods block; a face decides where they run (the
+    caller's thread, or a worker thread of an event loop)."""
 
     def __init__(
         self,
@@ -84,7 +151,8 @@ class Persistence:
         self._journal = journal
         self._recovery = recovery
         # The journal's take_changes waits until the AOF behind the changes
-        # is durable: the database never gets ahead of the log.
+        # is durable: the database never gets ahead of the log. Each face
+        # runs the flusher's cycle its own way (a thread, a task).
         self._flusher = Flusher(store, journal, interval=flush_interval)
         self._policy = compaction
         self._compaction_lock = threading.Lock()
@@ -103,95 +171,25 @@ class Persistence:
         self._oldest_start = _core.aof_start(self.aof_dir) or 0
         self._arm_compaction()
         self._closed = False
-        self._flusher.start()
-
-    # --- opening --------------------------------------------------------------
 
     @classmethod
-    def open(
-        cls,
-        data_dir: str | os.PathLike[str],
+    def _from_opened(
+        cls: type[_Face],
+        opened: _Opened,
         *,
-        database_url: str | None = None,
-        fsync: _core.FsyncPolicy = "always",
-        flush_interval: float = 0.1,
-        compaction: CompactionPolicy | None = None,
-        ignore_snapshot: bool = False,
-        max_connections: int = 10,
-        adopt: bool = False,
-        create: bool = True,
-        schema: str | None = None,
-    ) -> Persistence:
-        """Opens (creating it if needed, unless ``create`` is false) and
-        recovers ``data_dir``. The database must be this data directory's:
-        one of another is refused (:class:`IdentityMismatchError`) before
-        anything is written; one of none is taken when it holds no snapshot,
-        or when ``adopt`` is true (see docs/storage.md, "Identity").
-
-        ``schema``: the PostgreSQL schema that holds this data directory's
-        tables, created by the migrations if missing, so that several data
-        directories share one database (docs/storage.md, "Schemas"). None
-        keeps the URL's own search_path (normally ``public``); SQLite takes
-        none but ``public``."""
-        schema = store_schema(database_url, schema)  # before anything is created
-        root = Path(data_dir)
-        if not create:
-            require_data_dir(root)
-        existing = is_data_dir(root)
-        aof_dir = root / AOF_DIRNAME
-        # Durably (each new directory's parent fsynced): a crash must not
-        # lose the data dir under acknowledged appends.
-        _core.create_dir_durably(aof_dir)
-        identity = read_identity(root) or create_identity(root, existing=existing)
-        store = _bound_store(
-            root,
-            identity,
-            database_url=database_url,
-            schema=schema,
-            max_connections=max_connections,
-            adopt=adopt,
-        )
-        try:
-            journal, report = recover(
-                aof_dir, store, fsync, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
-            )
-        except BaseException:
-            store.close()
-            raise
-        if database_url is None:
-            label = f"sqlite:{root / SQLITE_FILENAME}"
-        else:
-            label = schema_label(mask_dsn(database_url), schema)
+        flush_interval: float,
+        compaction: CompactionPolicy | None,
+    ) -> _Face:
         return cls(
-            root,
-            store,
-            journal,
-            report,
+            opened.root,
+            opened.store,
+            opened.journal,
+            opened.report,
             flush_interval=flush_interval,
             compaction=compaction if compaction is not None else CompactionPolicy(),
-            database_label=label,
-            identity=identity,
+            database_label=opened.label,
+            identity=opened.identity,
         )
-
-    # --- appending --------------------------------------------------------------
-
-    def append(self, op: _core.Operation) -> int:
-        """Appends one operation; returns its position once it is durable (as
-        the fsync policy promises) and applied. An operation that does not
-        fit the database schema (``InvalidValueError``) or would break an
-        invariant of the state (``OperationRefusedError``) writes nothing."""
-        position = self._journal.append(op)
-        self._maybe_compact(position)
-        return position
-
-    def append_many(self, ops: Iterable[_core.Operation]) -> int:
-        """Appends operations as one contiguous run of the AOF; returns the
-        position after the last. All or nothing: a bad operation (judged
-        after the ones before it in the batch) fails the call before
-        anything is written."""
-        position = self._journal.append_many(ops)
-        self._maybe_compact(position)
-        return position
 
     # --- reading ----------------------------------------------------------------
 
@@ -210,6 +208,10 @@ class Persistence:
     def position(self) -> int:
         """The position after the last acknowledged operation."""
         return self._journal.position
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def digest(self) -> str:
         return self._journal.state.digest()
@@ -230,16 +232,9 @@ class Persistence:
             "last_image_error": self._last_image_error,
         }
 
-    # --- flushing, snapshots, compaction ----------------------------------------
+    # --- snapshots, compaction (blocking) ---------------------------------------
 
-    def flush(self) -> WriteResult | None:
-        """Writes every change applied so far to the database now."""
-        return self._flusher.flush()
-
-    def snapshot(self) -> int:
-        """Makes the database hold the whole state at the current position:
-        its rows (one transaction) and its image (another); returns the
-        position."""
+    def _snapshot_now(self) -> int:
         target = self._journal.end
         result = self._flusher.flush()
         checkpoint = self._store.checkpoint()
@@ -276,14 +271,13 @@ class Persistence:
         self._last_image_error = None
         return position
 
-    def compact(self) -> CompactionReport:
-        """Rotate, snapshot, delete the covered segments (see compaction.py)."""
+    def _compact_now(self) -> CompactionReport:
         started = time.monotonic()
         with self._compaction_lock:
             # Every record before the rotation is durable once rotate
             # returns, and the journal applied each when it admitted it.
             rotated_at = self._journal.rotate()
-            covered = self.snapshot()
+            covered = self._snapshot_now()
             segments, nbytes = delete_covered_segments(self._journal, min(covered, rotated_at))
             _, oldest = aof_bytes_and_oldest(self.aof_dir)
             self._oldest_start = rotated_at if oldest is None else oldest
@@ -311,7 +305,10 @@ class Persistence:
         self._due_time: float = math.inf if max_age is None else self._oldest_since + max_age
 
     def _maybe_compact(self, position: int) -> None:
-        # Called after every append: two comparisons, no file system calls.
+        # Called after every append (the async face: after every group
+        # commit): two comparisons, no file system calls. A due compaction
+        # runs in a thread of its own under both faces, so an event loop
+        # never waits for it.
         if position <= self._due_position and time.monotonic() < self._due_time:
             return
         if self._policy is None or self._compacting or self._closed:
@@ -328,9 +325,10 @@ class Persistence:
         self._compaction_thread = thread
         thread.start()
 
-    def wait_compaction(self, timeout: float | None = None) -> bool:
-        """Waits for a background compaction that has started; True once
-        none runs."""
+    def _background_compaction(self) -> object:
+        return self._compact_now()
+
+    def _wait_compaction(self, timeout: float | None = None) -> bool:
         thread = self._compaction_thread
         if thread is None:
             return True
@@ -339,7 +337,7 @@ class Persistence:
 
     def _compact_in_background(self) -> None:
         try:
-            self.compact()
+            self._background_compaction()
             self._last_compaction_error = None
             self._compaction_failures_in_a_row = 0
         except OpenMatchPersistenceError as e:
@@ -353,20 +351,18 @@ class Persistence:
 
     # --- closing ----------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flushes what it can to the database, writes the state's image (so
-        the next open replays nothing), closes the AOF (fsync) and the store.
-        The database being down loses nothing: the AOF has every operation.
-        Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True  # and no compaction starts from now on
-        # One that already started finishes first: closing the writer under
-        # it would fail it halfway (after its rotation, before its snapshot).
-        self.wait_compaction()
+    def _close_now(self, stop_flusher: Callable[[], None]) -> None:
+        """The blocking part of closing, once ``_closed`` is set (so no
+        compaction starts any more): a started compaction finishes (closing
+        the writer under it would fail it halfway, after its rotation and
+        before its snapshot); ``stop_flusher`` stops the face's background
+        cycle; then a final flush, the state's image, the AOF (fsync) and
+        the store."""
+        self._wait_compaction()
         with self._compaction_lock:
             try:
-                self._flusher.stop(final_flush=True, timeout=30)
+                stop_flusher()
+                self._flusher.flush()
                 try:
                     checkpoint = self._store.checkpoint()
                     self._write_image(None if checkpoint is None else checkpoint.epoch_id)
@@ -377,6 +373,136 @@ class Persistence:
                     self._journal.close()
                 finally:
                     self._store.close()
+
+
+_Face = TypeVar("_Face", bound=PersistenceBase)
+
+
+class Persistence(PersistenceBase):
+    """Durable state in ``data_dir``: the AOF in ``data_dir/aof``, the
+    snapshot in SQLite at ``data_dir/state.sqlite3`` or in PostgreSQL when a
+    ``database_url`` is given. Use :meth:`open`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: Store,
+        journal: _core.Journal,
+        recovery: RecoveryReport,
+        *,
+        flush_interval: float,
+        compaction: CompactionPolicy | None,
+        database_label: str,
+        identity: DataDirIdentity,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            store,
+            journal,
+            recovery,
+            flush_interval=flush_interval,
+            compaction=compaction,
+            database_label=database_label,
+            identity=identity,
+        )
+        self._flusher.start()
+
+    # --- opening --------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        *,
+        database_url: str | None = None,
+        fsync: _core.FsyncPolicy = "always",
+        flush_interval: float = 0.1,
+        compaction: CompactionPolicy | None = None,
+        ignore_snapshot: bool = False,
+        max_connections: int = 10,
+        adopt: bool = False,
+        create: bool = True,
+        schema: str | None = None,
+    ) -> Persistence:
+        """Opens (creating it if needed, unless ``create`` is false) and
+        recovers ``data_dir``. The database must be this data directory's:
+        one of another is refused (:class:`IdentityMismatchError`) before
+        anything is written; one of none is taken when it holds no snapshot,
+        or when ``adopt`` is true (see docs/storage.md, "Identity").
+
+        ``schema``: the PostgreSQL schema that holds this data directory's
+        tables, created by the migrations if missing, so that several data
+        directories share one database (docs/storage.md, "Schemas"). None
+        keeps the URL's own search_path (normally ``public``); SQLite takes
+        none but ``public``."""
+        opened = _open_data_dir(
+            data_dir,
+            database_url=database_url,
+            fsync=fsync,
+            ignore_snapshot=ignore_snapshot,
+            max_connections=max_connections,
+            adopt=adopt,
+            create=create,
+            schema=schema,
+        )
+        return cls._from_opened(opened, flush_interval=flush_interval, compaction=compaction)
+
+    # --- appending --------------------------------------------------------------
+
+    def append(self, op: _core.Operation) -> int:
+        """Appends one operation; returns its position once it is durable (as
+        the fsync policy promises) and applied. An operation that does not
+        fit the database schema (``InvalidValueError``) or would break an
+        invariant of the state (``OperationRefusedError``) writes nothing."""
+        position = self._journal.append(op)
+        self._maybe_compact(position)
+        return position
+
+    def append_many(self, ops: Iterable[_core.Operation]) -> int:
+        """Appends operations as one contiguous run of the AOF; returns the
+        position after the last. All or nothing: a bad operation (judged
+        after the ones before it in the batch) fails the call before
+        anything is written."""
+        position = self._journal.append_many(ops)
+        self._maybe_compact(position)
+        return position
+
+    # --- flushing, snapshots, compaction ----------------------------------------
+
+    def flush(self) -> WriteResult | None:
+        """Writes every change applied so far to the database now."""
+        return self._flusher.flush()
+
+    def snapshot(self) -> int:
+        """Makes the database hold the whole state at the current position:
+        its rows (one transaction) and its image (another); returns the
+        position."""
+        return self._snapshot_now()
+
+    def compact(self) -> CompactionReport:
+        """Rotate, snapshot, delete the covered segments (see compaction.py)."""
+        return self._compact_now()
+
+    def _background_compaction(self) -> object:
+        # Through the public method, which a subclass (or a test) may wrap.
+        return self.compact()
+
+    def wait_compaction(self, timeout: float | None = None) -> bool:
+        """Waits for a background compaction that has started; True once
+        none runs."""
+        return self._wait_compaction(timeout)
+
+    # --- closing ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flushes what it can to the database, writes the state's image (so
+        the next open replays nothing), closes the AOF (fsync) and the store.
+        The database being down loses nothing: the AOF has every operation.
+        Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True  # and no compaction starts from now on
+        self._close_now(lambda: self._flusher.stop(final_flush=False, timeout=30))
 
     def __enter__(self) -> Persistence:
         return self

@@ -11,18 +11,24 @@ absolute 500,000 ops/s of batched appends the issue asks for).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from openmatch_persistence._core import AofWriter, Operation, _raw_fdatasync_loop, encode
-from openmatch_persistence.bench.redis_peer import RedisPeer, RespClient, resp_command
+from openmatch_persistence.bench.redis_peer import (
+    AsyncRespClient,
+    RedisPeer,
+    RespClient,
+    resp_command,
+)
 from openmatch_persistence.bench.workload import order_ops
 
 #: The record size of the physical baselines: about one encoded Order.
@@ -290,6 +296,121 @@ def persistence_case(
         shutil.rmtree(case_dir, ignore_errors=True)
 
 
+#: Operations an asyncio case may append per second of its slice, over all
+#: its tasks (fresh orders, made before the clock starts).
+ASYNC_POOL_RATE = 400_000
+
+
+def async_pools(tasks: int, duration: float) -> list[Sequence[Operation]]:
+    per_task = int(ASYNC_POOL_RATE * duration / tasks) + 8
+    return [order_ops(per_task, first=(t + 1) << 40) for t in range(tasks)]
+
+
+def run_tasks(
+    tasks: int, duration: float, work: Callable[[int], Awaitable[int]]
+) -> Callable[[], Awaitable[tuple[int, float]]]:
+    """A coroutine function that runs ``work(i)`` (one call = some
+    operations) in ``tasks`` tasks until ``duration`` passes; returns total
+    operations and elapsed time. The asyncio twin of :func:`run_threads`."""
+
+    async def measure() -> tuple[int, float]:
+        counts = [0] * tasks
+        stop = False
+
+        async def loop(i: int) -> None:
+            while not stop:
+                counts[i] += await work(i)
+
+        t0 = time.perf_counter()
+        running = [asyncio.ensure_future(loop(i)) for i in range(tasks)]
+        await asyncio.sleep(duration)
+        stop = True
+        await asyncio.gather(*running)
+        return sum(counts), time.perf_counter() - t0
+
+    return measure
+
+
+def async_case(
+    directory: Path,
+    key: str,
+    label: str,
+    pools: list[Sequence[Operation]],
+    duration: float,
+    flusher: bool = True,
+) -> Row:
+    """``AsyncPersistence.append`` under ``fsync="always"`` from one asyncio
+    task per pool, one operation per call: the journal, the group commit
+    across tasks, and (``flusher``) the SQLite flusher every 100 ms, as an
+    asyncio service runs it."""
+    from openmatch_persistence.async_persistence import AsyncPersistence
+    from openmatch_persistence.compaction import CompactionPolicy
+
+    case_dir = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=directory))
+    positions = [0] * len(pools)
+
+    async def main() -> tuple[int, float, dict[str, object]]:
+        p = await AsyncPersistence.open(
+            case_dir,
+            fsync="always",
+            compaction=CompactionPolicy(None, None),
+            # Without the flusher: its first cycle at the open, the next
+            # long after the slice (the close flushes everything).
+            flush_interval=0.1 if flusher else 3600.0,
+        )
+        try:
+            append = p.append
+
+            async def work(i: int) -> int:
+                at = positions[i]
+                pool = pools[i]
+                if at + 8 > len(pool):
+                    raise RuntimeError(f"{key}: its pool of fresh orders ran out; enlarge it")
+                positions[i] = at + 8
+                for op in pool[at : at + 8]:
+                    await append(op)
+                return 8
+
+            total, seconds = await run_tasks(len(pools), duration, work)()
+            return total, seconds, p.stats()["writer"]
+        finally:
+            await p.close()
+
+    try:
+        total, seconds, stats = asyncio.run(main())
+    finally:
+        shutil.rmtree(case_dir, ignore_errors=True)
+    note = "journal + SQLite flusher" if flusher else "journal, flusher idle"
+    note += f"; {stats['records_per_fsync']:.1f} rec/fsync"
+    return Row(key, label, total, seconds, stats["fsyncs"], note)  # type: ignore[arg-type]
+
+
+def redis_async_case(peer: RedisPeer, clients: int, duration: float, payload: bytes) -> Row:
+    """Redis driven by ``clients`` asyncio tasks on one loop, each with its
+    own connection, one command and one reply at a time."""
+    key = f"redis_async_{clients}"
+    label = f"Redis appendfsync always, asyncio, {clients} clients"
+    command = resp_command(b"RPUSH", b"openmatch-bench-async", payload)
+
+    async def main() -> tuple[int, float]:
+        conns = [await AsyncRespClient.connect(peer.port) for _ in range(clients)]
+        try:
+
+            async def work(i: int) -> int:
+                conn = conns[i]
+                for _ in range(8):
+                    await conn.call(command)
+                return 8
+
+            return await run_tasks(clients, duration, work)()
+        finally:
+            for c in conns:
+                await c.close()
+
+    total, seconds = asyncio.run(main())
+    return Row(key, label, total, seconds, None, "")
+
+
 def redis_case(peer: RedisPeer, clients: int, duration: float, payload: bytes) -> Row:
     key = f"redis_{clients}"
     label = f"Redis appendfsync always, {clients} clients"
@@ -321,6 +442,10 @@ def redis_case(peer: RedisPeer, clients: int, duration: float, payload: bytes) -
 THREADS = (1, 4, 16, 64)
 BATCHES = (1, 100, 10_000)
 REDIS_CLIENTS = (1, 16, 64)
+REDIS_ASYNC_CLIENTS = (64,)
+#: AsyncPersistence cases (issue 15): concurrent tasks, with the flusher.
+#: 1,000 tasks also without it, to show what the flusher's GIL time costs.
+ASYNC_CASES = ((1, True), (64, True), (1000, True), (1000, False))
 #: key, label, fsync policy, threads, batch (0: one operation per append).
 PERSISTENCE_CASES = (
     ("persist_always_1", "Persistence.append always, 1 thread", "always", 1, 0),
@@ -391,6 +516,23 @@ def run(
             return persistence_case(scratch, key, label, fsync, pools, batch, slice_)
 
         cases.append((key, persistence_thunk))
+    for tasks, flusher in ASYNC_CASES:
+        async_key = f"async_{tasks}" if flusher else f"async_{tasks}_noflush"
+        plural = "s" if tasks > 1 else ""
+        async_label = f"AsyncPersistence.append always, {tasks:,} task{plural}"
+        if not flusher:
+            async_label += ", flusher idle"
+        pools_ = async_pools(tasks, slice_)
+
+        def async_thunk(
+            key: str = async_key,
+            label: str = async_label,
+            pools: list[Sequence[Operation]] = pools_,
+            flusher: bool = flusher,
+        ) -> Row:
+            return async_case(scratch, key, label, pools, slice_, flusher)
+
+        cases.append((async_key, async_thunk))
     for policy in ("everysec", "no"):
         for t in (1, 16):
             plural = "s" if t > 1 else ""
@@ -411,8 +553,12 @@ def run(
     def redis_thunk(running: RedisPeer, clients: int) -> tuple[str, Callable[[], Row]]:
         return f"redis_{clients}", lambda: redis_case(running, clients, slice_, payload)
 
+    def redis_async_thunk(running: RedisPeer, clients: int) -> tuple[str, Callable[[], Row]]:
+        return f"redis_async_{clients}", lambda: redis_async_case(running, clients, slice_, payload)
+
     if peer is not None:
         cases += [redis_thunk(peer, c) for c in REDIS_CLIENTS]
+        cases += [redis_async_thunk(peer, c) for c in REDIS_ASYNC_CLIENTS]
 
     best: dict[str, Row] = {}
     try:
@@ -432,6 +578,10 @@ def run(
     if peer is None:
         for c in REDIS_CLIENTS:
             report.rows.append(Row(f"redis_{c}", f"Redis appendfsync always, {c} clients"))
+        for c in REDIS_ASYNC_CLIENTS:
+            report.rows.append(
+                Row(f"redis_async_{c}", f"Redis appendfsync always, asyncio, {c} clients")
+            )
     for row in report.rows:
         if row.key.startswith("redis"):
             row.note = redis_note
@@ -481,6 +631,30 @@ def targets(report: Report) -> list[Target]:
                 "Persistence always, 16 threads / Redis, 16 clients",
                 ratio("persist_always_16", "redis_16"),
                 2.0,
+                "x",
+            )
+        )
+    # The asyncio face (issue 15).
+    out += [
+        Target(
+            "AsyncPersistence always, 1,000 tasks / raw Rust write+fdatasync",
+            ratio("async_1000", "raw_rust"),
+            20.0,
+            "x",
+        ),
+        Target(
+            "AsyncPersistence always, 64 tasks / raw Rust write+fdatasync",
+            ratio("async_64", "raw_rust"),
+            10.0,
+            "x",
+        ),
+    ]
+    if rate("redis_async_64") > 0:
+        out.append(
+            Target(
+                "AsyncPersistence always, 1,000 tasks / Redis, asyncio, 64 clients",
+                ratio("async_1000", "redis_async_64"),
+                1.5,
                 "x",
             )
         )

@@ -3,11 +3,13 @@ peer the fsync benchmark compares against.
 
 Spoken to in raw RESP over sockets: one command, one reply, no pipelining,
 the same one-record-per-call shape as the writer's threads, and no client
-library to install.
+library to install; from threads (:class:`RespClient`) or from asyncio
+tasks (:class:`AsyncRespClient`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -49,6 +51,40 @@ class RespClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+class AsyncRespClient:
+    """One asyncio connection (streams), one command and one reply at a
+    time: the asyncio peer of :class:`RespClient`.
+
+    redis-py's asyncio client is not a dependency of this package (nor
+    installed where the benchmark ran), and it would add its own Python per
+    command (connection pool, response parser, retries), which would make
+    Redis look slower than the server is. This client does the least an
+    asyncio client can: write the command, read the one-line reply."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int) -> AsyncRespClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def call(self, command: bytes) -> bytes:
+        self.writer.write(command)
+        line = await self.reader.readline()
+        if not line or line.startswith(b"-"):
+            raise RuntimeError(f"redis replied {line!r}")
+        return line
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
 
 
 class RedisPeer:

@@ -28,7 +28,17 @@ pub(crate) fn journal_error(py: Python<'_>, e: JournalError) -> PyErr {
         JournalError::Writer(w) => writer_error(py, w),
         JournalError::Refused { index, violation } => refused_error(py, violation, Some(index)),
         e @ (JournalError::Unfit { .. } | JournalError::Encode { .. }) => {
-            invalid_value(e.to_string())
+            let index = match &e {
+                JournalError::Unfit { index, .. } | JournalError::Encode { index, .. } => *index,
+                _ => unreachable!(),
+            };
+            let err = invalid_value(e.to_string());
+            // Like `OperationRefusedError.index`: which operation of the
+            // caller's batch is at fault (`GroupCommit` counts it in the
+            // batch of the call that submitted it). Setting an attribute
+            // on a fresh exception cannot fail.
+            let _ = err.value(py).setattr("index", index);
+            err
         }
         JournalError::Scan(s) => scan_error(s),
         e @ JournalError::Unrecoverable { .. } => RecoveryError::new_err(e.to_string()),
@@ -74,7 +84,7 @@ fn replayed_dict<'py>(py: Python<'py>, r: &Replayed) -> PyResult<Bound<'py, PyDi
 /// the database and readers may see (only what is acknowledged/durable).
 #[pyclass(frozen, module = "openmatch_persistence._core", name = "Journal")]
 pub struct Journal {
-    inner: Arc<core::Journal>,
+    pub(crate) inner: Arc<core::Journal>,
 }
 
 #[pymethods]

@@ -10,6 +10,7 @@ mod codec;
 mod convert;
 mod errors;
 mod gc_pause;
+mod group_commit;
 mod journal;
 mod model;
 mod rows;
@@ -29,5 +30,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     segments::register(m)?;
     journal::register(m)?;
     rows::register(m)?;
+    group_commit::register(m)?;
     Ok(())
 }

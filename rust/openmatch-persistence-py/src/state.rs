@@ -746,8 +746,10 @@ impl State {
 
     /// The state of an image made by `to_image`. Raises `InvalidValueError`
     /// for a damaged image (bad magic, version, checksum or body).
+    /// `track_changes=False`: a copy nobody takes changes from (see `State()`).
     #[staticmethod]
-    fn from_image(py: Python<'_>, data: PyBackedBytes) -> PyResult<State> {
+    #[pyo3(signature = (data, *, track_changes = true))]
+    fn from_image(py: Python<'_>, data: PyBackedBytes, track_changes: bool) -> PyResult<State> {
         let bytes: &[u8] = &data;
         let inner = py
             .detach(|| {
@@ -756,7 +758,11 @@ impl State {
                     .and_then(|snap| st::State::from_snapshot(snap).map_err(|e| e.to_string()))
             })
             .map_err(invalid_value)?;
-        Ok(State::owned(inner))
+        Ok(State::owned(if track_changes {
+            inner
+        } else {
+            inner.without_change_tracking()
+        }))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
