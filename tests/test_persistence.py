@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultkit import NO_COMPACTION, replay_digest, victim_stream
@@ -330,3 +331,40 @@ def test_reading_the_state_while_other_threads_append_is_safe(tmp_path: Path) ->
             reader.join()
         assert p.state.position == p.position
     assert errors == []
+
+
+def test_appends_wait_for_a_slow_flusher_but_not_for_a_failing_database(tmp_path: Path) -> None:
+    ops = take(3000, seed=21)
+    with Persistence.open(tmp_path / "slow", max_flush_lag=0.05, flush_interval=0.01) as p:
+        write = p._store.write_changes
+
+        def slow(batch: Any) -> Any:
+            time.sleep(0.2)  # a database that takes writes, slowly
+            return write(batch)
+
+        p._store.write_changes = slow  # type: ignore[method-assign]
+        for op in ops[:1500]:
+            p.append(op)
+        assert p.stats()["held_back_seconds"] > 0
+    with Persistence.open(tmp_path / "down", max_flush_lag=0.05, flush_interval=0.01) as p:
+        write = p._store.write_changes
+
+        def down(batch: Any) -> Any:
+            time.sleep(0.2)
+            raise om.StoreError("the database is down (test)")
+
+        p._store.write_changes = down  # type: ignore[method-assign]
+        p.append(ops[0])
+        deadline = time.monotonic() + 30
+        while not p.stats()["flusher"]["consecutive_failures"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = p.stats()["held_back_seconds"]
+        for op in ops[1:1500]:
+            p.append(op)
+        # Nothing held back while the database fails: the AOF has it all.
+        assert p.stats()["flusher"]["consecutive_failures"] > 0
+        assert p.stats()["held_back_seconds"] == held
+        p._store.write_changes = write  # type: ignore[method-assign]
+        # (close() flushes what the database missed once it is back)
+    with Persistence.open(tmp_path / "down") as p:
+        assert p.digest() == replay_digest(ops[:1500])

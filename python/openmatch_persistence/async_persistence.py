@@ -27,7 +27,12 @@ from typing import Literal, TypeVar
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy, CompactionReport
 from openmatch_persistence.flusher import AsyncFlusher
-from openmatch_persistence.persistence import PersistenceBase, _open_data_dir, _Opened
+from openmatch_persistence.persistence import (
+    DEFAULT_MAX_FLUSH_LAG,
+    PersistenceBase,
+    _open_data_dir,
+    _Opened,
+)
 from openmatch_persistence.store.base import WriteResult
 
 _T = TypeVar("_T")
@@ -112,6 +117,7 @@ class AsyncPersistence(PersistenceBase):
         *,
         flush_interval: float,
         compaction: CompactionPolicy | None,
+        max_flush_lag: float | None = None,
     ) -> None:
         """Made by :meth:`open`, on the loop it binds to."""
         super().__init__(
@@ -123,6 +129,7 @@ class AsyncPersistence(PersistenceBase):
             compaction=compaction if compaction is not None else CompactionPolicy(),
             database_label=opened.label,
             identity=opened.identity,
+            max_flush_lag=max_flush_lag,
         )
         self._loop = asyncio.get_running_loop()
         # The state as of the last completed group commit. The journal's
@@ -156,6 +163,7 @@ class AsyncPersistence(PersistenceBase):
         adopt: bool = False,
         create: bool = True,
         schema: str | None = None,
+        max_flush_lag: float | None = DEFAULT_MAX_FLUSH_LAG,
     ) -> AsyncPersistence:
         """As :meth:`Persistence.open`, in a worker thread. Cancelled while
         the thread recovers, the open completes there and is closed again
@@ -178,7 +186,13 @@ class AsyncPersistence(PersistenceBase):
             # The copy of the state that reads use (see __init__), from the
             # recovered state's image: one encode and decode, in the thread.
             acknowledged = await asyncio.to_thread(_acknowledged_copy, opened.journal)
-            self = cls(opened, acknowledged, flush_interval=flush_interval, compaction=compaction)
+            self = cls(
+                opened,
+                acknowledged,
+                flush_interval=flush_interval,
+                compaction=compaction,
+                max_flush_lag=max_flush_lag,
+            )
             await self._runner.start()
         except BaseException:
             await asyncio.to_thread(opened.discard)
@@ -220,7 +234,10 @@ class AsyncPersistence(PersistenceBase):
         # future of this one.
         future: asyncio.Future[int] = self._loop.create_future()
         self._group.submit((op,), future)
-        return await future
+        position = await future
+        if self._flusher_behind():
+            await asyncio.to_thread(self._wait_for_flusher)
+        return position
 
     async def append_many(self, ops: Iterable[_core.Operation]) -> int:
         """Appends operations as one contiguous run of the AOF, all or
@@ -228,7 +245,10 @@ class AsyncPersistence(PersistenceBase):
         before it, for none)."""
         future: asyncio.Future[int] = self._loop.create_future()
         self._group.submit(ops, future)
-        return await future
+        position = await future
+        if self._flusher_behind():
+            await asyncio.to_thread(self._wait_for_flusher)
+        return position
 
     # --- flushing, snapshots, compaction ----------------------------------------
 

@@ -327,6 +327,16 @@ class Flusher:
 
     # --- statistics -----------------------------------------------------------
 
+    def lag_over(self, limit: float) -> bool:
+        """Whether the oldest change taken and not yet written is older
+        than ``limit`` seconds, while the database takes writes (a failing
+        flusher is not "behind": the AOF keeps everything until it is back)."""
+        with self._lock:
+            if self._consecutive:
+                return False
+            since = [p.since for p in (self._pending, self._inflight) if p and p.since is not None]
+            return bool(since) and self._clock() - min(since) > limit
+
     def stats(self) -> FlusherStats:
         with self._lock:
             parts = [p for p in (self._pending, self._inflight) if p is not None]

@@ -55,6 +55,9 @@ from openmatch_persistence.store.base import Store, WriteResult, schema_label
 log = logging.getLogger(__name__)
 
 SQLITE_FILENAME = "state.sqlite3"
+#: Seconds the oldest change not yet in the database may age before appends
+#: wait for the flusher (``max_flush_lag``).
+DEFAULT_MAX_FLUSH_LAG = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +143,7 @@ class PersistenceBase:
         compaction: CompactionPolicy | None,
         database_label: str,
         identity: DataDirIdentity,
+        max_flush_lag: float | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.aof_dir = data_dir / AOF_DIRNAME
@@ -154,6 +158,10 @@ class PersistenceBase:
         # is durable: the database never gets ahead of the log. Each face
         # runs the flusher's cycle its own way (a thread, a task).
         self._flusher = Flusher(store, journal, interval=flush_interval)
+        self._max_flush_lag = max_flush_lag
+        self._lag_check_at = 0.0
+        #: Seconds appends waited for the flusher (``max_flush_lag``).
+        self._held_back = 0.0
         self._policy = compaction
         self._compaction_lock = threading.Lock()
         self._compacting = False
@@ -179,6 +187,7 @@ class PersistenceBase:
         *,
         flush_interval: float,
         compaction: CompactionPolicy | None,
+        max_flush_lag: float | None,
     ) -> _Face:
         return cls(
             opened.root,
@@ -189,7 +198,37 @@ class PersistenceBase:
             compaction=compaction if compaction is not None else CompactionPolicy(),
             database_label=opened.label,
             identity=opened.identity,
+            max_flush_lag=max_flush_lag,
         )
+
+    # --- holding appends back -------------------------------------------------
+
+    def _flusher_behind(self) -> bool:
+        """Whether the next append should wait for the flusher: the oldest
+        change not yet in the database is older than ``max_flush_lag``.
+        Looked at most every 10 ms, so the check costs an append nothing."""
+        limit = self._max_flush_lag
+        if limit is None:
+            return False
+        now = time.monotonic()
+        if now < self._lag_check_at:
+            return False
+        self._lag_check_at = now + 0.01
+        return self._flusher.lag_over(limit)
+
+    def _wait_for_flusher(self) -> None:
+        """Blocks (without the GIL, in sleeps) until the flusher is back
+        under half of ``max_flush_lag``, or fails, or the face closes. The
+        changes not yet written are held in memory: bounding their age
+        bounds that memory, whatever the append rate (docs/fsync-policies.md,
+        "Flush lag")."""
+        limit = self._max_flush_lag
+        if limit is None:
+            return
+        started = time.monotonic()
+        while not self._closed and self._flusher.lag_over(limit / 2):
+            time.sleep(0.002)
+        self._held_back += time.monotonic() - started
 
     # --- reading ----------------------------------------------------------------
 
@@ -230,6 +269,7 @@ class PersistenceBase:
             "compaction_failures_in_a_row": self._compaction_failures_in_a_row,
             "last_compaction_error": self._last_compaction_error,
             "last_image_error": self._last_image_error,
+            "held_back_seconds": self._held_back,
         }
 
     # --- snapshots, compaction (blocking) ---------------------------------------
@@ -394,6 +434,7 @@ class Persistence(PersistenceBase):
         compaction: CompactionPolicy | None,
         database_label: str,
         identity: DataDirIdentity,
+        max_flush_lag: float | None = None,
     ) -> None:
         super().__init__(
             data_dir,
@@ -404,6 +445,7 @@ class Persistence(PersistenceBase):
             compaction=compaction,
             database_label=database_label,
             identity=identity,
+            max_flush_lag=max_flush_lag,
         )
         self._flusher.start()
 
@@ -423,6 +465,7 @@ class Persistence(PersistenceBase):
         adopt: bool = False,
         create: bool = True,
         schema: str | None = None,
+        max_flush_lag: float | None = DEFAULT_MAX_FLUSH_LAG,
     ) -> Persistence:
         """Opens (creating it if needed, unless ``create`` is false) and
         recovers ``data_dir``. The database must be this data directory's:
@@ -434,7 +477,13 @@ class Persistence(PersistenceBase):
         tables, created by the migrations if missing, so that several data
         directories share one database (docs/storage.md, "Schemas"). None
         keeps the URL's own search_path (normally ``public``); SQLite takes
-        none but ``public``."""
+        none but ``public``.
+
+        ``max_flush_lag``: when the oldest change not yet in the database is
+        older than this many seconds while the database takes writes, an
+        append waits (after it is durable) until the flusher is back under
+        half of it; None never waits. A database that fails holds nothing
+        back: the AOF keeps every operation until it is back."""
         opened = _open_data_dir(
             data_dir,
             database_url=database_url,
@@ -445,7 +494,12 @@ class Persistence(PersistenceBase):
             create=create,
             schema=schema,
         )
-        return cls._from_opened(opened, flush_interval=flush_interval, compaction=compaction)
+        return cls._from_opened(
+            opened,
+            flush_interval=flush_interval,
+            compaction=compaction,
+            max_flush_lag=max_flush_lag,
+        )
 
     # --- appending --------------------------------------------------------------
 
@@ -456,6 +510,8 @@ class Persistence(PersistenceBase):
         invariant of the state (``OperationRefusedError``) writes nothing."""
         position = self._journal.append(op)
         self._maybe_compact(position)
+        if self._flusher_behind():
+            self._wait_for_flusher()
         return position
 
     def append_many(self, ops: Iterable[_core.Operation]) -> int:
@@ -465,6 +521,8 @@ class Persistence(PersistenceBase):
         anything is written."""
         position = self._journal.append_many(ops)
         self._maybe_compact(position)
+        if self._flusher_behind():
+            self._wait_for_flusher()
         return position
 
     # --- flushing, snapshots, compaction ----------------------------------------

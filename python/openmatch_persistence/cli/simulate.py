@@ -326,6 +326,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"  flush          {flusher['flushes']} flushes, {flusher['rows_written']:,} rows; "
         f"lag p99 {measured['flush_lag_p99']:.3f} s, at the end {flusher['seconds_behind']:.3f} s"
     )
+    if stats["held_back_seconds"] >= 0.001:
+        print(
+            f"  held back      appends waited {stats['held_back_seconds']:.2f} s for the flusher "
+            "(max_flush_lag)"
+        )
     print(f"  memory         {measured['rss_max_bytes'] / 2**20:,.0f} MiB resident at most")
     print(f"  compactions    {stats['compactions']} ({stats['compaction_failures']} failed)")
     print(
