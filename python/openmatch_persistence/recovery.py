@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from openmatch_persistence import _core, repair
 from openmatch_persistence.errors import (
@@ -39,7 +39,7 @@ from openmatch_persistence.errors import (
     RecoveryError,
     StoreError,
 )
-from openmatch_persistence.store.base import LoadedState, Store
+from openmatch_persistence.store.base import LoadedState, StateImage, Store
 
 log = logging.getLogger(__name__)
 
@@ -119,29 +119,95 @@ class _Base:
     epoch: int | None
 
 
-def _check_written_for(
-    what: str, written_for: uuid.UUID | None, data_dir_id: uuid.UUID | None
-) -> None:
-    """A snapshot stamped with another data directory's id is not loaded,
-    whatever ``persistence_identity`` says (belt and braces: ``claim``
-    stamps the unstamped ones it adopts)."""
-    if data_dir_id is not None and written_for is not None and written_for != data_dir_id:
-        raise IdentityMismatchError(
-            f"the database's {what} was written for data directory id {written_for}, "
-            f"not this one ({data_dir_id}): refusing to load it",
-            data_dir_id=data_dir_id,
-            database_id=written_for,
+@dataclass(frozen=True)
+class SeenSnapshot:
+    """What recovery knows of a snapshot in the database before loading it:
+    the state image or the rows' checkpoint."""
+
+    position: int
+    #: The data directory it was written for (None: before identities).
+    written_for: uuid.UUID | None
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where recovery starts: the image, the rows at their checkpoint, or an
+    empty state at position 0 (``source`` None)."""
+
+    source: Literal["image", "rows"] | None
+    position: int = 0
+    epoch: int | None = None
+
+
+def decide_start(
+    *,
+    aof_dir: Path,
+    aof_start: int | None,
+    image: SeenSnapshot | None,
+    checkpoint: SeenSnapshot | None,
+    ignore_snapshot: bool = False,
+    data_dir_id: uuid.UUID | None = None,
+) -> Start:
+    """The one rule of where recovery starts, a function of what it found
+    (tests/test_recovery_start.py takes it case by case):
+
+    * a snapshot stamped with another data directory is refused
+      (``IdentityMismatchError``), whatever else there is;
+    * the image first, then the rows, each only when compaction has not
+      removed the AOF it continues from (its position is at or after the
+      AOF's first segment); ``image`` None means none, unreadable or
+      damaged;
+    * with neither: an empty state, if the AOF still starts at 0; else the
+      operations before the AOF's start exist nowhere, and recovery refuses
+      (``RecoveryError``), naming a database restored from an older backup
+      when a snapshot predates the AOF.
+
+    ``aof_dir`` only names the directory in messages."""
+    usable_from = aof_start or 0
+    candidates: list[tuple[Literal["image", "rows"], SeenSnapshot]] = []
+    found: list[tuple[Literal["image", "rows"], SeenSnapshot | None, str]] = [
+        ("image", image, "state image"),
+        ("rows", checkpoint, "checkpoint"),
+    ]
+    if not ignore_snapshot:
+        for source, seen, what in found:
+            if seen is None:
+                continue
+            if data_dir_id is not None and seen.written_for not in (None, data_dir_id):
+                raise IdentityMismatchError(
+                    f"the database's {what} was written for data directory id "
+                    f"{seen.written_for}, not this one ({data_dir_id}): refusing to load it",
+                    data_dir_id=data_dir_id,
+                    database_id=seen.written_for,
+                )
+            candidates.append((source, seen))
+    for source, seen in candidates:
+        if seen.position >= usable_from:
+            return Start(source, seen.position, seen.epoch)
+    if usable_from == 0:
+        return Start(None)
+    too_old = max((seen.position for _, seen in candidates), default=None)
+    if too_old is not None:
+        # A database restored from a backup older than the last compaction.
+        raise RecoveryError(
+            f"the database's snapshot is at position {too_old}, but compaction removed the "
+            f"AOF before position {usable_from} in {aof_dir}: the operations between them "
+            "are in neither (was the database restored from an older backup?)"
         )
+    why = "--ignore-snapshot was given" if ignore_snapshot else "the database has no snapshot"
+    raise RecoveryError(
+        f"{why}, but compaction removed the AOF before position {usable_from} in "
+        f"{aof_dir}: the operations before it exist only in the snapshot"
+    )
 
 
 def _load_base(
     aof_dir: Path, store: Store, ignore_snapshot: bool, data_dir_id: uuid.UUID | None = None
 ) -> _Base:
-    first = _core.aof_start(aof_dir) if aof_dir.is_dir() else None
-    usable_from = 0 if first is None else first
-    #: The position of a snapshot that exists but predates the AOF's start.
-    too_old: int | None = None
-    base: _Base | None = None
+    aof_start = _core.aof_start(aof_dir) if aof_dir.is_dir() else None
+    image: StateImage | None = None
+    checkpoint = None
     if not ignore_snapshot:
         try:
             image = store.load_image()
@@ -149,51 +215,36 @@ def _load_base(
             # Unreadable is damaged: the rows are the fallback. (A database
             # that is down fails again, with its own error, just below.)
             log.warning("cannot read the state image, using the rows: %s", e)
-            image = None
-        if image is not None:
-            _check_written_for("state image", image.data_dir_id, data_dir_id)
-        if image is not None and image.position < usable_from:
-            too_old = image.position
-        elif image is not None:
+        checkpoint = store.checkpoint()
+    while True:
+        start = decide_start(
+            aof_dir=aof_dir,
+            aof_start=aof_start,
+            image=None if image is None else SeenSnapshot(image.position, image.data_dir_id),
+            checkpoint=None
+            if checkpoint is None
+            else SeenSnapshot(checkpoint.position, checkpoint.data_dir_id, checkpoint.epoch_id),
+            ignore_snapshot=ignore_snapshot,
+            data_dir_id=data_dir_id,
+        )
+        if start.source == "image" and image is not None:
             try:
                 state = _core.State.from_image(image.data)
             except InvalidValueError as e:
                 log.warning(
                     "state image at position %d is damaged, using the rows: %s", image.position, e
                 )
-            else:
-                base = _Base(state, "image", image.position, image.epoch_id)
-        if base is None:
-            checkpoint = store.checkpoint()
-            if checkpoint is not None:
-                _check_written_for("checkpoint", checkpoint.data_dir_id, data_dir_id)
-            if checkpoint is not None and checkpoint.position < usable_from:
-                too_old = (
-                    checkpoint.position if too_old is None else max(too_old, checkpoint.position)
-                )
-            elif checkpoint is not None:
-                # The hot part of the rows, through indexes; the whole
-                # history only for a checkpoint written before the clock
-                # was kept (from_snapshot then keeps its hot part).
-                hot = store.load_hot_state()
-                state = state_from_snapshot(store.load_state()) if hot is None else hot.state()
-                base = _Base(state, "rows", state.position, checkpoint.epoch_id)
-    if base is not None:
-        return base
-    if usable_from > 0:
-        if too_old is not None:
-            # A database restored from a backup older than the last compaction.
-            raise RecoveryError(
-                f"the database's snapshot is at position {too_old}, but compaction removed the "
-                f"AOF before position {usable_from} in {aof_dir}: the operations between them "
-                "are in neither (was the database restored from an older backup?)"
-            )
-        why = "--ignore-snapshot was given" if ignore_snapshot else "the database has no snapshot"
-        raise RecoveryError(
-            f"{why}, but compaction removed the AOF before position {usable_from} in "
-            f"{aof_dir}: the operations before it exist only in the snapshot"
-        )
-    return _Base(_core.State(), None, 0, None)
+                image = None  # and decide again without it
+                continue
+            return _Base(state, "image", image.position, image.epoch_id)
+        if start.source == "rows":
+            # The hot part of the rows, through indexes; the whole history
+            # only for a checkpoint written before the clock was kept
+            # (from_snapshot then keeps its hot part).
+            hot = store.load_hot_state()
+            state = state_from_snapshot(store.load_state()) if hot is None else hot.state()
+            return _Base(state, "rows", state.position, start.epoch)
+        return _Base(_core.State(), None, 0, None)
 
 
 def recover(
