@@ -673,6 +673,7 @@ def check_fits_store(op: Operation) -> None: ...
 
 # --- rows of the stores (rows.rs) ---------------------------------------------
 
+STORE_LIMITS: Final[dict[str, int]]
 SQLITE_ORDER_COLUMNS: Final[list[str]]
 SQLITE_TRADE_COLUMNS: Final[list[str]]
 

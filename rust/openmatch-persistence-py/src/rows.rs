@@ -392,7 +392,21 @@ fn pg_copy_trades<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
+/// The limits of the engine's SQL schema that every append is checked
+/// against (`openmatch_aof::store_fit`); `tests/test_schema_limits.py` ties
+/// them to the migrated columns.
+fn store_limits<'py>(py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    use openmatch_aof::store_fit as fit;
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("numeric_scale", fit::NUMERIC_SCALE)?;
+    d.set_item("numeric_integer_digits", fit::NUMERIC_INTEGER_DIGITS)?;
+    d.set_item("market_len", fit::MARKET_LEN)?;
+    d.set_item("asset_len", fit::ASSET_LEN)?;
+    Ok(d)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("STORE_LIMITS", store_limits(m.py())?)?;
     m.add_function(wrap_pyfunction!(pg_copy_orders, m)?)?;
     m.add_function(wrap_pyfunction!(pg_copy_trades, m)?)?;
     m.add("SQLITE_ORDER_COLUMNS", ORDER_COLUMNS.to_vec())?;
