@@ -298,12 +298,13 @@ def test_migrate_info_and_source(tmp_path: Path, capsys: pytest.CaptureFixture[s
     source.mkdir()
     first, *rest = sorted(SQLITE_MIGRATIONS.glob("*.sql"))
     shutil.copy(first, source)
-    d = ["--data-dir", str(tmp_path / "db")]
+    # A database file of its own (sqlx's URL form): migrate makes no data dir.
+    d = ["--database-url", f"sqlite:{tmp_path / 'db.sqlite3'}"]
     # info changes nothing: no database file appears.
     assert main(["migrate", "info", *d, "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)["migrations"]
     assert {e["state"] for e in entries} == {"pending"} and len(entries) == 1 + len(rest)
-    assert not (tmp_path / "db").exists()
+    assert not (tmp_path / "db.sqlite3").exists()
     assert main(["migrate", *d, "--source", str(source), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["applied"] == [entries[0]["version"]]
     assert main(["migrate", "info", *d]) == 0

@@ -232,3 +232,15 @@ def test_aof_commands_take_a_data_dir_and_refuse_a_path_with_no_segment(
             assert main(["aof", args[0], str(path), *args[1:]]) == 2
             captured = capsys.readouterr()
             assert "clean" not in captured.out and "error" in captured.err
+
+
+def test_migrate_of_the_embedded_database_needs_an_existing_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENMATCH_DATABASE_URL", raising=False)
+    assert main(["migrate"]) == 2  # the default ./openmatch-data does not exist
+    assert list(tmp_path.iterdir()) == []
+    assert "no such data directory" in capsys.readouterr().err
+    assert main(["migrate", "--data-dir", str(tmp_path / "typo")]) == 2
+    assert list(tmp_path.iterdir()) == []

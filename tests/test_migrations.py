@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from openmatch_persistence.errors import MigrationError
+from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.store.migrate import (
     POSTGRES_MIGRATIONS,
     SQLITE_MIGRATIONS,
@@ -169,12 +170,15 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_migrate_embedded_sqlite(tmp_path: Path) -> None:
+    # The embedded database belongs to a data directory, which migrate does
+    # not create (a mistyped --data-dir must not become a new one).
     r = _cli("migrate", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "openmatch-data" / "state.sqlite3").exists()
-    r = _cli("migrate", "--data-dir", str(tmp_path / "other"), cwd=tmp_path)
-    assert r.returncode == 0 and (tmp_path / "other" / "state.sqlite3").exists()
+    assert r.returncode == 2 and "no such data directory" in r.stderr
+    assert not (tmp_path / "openmatch-data").exists()
+    Persistence.open(tmp_path / "openmatch-data").close()  # makes it, migrated
     assert "up to date" in _cli("migrate", cwd=tmp_path).stderr
+    r = _cli("migrate", "--data-dir", str(tmp_path / "openmatch-data"), cwd=tmp_path)
+    assert r.returncode == 0 and "up to date" in r.stderr
 
 
 @pytest.mark.postgres

@@ -20,6 +20,7 @@ from openmatch_persistence.cli.common import (
     sqlite_label,
 )
 from openmatch_persistence.dsn import is_sqlite_url, mask_dsn
+from openmatch_persistence.identity import require_data_dir
 from openmatch_persistence.store import open_store, sqlite_path_of, store_schema
 from openmatch_persistence.store.base import schema_label
 from openmatch_persistence.store.migrate import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, discover
@@ -101,6 +102,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     url, schema, where, source = _target(args)
     if args.action == "info":
         return _info(args, url, schema, where, source)
+    if url is None:
+        # The embedded database lives in a data directory, which only
+        # `simulate` and `Persistence.open` create: a mistyped (or a
+        # missing) --data-dir is an error, not a new directory.
+        require_data_dir(Path(args.data_dir))
     sqlite_path = str(Path(args.data_dir) / SQLITE_FILE_NAME)
     store = open_store(
         url, sqlite_path=sqlite_path, max_connections=1, schema=schema, migrations_dir=source
