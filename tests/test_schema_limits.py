@@ -1,6 +1,7 @@
 """The limits every append is checked against before it is written
-(``openmatch_aof::store_fit``, ``_core.STORE_LIMITS``) are the migrated
-schema's: read from a freshly migrated PostgreSQL schema, not restated."""
+(``openmatch_aof::store_fit``, ``_core.STORE_LIMITS``) and the table
+descriptions both stores write through (``store/tables.py``) are the
+migrated schema's: read from freshly migrated databases, not restated."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import psycopg
 import pytest
 
 from openmatch_persistence import _core
-from openmatch_persistence.store import open_store
+from openmatch_persistence.store import open_store, tables
+from openmatch_persistence.store.sqlite import SqliteStore
 
 
 @pytest.fixture
@@ -81,3 +83,22 @@ def test_ids_and_timestamps_checked_as_bigint_are_bigint(
         assert columns[key]["type"] == "bigint", key
     # Every engine table was found (a schema typo would pass vacuously).
     assert {t for t, _ in columns} >= set(ENGINE_TABLES)
+
+
+TABLES = (tables.ORDERS, tables.TRADES, tables.ORPHAN_TRADES, tables.BALANCES, tables.EPOCHS)
+
+
+def test_the_table_descriptions_are_the_migrated_tables(
+    columns: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    sqlite = SqliteStore(":memory:")
+    sqlite.migrate()
+    for table in TABLES:
+        described = {*table.columns, *([table.stamp] if table.stamp else [])}
+        in_postgres = {c for t, c in columns if t == table.name}
+        in_sqlite = {r["name"] for r in sqlite.execute(f"PRAGMA table_info({table.name})")}
+        assert described <= in_postgres, (table.name, described - in_postgres)
+        assert described <= in_sqlite, (table.name, described - in_sqlite)
+        key = [r["name"] for r in sqlite.execute(f"PRAGMA table_info({table.name})") if r["pk"]]
+        assert tuple(key) == table.key, table.name
+    sqlite.close()

@@ -57,6 +57,7 @@ from openmatch_persistence.store.rows import (
     trade_from_row,
     with_scale,
 )
+from openmatch_persistence.store.tables import BALANCES, EPOCHS, ORDERS, ORPHAN_TRADES, TRADES
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,6 @@ _COPY_TYPES = {
     "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
 }  # fmt: skip
 
-_ORDER_COLUMNS = [
-    "id", "user_id", "market", "side", "order_type", "status", "price", "quantity",
-    "remaining_qty", "batch_id", "sequence", "origin_node", "created_at", "updated_at",
-    "sr_id", "market_base", "market_quote", "price_scale", "quantity_scale",
-    "remaining_qty_scale", "created_at_ns", "updated_at_ns",
-]  # fmt: skip
 _ORDER_SELECT = f"""
     SELECT id, user_id, market_base || '/' || market_quote, side, order_type, status,
            price, quantity, remaining_qty, batch_id, sequence, origin_node,
@@ -128,12 +123,6 @@ _ORDER_SELECT = f"""
            scale(remaining_qty), created_at_ns, updated_at_ns
     FROM tmp_orders"""
 
-_TRADE_COLUMNS = [
-    "id", "batch_id", "market", "taker_order_id", "maker_order_id", "taker_user_id",
-    "maker_user_id", "price", "quantity", "quote_amount", "taker_side", "matcher_node",
-    "executed_at", "market_base", "market_quote", "price_scale", "quantity_scale",
-    "quote_amount_scale", "executed_at_ns",
-]  # fmt: skip
 _TRADE_SELECT = f"""
     SELECT id, batch_id, market_base || '/' || market_quote, taker_order_id, maker_order_id,
            taker_user_id, maker_user_id, price, quantity, quote_amount, taker_side,
@@ -144,60 +133,38 @@ _BOTH_ORDERS_KNOWN = """
     EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.taker_order_id)
     AND EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.maker_order_id)"""
 
-_EPOCH_COLUMNS = [
-    "epoch_id", "phase", "batch_hash", "result_hash", "trade_count", "started_at",
-    "completed_at", "started_at_ns", "completed_at_ns",
-]  # fmt: skip
 _EPOCH_SELECT = f"""
     SELECT epoch_id, phase, batch_hash, result_hash, trade_count, {_ts("started_at_ns")},
            CASE WHEN completed_at_ns IS NULL THEN NULL ELSE {_ts("completed_at_ns")} END,
            started_at_ns, completed_at_ns
     FROM tmp_epochs"""
 
-_BALANCE_COLUMNS = ["user_id", "asset", "available", "frozen", "available_scale", "frozen_scale"]
 _BALANCE_SELECT = """
     SELECT user_id, asset, available, frozen, scale(available), scale(frozen) FROM tmp_balances"""
 
 
-def _upsert(table: str, columns: list[str], key: list[str], select: str) -> str:
-    """INSERT ... ON CONFLICT DO UPDATE that leaves a row alone when nothing
-    changed, so flushing the same rows again writes nothing."""
-    values = [c for c in columns if c not in key]
-    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
-    old = ", ".join(f"t.{c}" for c in values)
-    new = ", ".join(f"EXCLUDED.{c}" for c in values)
-    extra = ", updated_at = now()" if table == "balances" else ""
-    return (
-        f"INSERT INTO {table} AS t ({', '.join(columns)}) {select}"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}{extra}"
-        f" WHERE ({old}) IS DISTINCT FROM ({new})"
-    )
-
-
-_UPSERT_ORDERS = _upsert("orders", _ORDER_COLUMNS, ["id"], _ORDER_SELECT)
-_UPSERT_TRADES = _upsert(
-    "trades", _TRADE_COLUMNS, ["id"], _TRADE_SELECT + " WHERE" + _BOTH_ORDERS_KNOWN.format(t="s")
+_UPSERT_ORDERS = ORDERS.upsert(_ORDER_SELECT, "postgres")
+_UPSERT_TRADES = TRADES.upsert(
+    _TRADE_SELECT + " WHERE" + _BOTH_ORDERS_KNOWN.format(t="s"), "postgres"
 )
 _UPSERT_ORPHANS = (
-    _upsert(
-        "orphan_trades",
-        [*_TRADE_COLUMNS, "aof_position"],
-        ["id"],
+    ORPHAN_TRADES.upsert(
         _TRADE_SELECT.replace("FROM tmp_trades s", ", %(position)s::bigint FROM tmp_trades s")
         + " WHERE NOT ("
         + _BOTH_ORDERS_KNOWN.format(t="s")
         + ")",
+        "postgres",
     )
     + " RETURNING id"
 )
-_cols = ", ".join(_TRADE_COLUMNS)
+_cols = ", ".join(TRADES.columns)
 _REHOME_ORPHANS = f"""
     WITH moved AS (
         DELETE FROM orphan_trades t WHERE {_BOTH_ORDERS_KNOWN.format(t="t")} RETURNING {_cols}
     )
     INSERT INTO trades ({_cols}) SELECT {_cols} FROM moved ON CONFLICT (id) DO NOTHING"""
-_UPSERT_BALANCES = _upsert("balances", _BALANCE_COLUMNS, ["user_id", "asset"], _BALANCE_SELECT)
-_UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"], _EPOCH_SELECT)
+_UPSERT_BALANCES = BALANCES.upsert(_BALANCE_SELECT, "postgres")
+_UPSERT_EPOCHS = EPOCHS.upsert(_EPOCH_SELECT, "postgres")
 _WRITE_CHECKPOINT = """
     INSERT INTO persistence_checkpoint AS t
         (singleton, aof_position, epoch_id, flushed_at, data_dir_id, clock_ns,

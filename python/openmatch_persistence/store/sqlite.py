@@ -53,6 +53,7 @@ from openmatch_persistence.store.rows import (
     scale_of,
     trade_from_row,
 )
+from openmatch_persistence.store.tables import BALANCES, EPOCHS, ORDERS, ORPHAN_TRADES, TRADES
 
 #: The embedded database when no URL is given (relative to the working directory).
 DEFAULT_SQLITE_PATH = Path("openmatch-data") / "state.sqlite3"
@@ -66,48 +67,17 @@ def _opt_dec(d: decimal.Decimal | None) -> str | None:
     return None if d is None else format(d, "f")
 
 
-def _upsert(table: str, columns: list[str], key: list[str]) -> str:
-    values = [c for c in columns if c not in key]
-    sets = ", ".join(f"{c} = excluded.{c}" for c in values)
-    old = ", ".join(f"{table}.{c}" for c in values)
-    new = ", ".join(f"excluded.{c}" for c in values)
-    marks = ", ".join("?" for _ in columns)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
-        f" WHERE ({old}) IS NOT ({new})"
-    )
-
-
-# The rows of orders and trades are built in Rust (rows.rs: a flush's
-# largest cost in Python); the column order is theirs.
-_ORDER_COLUMNS = list(_core.SQLITE_ORDER_COLUMNS)
-_TRADE_COLUMNS = list(_core.SQLITE_TRADE_COLUMNS)
-_BALANCE_COLUMNS = ["user_id", "asset", "available", "frozen", "available_scale", "frozen_scale"]
-_EPOCH_COLUMNS = [
-    "epoch_id", "phase", "batch_hash", "result_hash", "trade_count", "started_at",
-    "completed_at", "started_at_ns", "completed_at_ns",
-]  # fmt: skip
-
-_UPSERT_ORDERS = _upsert("orders", _ORDER_COLUMNS, ["id"])
-_UPSERT_TRADES = _upsert("trades", _TRADE_COLUMNS, ["id"])
-_UPSERT_ORPHANS = _upsert("orphan_trades", [*_TRADE_COLUMNS, "aof_position"], ["id"])
+_UPSERT_ORDERS = ORDERS.upsert(ORDERS.values_clause("?"), "sqlite")
+_UPSERT_TRADES = TRADES.upsert(TRADES.values_clause("?"), "sqlite")
+_UPSERT_ORPHANS = ORPHAN_TRADES.upsert(ORPHAN_TRADES.values_clause("?"), "sqlite")
 # updated_at moves only when a value changes (the WHERE of the upsert).
-_UPSERT_BALANCES = (
-    "INSERT INTO balances (user_id, asset, available, frozen, available_scale, frozen_scale,"
-    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, asset) DO UPDATE SET"
-    " available = excluded.available, frozen = excluded.frozen,"
-    " available_scale = excluded.available_scale, frozen_scale = excluded.frozen_scale,"
-    " updated_at = excluded.updated_at"
-    " WHERE (balances.available, balances.frozen, balances.available_scale, balances.frozen_scale)"
-    " IS NOT (excluded.available, excluded.frozen, excluded.available_scale, excluded.frozen_scale)"
-)
-_UPSERT_EPOCHS = _upsert("epochs", _EPOCH_COLUMNS, ["epoch_id"])
+_UPSERT_BALANCES = BALANCES.upsert(BALANCES.values_clause("?"), "sqlite")
+_UPSERT_EPOCHS = EPOCHS.upsert(EPOCHS.values_clause("?"), "sqlite")
 _BOTH_KNOWN = (
     "EXISTS (SELECT 1 FROM orders o WHERE o.id = t.taker_order_id)"
     " AND EXISTS (SELECT 1 FROM orders o WHERE o.id = t.maker_order_id)"
 )
-_cols = ", ".join(_TRADE_COLUMNS)
+_cols = ", ".join(TRADES.columns)
 _REHOME = [
     f"INSERT INTO trades ({_cols}) SELECT {_cols} FROM orphan_trades t WHERE {_BOTH_KNOWN}"
     " ON CONFLICT (id) DO NOTHING",
