@@ -33,6 +33,7 @@ format must round-trip exactly); ``encode_frame`` accepts both.
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import struct
 import uuid
@@ -280,7 +281,8 @@ class _Reader:
             raise ValueError("bad Option tag")
         return tag == 1
 
-    def enum(self, names: tuple[str, ...]) -> str:
+    # builtins.str: inside this class, `str` is the method above.
+    def enum(self, names: tuple[builtins.str, ...]) -> builtins.str:
         return names[self.u32()]
 
     def timestamp(self) -> Timestamp:

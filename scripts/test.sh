@@ -12,5 +12,5 @@ step "cargo fmt --check";        cargo fmt --all --check
 step "cargo clippy";             cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test";               cargo test --workspace
 step "ruff";                     ruff check python tests benches && ruff format --check python tests benches
-step "mypy --strict";            mypy python
+step "mypy --strict";            mypy python tests
 step "pytest";                   python -m pytest tests "$@"

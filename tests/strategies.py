@@ -16,7 +16,7 @@ NANOS = st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1)
 
 uuids = st.uuids(version=None) | st.just(uuid.UUID(int=0)) | st.just(uuid.UUID(int=2**128 - 1))
 u64s = st.integers(min_value=0, max_value=2**64 - 1)
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=24)
+texts = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=24)
 bytes32 = st.binary(min_size=32, max_size=32)
 
 

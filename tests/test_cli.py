@@ -31,6 +31,7 @@ from openmatch_persistence.cli.common import (
     verbosity,
 )
 from openmatch_persistence.errors import AofError
+from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.store import sqlite_path_of
 from openmatch_persistence.store.migrate import SQLITE_MIGRATIONS
 
@@ -278,9 +279,10 @@ def test_an_empty_database_url_variable_is_unset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("OPENMATCH_DATABASE_URL", "")
-    assert main(["migrate", "--data-dir", str(tmp_path), "--json"]) == 0
+    Persistence.open(tmp_path / "d").close()  # a data directory of its own
+    assert main(["migrate", "--data-dir", str(tmp_path / "d"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["database"] == f"sqlite:{tmp_path / 'state.sqlite3'}"
+    assert out["database"] == f"sqlite:{tmp_path / 'd' / 'state.sqlite3'}"
 
 
 def test_migrate_honours_the_database_url_variable(

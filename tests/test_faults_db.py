@@ -138,16 +138,17 @@ def test_stop_during_a_snapshot_then_the_server_comes_back(
         first = p.snapshot()
         p.append_many(ops[1000:2000])
         in_tx, go = threading.Event(), threading.Event()
+        assert isinstance(p._store, PostgresStore)
         hang_in_snapshot(p._store, in_tx, go)
         outcome: list[object] = []
 
-        def snapshot() -> None:
+        def take_snapshot() -> None:
             try:
                 outcome.append(p.snapshot())
             except om.OpenMatchPersistenceError as e:
                 outcome.append(e)
 
-        snapshotter = threading.Thread(target=snapshot)
+        snapshotter = threading.Thread(target=take_snapshot)
         snapshotter.start()
         try:
             assert in_tx.wait(30)
@@ -165,7 +166,7 @@ def test_stop_during_a_snapshot_then_the_server_comes_back(
         finally:
             go.set()
             ensure_running(database_url)
-        del p._store._copy_text
+        del p._store._copy_text  # the hook of hang_in_snapshot
         assert len(outcome) == 1 and isinstance(outcome[0], om.StoreError), outcome
         with psycopg.connect(pg) as conn:
             row = conn.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()

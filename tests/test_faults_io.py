@@ -270,7 +270,9 @@ def power_loss(p: Persistence) -> None:
 
 
 @pytest.mark.parametrize("fsync", ["everysec", "no"])
-def test_the_database_never_gets_ahead_of_the_durable_aof(tmp_path: Path, fsync: str) -> None:
+def test_the_database_never_gets_ahead_of_the_durable_aof(
+    tmp_path: Path, fsync: _core.FsyncPolicy
+) -> None:
     # The write-ahead rule: a change may reach the database only once the
     # AOF records behind it are durable, or a power loss leaves a database
     # that is ahead of the AOF, which recovery must refuse.

@@ -64,7 +64,7 @@ def test_equality_hash_repr_pickle() -> None:
     a, b = om.OrderReceived(order()), om.OrderReceived(order())
     assert a == b and hash(a) == hash(b)
     assert a != om.OrderReceived(order(sequence=2))
-    assert a != "not an op"
+    assert a != "not an op"  # type: ignore[comparison-overlap]
     assert pickle.loads(pickle.dumps(a)) == a
     assert "OrderReceived" in repr(a)
     assert order() == order() and hash(order()) == hash(order())

@@ -20,6 +20,7 @@ import openmatch_persistence as om
 import openmatch_persistence.persistence as persistence_module
 from openmatch_persistence import _core
 from openmatch_persistence.cli import build_parser, main
+from openmatch_persistence.compaction import delete_covered_segments
 from openmatch_persistence.errors import IdentityMismatchError, InvalidValueError
 from openmatch_persistence.persistence import Persistence
 from openmatch_persistence.store import check_schema, open_store
@@ -122,7 +123,7 @@ def test_two_data_dirs_in_two_schemas_side_by_side(
     # Compaction deletes segments; keep every one (a hard link) to replay
     # each data directory's whole AOF at the end.
     keep = {d: tmp_path / f"keep-{d}" for d in "ab"}
-    real_delete = persistence_module.delete_covered_segments
+    real_delete = delete_covered_segments
 
     def link_segments() -> None:
         for d, kept in keep.items():

@@ -186,8 +186,8 @@ def test_one_writer_per_directory_even_across_processes(tmp_path: Path) -> None:
         assert done.returncode == 3, done.stderr
         assert "locked by another writer" in done.stdout
     # Released on close: the child now gets it.
-    done = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True)
-    assert done.returncode == 0
+    released = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True)
+    assert released.returncode == 0
 
 
 def test_files_are_owner_only(tmp_path: Path) -> None:

@@ -288,7 +288,12 @@ class ClosesOnExit:
 
 
 class Store(Protocol):
-    """A database that holds the engine's state at a known AOF position."""
+    """A database that holds the engine's state at a known AOF position.
+    ``with store: ...`` closes it at the end of the block."""
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     def migrate(self) -> list[int]:
         """Applies the pending migrations; returns the versions applied."""
