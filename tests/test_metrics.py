@@ -19,7 +19,9 @@ WANTED = [
     "appended_bytes_total",
     "fsyncs_total",
     "fsync_duration_seconds_count",
-    'fsync_duration_seconds{quantile="0.99"}',
+    'fsync_duration_seconds_bucket{le="+Inf"}',
+    'fsync_duration_seconds_bucket{le="0.001"}',
+    "fsync_duration_seconds_sum",
     "records_per_fsync",
     "flush_lag_seconds",
     "flush_lag_bytes",
@@ -53,6 +55,13 @@ def test_the_collector_reads_the_persistence_statistics(tmp_path: Path) -> None:
     assert samples[PREFIX + "appends_total"] == stats["writer"]["appends"] == 4
     assert samples[PREFIX + "appended_bytes_total"] == stats["writer"]["bytes"]
     assert samples[PREFIX + "writer_failed"] == 0
+    # The histogram counts every fsync: cumulative buckets up to +Inf.
+    fsyncs = stats["writer"]["fsyncs"]
+    assert fsyncs >= 2 and samples[PREFIX + 'fsync_duration_seconds_bucket{le="+Inf"}'] == fsyncs
+    counts = [
+        v for k, v in samples.items() if k.startswith(PREFIX + "fsync_duration_seconds_bucket")
+    ]
+    assert counts == sorted(counts) and samples[PREFIX + "fsync_duration_seconds_count"] == fsyncs
 
 
 def test_served_on_localhost(tmp_path: Path) -> None:

@@ -23,7 +23,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -79,15 +84,15 @@ class PersistenceCollector(Collector):
             "The most operations one fsync made durable.",
             writer["max_records_per_fsync"],
         )
-        fsync = Metric(
+        # The writer counts every fsync into fixed buckets (writer/stats.rs,
+        # FSYNC_BUCKETS_US); the last, +Inf, is every fsync.
+        buckets = [(repr(le), n) for le, n in writer["fsync_buckets"]]
+        yield HistogramMetricFamily(
             PREFIX + "fsync_duration_seconds",
-            "Duration of the AOF writer's fsyncs (quantiles the writer keeps).",
-            "summary",
+            "Duration of the AOF writer's fsyncs (fdatasync).",
+            buckets=[*buckets, ("+Inf", writer["fsyncs"])],
+            sum_value=writer["fsync_seconds_sum"],
         )
-        for q, key in (("0.5", "fsync_p50"), ("0.9", "fsync_p90"), ("0.99", "fsync_p99")):
-            fsync.add_sample(PREFIX + "fsync_duration_seconds", {"quantile": q}, writer[key])
-        fsync.add_sample(PREFIX + "fsync_duration_seconds_count", {}, writer["fsyncs"])
-        yield fsync
         yield gauge("fsync_duration_max_seconds", "The longest fsync so far.", writer["fsync_max"])
         yield gauge("position", "The AOF position after the last operation.", stats["position"])
         yield gauge("aof_bytes", "Bytes held in the AOF's segments.", stats["aof_bytes"])

@@ -104,6 +104,11 @@ pub struct WriterStats {
     fsync_p90: f64,
     fsync_p99: f64,
     fsync_max: f64,
+    /// The fsync duration histogram over every fsync: (upper bound in
+    /// seconds, fsyncs that took at most that), cumulative.
+    fsync_buckets: Vec<(f64, u64)>,
+    /// The total seconds of every fsync (the histogram's sum).
+    fsync_seconds_sum: f64,
 }
 
 #[pymethods]
@@ -125,6 +130,8 @@ impl WriterStats {
             "fsync_p90",
             "fsync_p99",
             "fsync_max",
+            "fsync_buckets",
+            "fsync_seconds_sum",
         ] {
             d.set_item(name, slf.getattr(name)?)?;
         }
@@ -155,6 +162,12 @@ impl From<core::WriterStats> for WriterStats {
             fsync_p90: s.fsync_p90.as_secs_f64(),
             fsync_p99: s.fsync_p99.as_secs_f64(),
             fsync_max: s.fsync_max.as_secs_f64(),
+            fsync_buckets: core::FSYNC_BUCKETS_US
+                .iter()
+                .zip(s.fsync_buckets)
+                .map(|(&le, n)| (le as f64 / 1e6, n))
+                .collect(),
+            fsync_seconds_sum: s.fsync_total.as_secs_f64(),
         }
     }
 }

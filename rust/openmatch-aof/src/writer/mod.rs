@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 pub use fault::Fault;
 pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
-pub use stats::{WriterStats, LATENCY_WINDOW};
+pub use stats::{WriterStats, FSYNC_BUCKETS_US, LATENCY_WINDOW};
 
 use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
 use crate::scanner::{ScanError, StopCause};

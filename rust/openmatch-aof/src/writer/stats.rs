@@ -5,6 +5,13 @@ use std::time::Duration;
 /// How many recent fsync latencies the percentiles are computed over.
 pub const LATENCY_WINDOW: usize = 4096;
 
+/// The upper bounds, in microseconds, of the fsync duration histogram's
+/// buckets (a Prometheus histogram's `le`), from 50 us to 2.5 s.
+pub const FSYNC_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    2_500_000,
+];
+
 /// A snapshot of the writer's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriterStats {
@@ -29,6 +36,11 @@ pub struct WriterStats {
     pub fsync_p90: Duration,
     pub fsync_p99: Duration,
     pub fsync_max: Duration,
+    /// Fsyncs that took at most each bound of [`FSYNC_BUCKETS_US`]
+    /// (cumulative, as a histogram's buckets), over every fsync.
+    pub fsync_buckets: [u64; FSYNC_BUCKETS_US.len()],
+    /// The total duration of every fsync.
+    pub fsync_total: Duration,
 }
 
 impl WriterStats {
@@ -58,6 +70,9 @@ pub(crate) struct Counters {
     pub unsynced_records: u64,
     latencies: Vec<u32>,
     next: usize,
+    /// Fsyncs per bucket of [`FSYNC_BUCKETS_US`] (not cumulative).
+    buckets: [u64; FSYNC_BUCKETS_US.len()],
+    total: Duration,
 }
 
 impl Counters {
@@ -67,6 +82,13 @@ impl Counters {
         self.records_fsynced += records;
         self.max_records_per_fsync = self.max_records_per_fsync.max(records);
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        if let Some(i) = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&b| u64::from(micros) <= b)
+        {
+            self.buckets[i] += 1;
+        }
+        self.total = self.total.saturating_add(latency);
         if self.latencies.len() < LATENCY_WINDOW {
             self.latencies.push(micros);
         } else {
@@ -85,6 +107,12 @@ impl Counters {
             let i = ((sorted.len() - 1) as f64 * p).round() as usize;
             Duration::from_micros(u64::from(sorted[i]))
         };
+        let mut cumulative = [0u64; FSYNC_BUCKETS_US.len()];
+        let mut sum = 0;
+        for (c, n) in cumulative.iter_mut().zip(self.buckets) {
+            sum += n;
+            *c = sum;
+        }
         WriterStats {
             appends: self.appends,
             bytes: self.bytes,
@@ -98,6 +126,28 @@ impl Counters {
             fsync_p90: pct(0.90),
             fsync_p99: pct(0.99),
             fsync_max: pct(1.0),
+            fsync_buckets: cumulative,
+            fsync_total: self.total,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_counts_each_fsync_in_the_first_bucket_that_holds_it() {
+        let mut c = Counters::default();
+        for us in [40, 50, 3_000, 10_000_000] {
+            c.record_fsync(Duration::from_micros(us));
+        }
+        let s = c.snapshot();
+        // <= 50 us: two; <= 5 ms: three; past 2.5 s: only in +Inf (fsyncs).
+        assert_eq!(s.fsync_buckets[0], 2);
+        assert_eq!(s.fsync_buckets[6], 3);
+        assert_eq!(*s.fsync_buckets.last().unwrap(), 3);
+        assert_eq!(s.fsyncs, 4);
+        assert_eq!(s.fsync_total, Duration::from_micros(10_003_090));
     }
 }
