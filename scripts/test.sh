@@ -13,4 +13,5 @@ step "cargo clippy";             cargo clippy --workspace --all-targets -- -D wa
 step "cargo test";               cargo test --workspace
 step "ruff";                     ruff check python tests benches && ruff format --check python tests benches
 step "mypy --strict";            mypy python tests
+step "stubtest";                 python -m mypy.stubtest openmatch_persistence._core --allowlist scripts/stubtest-allowlist.txt
 step "pytest";                   python -m pytest tests "$@"

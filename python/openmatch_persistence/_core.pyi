@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, TypedDict, final
 
+from typing_extensions import Self
+
 __version__: Final[str]
 DEFAULT_MAX_PAYLOAD_LEN: Final[int]
 HEADER_LEN: Final[int]
@@ -54,7 +56,7 @@ class EpochPhase:
 
 @final
 class MarketPair:
-    def __init__(self, base: str, quote: str) -> None: ...
+    def __new__(cls, base: str, quote: str) -> Self: ...
     @property
     def base(self) -> str: ...
     @property
@@ -65,8 +67,8 @@ class MarketPair:
 
 @final
 class Order:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         id: uuid.UUID,
         user_id: uuid.UUID,
@@ -83,7 +85,7 @@ class Order:
         sequence: int,
         created_at: TimestampLike,
         updated_at: TimestampLike,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def id(self) -> uuid.UUID: ...
     @property
@@ -122,8 +124,8 @@ class Order:
 
 @final
 class Trade:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         id: uuid.UUID,
         epoch_id: int,
@@ -138,7 +140,7 @@ class Trade:
         taker_side: OrderSide,
         matcher_node: bytes,
         executed_at: TimestampLike,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def id(self) -> uuid.UUID: ...
     @property
@@ -178,19 +180,19 @@ class Operation:
 
 @final
 class OrderReceived(Operation):
-    def __init__(self, order: Order) -> None: ...
+    def __new__(cls, order: Order) -> Self: ...
     @property
     def order(self) -> Order: ...
 
 @final
 class OrderCancelled(Operation):
-    def __init__(self, order_id: uuid.UUID) -> None: ...
+    def __new__(cls, order_id: uuid.UUID) -> Self: ...
     @property
     def order_id(self) -> uuid.UUID: ...
 
 @final
 class BufferSealed(Operation):
-    def __init__(self, batch_id: int, batch_hash: bytes) -> None: ...
+    def __new__(cls, batch_id: int, batch_hash: bytes) -> Self: ...
     @property
     def batch_id(self) -> int: ...
     @property
@@ -198,15 +200,15 @@ class BufferSealed(Operation):
 
 @final
 class TradeExecuted(Operation):
-    def __init__(self, trade: Trade) -> None: ...
+    def __new__(cls, trade: Trade) -> Self: ...
     @property
     def trade(self) -> Trade: ...
 
 @final
 class BalanceUpdated(Operation):
-    def __init__(
-        self, user_id: uuid.UUID, asset: str, available: DecimalLike, frozen: DecimalLike
-    ) -> None: ...
+    def __new__(
+        cls, user_id: uuid.UUID, asset: str, available: DecimalLike, frozen: DecimalLike
+    ) -> Self: ...
     @property
     def user_id(self) -> uuid.UUID: ...
     @property
@@ -218,7 +220,7 @@ class BalanceUpdated(Operation):
 
 @final
 class EpochAdvanced(Operation):
-    def __init__(self, epoch_id: int, phase: EpochPhase) -> None: ...
+    def __new__(cls, epoch_id: int, phase: EpochPhase) -> Self: ...
     @property
     def epoch_id(self) -> int: ...
     @property
@@ -255,9 +257,9 @@ def write_backup(
 
 @final
 class Balance:
-    def __init__(
-        self, user_id: uuid.UUID, asset: str, available: DecimalLike, frozen: DecimalLike
-    ) -> None: ...
+    def __new__(
+        cls, user_id: uuid.UUID, asset: str, available: DecimalLike, frozen: DecimalLike
+    ) -> Self: ...
     @property
     def user_id(self) -> uuid.UUID: ...
     @property
@@ -270,8 +272,8 @@ class Balance:
 
 @final
 class Epoch:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         epoch_id: int,
         phase: EpochPhase,
@@ -280,7 +282,7 @@ class Epoch:
         result_hash: bytes | None = None,
         trade_count: int | None = None,
         completed_at: TimestampLike | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def epoch_id(self) -> int: ...
     @property
@@ -341,7 +343,7 @@ class State:
     epochs not finalized and the last finalized ones, and the id window.
     Terminal orders, trades and closed epochs are read from the database."""
 
-    def __init__(self, *, track_changes: bool = True) -> None: ...
+    def __new__(cls, *, track_changes: bool = True) -> Self: ...
     def apply(self, op: Operation, position: int) -> None: ...
     def try_apply(self, op: Operation, position: int) -> None: ...
     def apply_many(self, items: Iterable[tuple[Operation, int]]) -> int: ...
@@ -547,7 +549,7 @@ class GroupCommit:
     """Group commit for the tasks of one asyncio event loop (a Rust thread
     commits; one readable byte on ``fileno()`` per completed batch)."""
 
-    def __init__(self, journal: Journal) -> None: ...
+    def __new__(cls, journal: Journal) -> Self: ...
     def fileno(self) -> int: ...
     def submit(self, ops: Iterable[Operation], future: asyncio.Future[int]) -> None: ...
     def drain(self, acknowledged: State | None = None) -> int | None: ...
@@ -602,15 +604,15 @@ class AofWriter:
     Positions are end positions: the global byte offset just past a record.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         directory: str | os.PathLike[str],
         fsync: FsyncPolicy = "always",
         *,
         gather_window: float | None = None,
         max_batch_bytes: int = ...,
         max_payload: int = ...,
-    ) -> None: ...
+    ) -> Self: ...
     def append(self, op: Operation) -> int: ...
     def append_many(self, ops: Iterable[Operation]) -> int: ...
     def append_many_bounds(self, ops: Iterable[Operation]) -> list[int]: ...
@@ -657,7 +659,7 @@ class AofWriter:
 class AofDirLock:
     """The writer lock of an AOF directory, held without a writer."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None: ...
+    def __new__(cls, directory: str | os.PathLike[str]) -> Self: ...
     def release(self) -> None: ...
     @property
     def held(self) -> bool: ...
