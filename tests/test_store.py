@@ -3,7 +3,9 @@ ordered by position, and keep trades with unknown orders apart."""
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from openmatch_persistence import (
     encode,
 )
 from openmatch_persistence.errors import StoreError
-from openmatch_persistence.store import ChangeBatch
+from openmatch_persistence.store import ChangeBatch, SqliteStore
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -209,3 +211,12 @@ def test_an_empty_store_loads_empty(any_store: Any) -> None:
     state = any_store.load_state()
     assert (state.orders, state.trades, state.balances, state.epochs) == ([], [], [], [])
     assert state.checkpoint is None and any_store.checkpoint() is None
+
+
+def test_a_database_file_made_by_someone_else_is_made_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "made-elsewhere.sqlite3"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    with SqliteStore(path) as store:
+        store.migrate()
+    assert path.stat().st_mode & 0o777 == 0o600

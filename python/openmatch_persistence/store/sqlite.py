@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import logging
 import os
 import sqlite3
 import threading
@@ -66,6 +67,8 @@ def _dec(d: decimal.Decimal) -> str:
 def _opt_dec(d: decimal.Decimal | None) -> str | None:
     return None if d is None else format(d, "f")
 
+
+log = logging.getLogger(__name__)
 
 _UPSERT_ORDERS = ORDERS.upsert(ORDERS.values_clause("?"), "sqlite")
 _UPSERT_TRADES = TRADES.upsert(TRADES.values_clause("?"), "sqlite")
@@ -133,6 +136,7 @@ class SqliteStore(ClosesOnExit):
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Owner-only from the first byte (sqlite3 would create it 0644).
             os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            _owner_only(target)
         try:
             self._conn = sqlite3.connect(
                 self._path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -445,6 +449,24 @@ def _epoch_from_row(r: sqlite3.Row) -> Any:
         r["started_at_ns"],
         r["completed_at_ns"],
     )
+
+
+def _owner_only(path: Path) -> None:
+    """A database file someone else made (sqlx, a copy) may be readable by
+    others: it holds every balance, so it is tightened to 0600, or, when
+    that is not allowed, a warning says it stays open."""
+    mode = path.stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    try:
+        path.chmod(0o600)
+    except OSError as e:
+        log.warning(
+            "%s is readable by others (mode %o) and could not be made owner-only: %s",
+            path,
+            mode,
+            e,
+        )
 
 
 def _known_orders(c: sqlite3.Connection, ids: set[str]) -> set[str]:
