@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -364,9 +365,16 @@ def test_kill_9_under_asyncio_load_loses_nothing_acknowledged(tmp_path: Path) ->
         )
         assert child.stdout is not None
         assert child.stdout.readline() == b"open\n", child.stderr and child.stderr.read()
+        # Kill at a random moment after the first acknowledgement (waiting
+        # for it: a slow machine may take longer than the random delay to
+        # get its first group commit through).
+        watchdog = threading.Timer(60, child.kill)  # a hang fails, never blocks
+        watchdog.start()
+        data = child.stdout.readline()
+        watchdog.cancel()
+        assert data.endswith(b"\n"), child.stderr and child.stderr.read()
         deadline = time.monotonic() + rng.uniform(0.1, 0.5)
         os.set_blocking(child.stdout.fileno(), False)
-        data = b""
         while time.monotonic() < deadline:
             data += child.stdout.read() or b""
             time.sleep(0.01)
