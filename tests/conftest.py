@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from faultkit import fresh_schema
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -40,15 +40,8 @@ def database(request: pytest.FixtureRequest, database_url: str) -> Iterator[str 
     if request.param == "sqlite":
         yield None
         return
-    schema = f"test_persistence_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in database_url else "?"
-    try:
-        yield f"{database_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_schema(database_url, "test_persistence") as url:
+        yield url
 
 
 #: Runs one SQL statement on a data directory's database (the ``database``
