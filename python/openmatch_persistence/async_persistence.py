@@ -219,6 +219,12 @@ class AsyncPersistence(PersistenceBase):
 
     # --- appending --------------------------------------------------------------
 
+    async def _hold_back(self) -> None:
+        """Waits, off the loop, for a flusher that is behind
+        (``max_flush_lag``); at once when it is not."""
+        if self._flusher_behind():
+            await asyncio.to_thread(self._wait_for_flusher)
+
     async def append(self, op: _core.Operation) -> int:
         """Appends one operation; returns its position once it is durable
         (as the fsync policy promises) and applied. Appends of all the
@@ -235,8 +241,7 @@ class AsyncPersistence(PersistenceBase):
         future: asyncio.Future[int] = self._loop.create_future()
         self._group.submit((op,), future)
         position = await future
-        if self._flusher_behind():
-            await asyncio.to_thread(self._wait_for_flusher)
+        await self._hold_back()
         return position
 
     async def append_many(self, ops: Iterable[_core.Operation]) -> int:
@@ -246,8 +251,7 @@ class AsyncPersistence(PersistenceBase):
         future: asyncio.Future[int] = self._loop.create_future()
         self._group.submit(ops, future)
         position = await future
-        if self._flusher_behind():
-            await asyncio.to_thread(self._wait_for_flusher)
+        await self._hold_back()
         return position
 
     # --- flushing, snapshots, compaction ----------------------------------------

@@ -332,16 +332,18 @@ class Flusher:
         than ``limit`` seconds, while the database takes writes (a failing
         flusher is not "behind": the AOF keeps everything until it is back)."""
         with self._lock:
-            if self._consecutive:
-                return False
-            since = [p.since for p in (self._pending, self._inflight) if p and p.since is not None]
-            return bool(since) and self._clock() - min(since) > limit
+            return not self._consecutive and self._seconds_behind() > limit
+
+    def _seconds_behind(self) -> float:
+        """The age of the oldest change taken and not yet written (under
+        ``_lock``)."""
+        since = [p.since for p in (self._pending, self._inflight) if p and p.since is not None]
+        return self._clock() - min(since) if since else 0.0
 
     def stats(self) -> FlusherStats:
         with self._lock:
             parts = [p for p in (self._pending, self._inflight) if p is not None]
             positions = [p.position for p in parts if p.position is not None]
-            since = [p.since for p in parts if p.since is not None]
             taken = max(positions) if positions else self._flushed_position
             behind = 0 if taken is None else taken - (self._flushed_position or 0)
             return FlusherStats(
@@ -350,7 +352,7 @@ class Flusher:
                 # A key both in flight and pending counts twice: an upper bound.
                 pending_rows=sum(len(p) for p in parts),
                 aof_bytes_behind=max(0, behind),
-                seconds_behind=self._clock() - min(since) if since else 0.0,
+                seconds_behind=self._seconds_behind(),
                 flushes=self._flushes,
                 rows_written=self._rows_written,
                 failures=self._failures,

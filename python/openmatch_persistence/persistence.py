@@ -423,32 +423,6 @@ class Persistence(PersistenceBase):
     snapshot in SQLite at ``data_dir/state.sqlite3`` or in PostgreSQL when a
     ``database_url`` is given. Use :meth:`open`."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        store: Store,
-        journal: _core.Journal,
-        recovery: RecoveryReport,
-        *,
-        flush_interval: float,
-        compaction: CompactionPolicy | None,
-        database_label: str,
-        identity: DataDirIdentity,
-        max_flush_lag: float | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir,
-            store,
-            journal,
-            recovery,
-            flush_interval=flush_interval,
-            compaction=compaction,
-            database_label=database_label,
-            identity=identity,
-            max_flush_lag=max_flush_lag,
-        )
-        self._flusher.start()
-
     # --- opening --------------------------------------------------------------
 
     @classmethod
@@ -494,12 +468,14 @@ class Persistence(PersistenceBase):
             create=create,
             schema=schema,
         )
-        return cls._from_opened(
+        self = cls._from_opened(
             opened,
             flush_interval=flush_interval,
             compaction=compaction,
             max_flush_lag=max_flush_lag,
         )
+        self._flusher.start()  # this face flushes in a thread
+        return self
 
     # --- appending --------------------------------------------------------------
 
@@ -509,9 +485,7 @@ class Persistence(PersistenceBase):
         fit the database schema (``InvalidValueError``) or would break an
         invariant of the state (``OperationRefusedError``) writes nothing."""
         position = self._journal.append(op)
-        self._maybe_compact(position)
-        if self._flusher_behind():
-            self._wait_for_flusher()
+        self._after_append(position)
         return position
 
     def append_many(self, ops: Iterable[_core.Operation]) -> int:
@@ -520,10 +494,15 @@ class Persistence(PersistenceBase):
         after the ones before it in the batch) fails the call before
         anything is written."""
         position = self._journal.append_many(ops)
+        self._after_append(position)
+        return position
+
+    def _after_append(self, position: int) -> None:
+        """What follows every acknowledged append on this face: a compaction
+        when one is due, and the wait for a flusher that is behind."""
         self._maybe_compact(position)
         if self._flusher_behind():
             self._wait_for_flusher()
-        return position
 
     # --- flushing, snapshots, compaction ----------------------------------------
 

@@ -64,10 +64,6 @@ def _dec(d: decimal.Decimal) -> str:
     return format(d, "f")
 
 
-def _opt_dec(d: decimal.Decimal | None) -> str | None:
-    return None if d is None else format(d, "f")
-
-
 log = logging.getLogger(__name__)
 
 _UPSERT_ORDERS = ORDERS.upsert(ORDERS.values_clause("?"), "sqlite")

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{BalanceEntry, EpochEntry, OrderEntry, RetiredKind, State};
+use super::{BalanceEntry, EpochEntry, Map, OrderEntry, RetiredKind, State};
 use crate::types::{EpochId, OrderId};
 
 /// What a rollback restores: the scalars and lengths at the savepoint, the
@@ -25,8 +25,11 @@ pub(super) struct UndoLog {
     departed_orders: usize,
     departed_trades: usize,
     departed_epochs: usize,
-    /// Orders by id as they were (None: not held) before each change.
+    /// Orders by id as they were (None: not held) before their first
+    /// change since the savepoint; only the first is needed, so an order
+    /// received and filled in one batch is never cloned.
     saved_orders: Vec<(OrderId, Option<OrderEntry>)>,
+    saved_order_ids: Map<OrderId, ()>,
     /// Balances that existed at the savepoint (balances never leave, so
     /// their indexes are stable), as they were before each change.
     saved_balances: Vec<(usize, BalanceEntry)>,
@@ -57,6 +60,7 @@ impl State {
             departed_trades: self.departed.trades.len(),
             departed_epochs: self.departed.epochs.len(),
             saved_orders: Vec::new(),
+            saved_order_ids: Map::default(),
             saved_balances: Vec::new(),
             saved_epochs: Vec::new(),
             added_ids: Vec::new(),
@@ -73,9 +77,8 @@ impl State {
     /// digest, pending changes and recorded violations. A no-op without one.
     pub fn rollback(&mut self) {
         let Some(u) = self.undo.take() else { return };
-        // Newest change first, so each entry ends as it was before the
-        // first change made to it.
-        for (id, entry) in u.saved_orders.into_iter().rev() {
+        // Each order once, as it was before its first change.
+        for (id, entry) in u.saved_orders {
             match entry {
                 Some(e) => {
                     self.orders.insert(id, e);
@@ -121,11 +124,11 @@ impl State {
     /// Under a savepoint, keeps the order `id` as it is now (or that it is
     /// not held), before a change to it.
     pub(super) fn save_order(&mut self, id: OrderId) {
-        if self.undo.is_none() {
+        let Some(u) = self.undo.as_deref_mut() else {
             return;
-        }
-        let now = self.orders.get(&id).cloned();
-        if let Some(u) = self.undo.as_deref_mut() {
+        };
+        if u.saved_order_ids.insert(id, ()).is_none() {
+            let now = self.orders.get(&id).cloned();
             u.saved_orders.push((id, now));
         }
     }
