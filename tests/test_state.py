@@ -29,6 +29,7 @@ from openmatch_persistence import (
     OrderReceived,
     OrderStatus,
     State,
+    StateChanges,
     TradeExecuted,
     encode,
     encode_many,
@@ -189,6 +190,38 @@ def test_take_changes_gives_each_entity_once() -> None:
     assert [(o.id, o.status) for o in again.orders] == [(oid(1), OrderStatus.CANCELLED)]
     assert again.position == 10
     assert [(v.kind, v.position) for v in state.violations()] == [("terminal_order", 10)]
+
+
+def test_changes_absorb_newer_rows_and_keep_every_trade() -> None:
+    """The flusher's pending set: takes folded in order equal one take."""
+    ops = stream()
+    state, whole = State(), State()
+    merged = StateChanges()
+    for i, op in enumerate(ops):
+        state.apply(op, i + 1)
+        whole.apply(op, i + 1)
+        if i in (2, 5):
+            merged.absorb(state.take_changes())
+    merged.absorb(state.take_changes())
+    one = whole.take_changes()
+    assert merged.orders == one.orders and merged.trades == one.trades
+    assert merged.balances == one.balances and merged.epochs == one.epochs
+    assert (merged.position, merged.clock_ns) == (one.position, one.clock_ns)
+    assert merged.counts() == one.counts() == (2, 1, 1, 1)
+    # An older set under a newer one (a failed batch put back) keeps the newer rows.
+    older, newer = StateChanges([order(1, "5", at=1)]), StateChanges([order(1, "2", at=2)])
+    older.absorb(newer)
+    assert [o.remaining_qty for o in older.orders] == [Decimal(2)]
+    with pytest.raises(InvalidValueError):
+        older.absorb(older)
+
+
+def test_changes_of_rows_keep_the_last_row_of_a_key_in_key_order() -> None:
+    rows = StateChanges([order(2, "1"), order(1, "3"), order(2, "4")], position=7)
+    assert [(o.id, o.quantity) for o in rows.orders] == [(oid(1), Decimal(3)), (oid(2), Decimal(4))]
+    assert rows.position == 7 and len(rows) == 2
+    with pytest.raises(InvalidTypeError, match=r"trades\[0\]: expected Trade"):
+        StateChanges(trades=[order(1, "1")])  # type: ignore[list-item]
 
 
 def test_snapshot_round_trip_is_exact() -> None:

@@ -23,7 +23,7 @@ def _text(d: Any) -> str | None:
 
 @given(orders)
 def test_an_order_row_has_the_python_formats(o: om.Order) -> None:
-    (row,) = _core.sqlite_order_rows([o])
+    (row,) = _core.sqlite_order_rows(_core.StateChanges([o]))
     r = dict(zip(_core.SQLITE_ORDER_COLUMNS, row, strict=True))
     assert r == {
         "id": str(o.id),
@@ -53,7 +53,7 @@ def test_an_order_row_has_the_python_formats(o: om.Order) -> None:
 
 @given(trades)
 def test_a_trade_row_has_the_python_formats(t: om.Trade) -> None:
-    (row,) = _core.sqlite_trade_rows([t])
+    (row,) = _core.sqlite_trade_rows(_core.StateChanges(trades=[t]))
     r = dict(zip(_core.SQLITE_TRADE_COLUMNS, row, strict=True))
     assert r == {
         "id": str(t.id),
@@ -80,4 +80,4 @@ def test_a_trade_row_has_the_python_formats(t: om.Trade) -> None:
 
 def test_a_wrong_item_is_a_typed_error() -> None:
     with pytest.raises(InvalidTypeError, match=r"orders\[0\]: expected Order"):
-        _core.sqlite_order_rows(["nope"])  # type: ignore[list-item]
+        _core.StateChanges(["nope"])  # type: ignore[list-item]

@@ -80,7 +80,7 @@ def test_order_line_matches_the_attributes(
         epoch_id=epoch, sequence=sequence, origin_node=node, side=side, status=status,
         order_type=order_type, created_at=created, updated_at=created + 1,
     )  # fmt: skip
-    f = _fields(_core.pg_copy_orders([o]))
+    f = _fields(_core.pg_copy_orders(_core.StateChanges([o])))
     assert f == [
         o.id.hex.encode(), o.user_id.hex.encode(), base.encode(), quote.encode(),
         SIDE_NAME[side].encode(), TYPE_NAME[order_type].encode(), STATUS_NAME[status].encode(),
@@ -101,7 +101,7 @@ def test_trade_line_matches_the_attributes(
     t = make_trade(a, b, market=MarketPair(base, quote), price=price, quantity=quantity,
                    quote_amount=amount, epoch_id=epoch, matcher_node=node,
                    taker_side=OrderSide.SELL, id=uuid.uuid4())  # fmt: skip
-    assert _fields(_core.pg_copy_trades([t])) == [
+    assert _fields(_core.pg_copy_trades(_core.StateChanges(trades=[t]))) == [
         t.id.hex.encode(), str(epoch).encode(), base.encode(), quote.encode(),
         a.id.hex.encode(), b.id.hex.encode(), a.user_id.hex.encode(), b.user_id.hex.encode(),
         _dec(t.price), _dec(t.quantity), _dec(t.quote_amount), b"SELL",

@@ -31,8 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from openmatch_persistence import _core
 from openmatch_persistence.errors import StoreError, WriterFailedError
-from openmatch_persistence.store.base import ChangeBatch, ChangeSource, Store, WriteResult
+from openmatch_persistence.store.base import (
+    ChangeBatch,
+    ChangeSource,
+    StateChangesLike,
+    Store,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,53 +72,49 @@ class FlusherStats:
 
 
 class _Pending:
-    """The latest row per key of everything taken and not yet written."""
+    """The latest row per key of everything taken and not yet written. The
+    rows stay in Rust (``StateChanges.absorb`` merges them), so a take costs
+    no Python object per row; they become rows for the store once, when
+    the batch is written."""
 
     def __init__(self) -> None:
-        self.orders: dict[Any, Any] = {}
-        self.trades: dict[Any, Any] = {}
-        self.balances: dict[Any, Any] = {}
-        self.epochs: dict[Any, Any] = {}
-        self.position: int | None = None
+        self.rows = _core.StateChanges()
+        #: Whether anything was taken (a position to write, even with no rows).
+        self.taken = False
+        self.position = 0
         #: The state's clock and highest closed epoch at ``position``.
         self.clock_ns: int | None = None
         self.closed_epochs_through: int | None = None
         self.since: float | None = None  # monotonic time of the oldest change
 
     def __len__(self) -> int:
-        return len(self.orders) + len(self.trades) + len(self.balances) + len(self.epochs)
+        return len(self.rows)
 
-    def add(self, changes: Any, now: float) -> None:
-        """Newer rows replace older ones of the same key."""
-        for o in changes.orders:
-            self.orders[o.id] = o
-        for t in changes.trades:
-            self.trades[t.id] = t
-        for b in changes.balances:
-            self.balances[(b.user_id, b.asset)] = b
-        for e in changes.epochs:
-            self.epochs[e.epoch_id] = e
+    def add(self, changes: StateChangesLike, now: float) -> int:
+        """Newer rows replace older ones of the same key; returns how many
+        rows were taken."""
+        taken = _as_rust(changes)
+        count = len(taken)
+        if count and self.since is None:
+            self.since = now
+        if not len(self.rows):
+            self.rows = taken  # ours: the source hands each take over once
+        else:
+            self.rows.absorb(taken)
         position = changes.position
-        if self.position is None or position > self.position:
+        if not self.taken or position > self.position:
+            self.taken = True
             self.position = position
             self.clock_ns = getattr(changes, "clock_ns", None)
             self.closed_epochs_through = getattr(changes, "closed_epochs_through", None)
-        if self.since is None and (
-            changes.orders or changes.trades or changes.balances or changes.epochs
-        ):
-            self.since = now
+        return count
 
     def restore(self, older: _Pending) -> None:
         """Puts a failed batch back under the rows taken since (which win)."""
-        for mine, theirs in (
-            (self.orders, older.orders),
-            (self.trades, older.trades),
-            (self.balances, older.balances),
-            (self.epochs, older.epochs),
-        ):
-            for k, v in theirs.items():
-                mine.setdefault(k, v)
-        if older.position is not None and (self.position is None or older.position > self.position):
+        older.rows.absorb(self.rows)
+        self.rows = older.rows
+        if older.taken and (not self.taken or older.position > self.position):
+            self.taken = True
             self.position = older.position
             self.clock_ns = older.clock_ns
             self.closed_epochs_through = older.closed_epochs_through
@@ -120,14 +123,25 @@ class _Pending:
 
     def batch(self) -> ChangeBatch:
         return ChangeBatch(
-            orders=list(self.orders.values()),
-            trades=list(self.trades.values()),
-            balances=list(self.balances.values()),
-            epochs=list(self.epochs.values()),
-            position=self.position or 0,
+            rows=self.rows,
+            position=self.position,
             clock_ns=self.clock_ns,
             closed_epochs_through=self.closed_epochs_through,
         )
+
+
+def _as_rust(changes: StateChangesLike) -> _core.StateChanges:
+    """A take as Rust change rows: the journal's and the state's already
+    are; another source's lists (a test's, a benchmark's) are made into them."""
+    if isinstance(changes, _core.StateChanges):
+        return changes
+    return _core.StateChanges(
+        list(changes.orders),
+        list(changes.trades),
+        list(changes.balances),
+        list(changes.epochs),
+        changes.position,
+    )
 
 
 class Flusher:
@@ -179,10 +193,7 @@ class Flusher:
         with self._collect_lock:
             changes = self._source.take_changes()
             with self._lock:
-                self._pending.add(changes, self._clock())
-        return (
-            len(changes.orders) + len(changes.trades) + len(changes.balances) + len(changes.epochs)
-        )
+                return self._pending.add(changes, self._clock())
 
     def write_pending(self) -> WriteResult | None:
         """Writes the pending set in one transaction. On failure the rows go
@@ -191,9 +202,7 @@ class Flusher:
         with self._write_lock:
             with self._lock:
                 taken = self._pending
-                if taken.position is None or (
-                    not len(taken) and taken.position == self._flushed_position
-                ):
+                if not taken.taken or (not len(taken) and taken.position == self._flushed_position):
                     return None
                 self._pending = _Pending()
                 self._inflight = taken
@@ -343,7 +352,7 @@ class Flusher:
     def stats(self) -> FlusherStats:
         with self._lock:
             parts = [p for p in (self._pending, self._inflight) if p is not None]
-            positions = [p.position for p in parts if p.position is not None]
+            positions = [p.position for p in parts if p.taken]
             taken = max(positions) if positions else self._flushed_position
             behind = 0 if taken is None else taken - (self._flushed_position or 0)
             return FlusherStats(

@@ -69,25 +69,73 @@ class ChangeSource(Protocol):
     def take_changes(self) -> StateChangesLike: ...
 
 
-@dataclass
 class ChangeBatch:
     """One flush: the latest row per key, and the AOF position they cover.
-    The flusher merges ``take_changes()`` results into one of these."""
 
-    orders: list[Any] = field(default_factory=list)
-    trades: list[Any] = field(default_factory=list)
-    balances: list[Any] = field(default_factory=list)
-    epochs: list[Any] = field(default_factory=list)
-    position: int = 0
-    #: The state's logical clock and highest closed epoch at ``position``
-    #: (None from a source that does not give them): the checkpoint keeps
-    #: them, for recovery from rows (``load_hot_state``).
-    clock_ns: int | None = None
-    closed_epochs_through: int | None = None
+    The rows are a ``_core.StateChanges`` (``rows``): the flusher hands over
+    the one it merged its takes into, and the stores build their database
+    rows from it in Rust, with no Python object per row in between. Lists
+    of ``Order``/``Trade``/``Balance``/``Epoch`` (a test's, a benchmark's)
+    are made into one."""
+
+    def __init__(
+        self,
+        orders: Sequence[Any] = (),
+        trades: Sequence[Any] = (),
+        balances: Sequence[Any] = (),
+        epochs: Sequence[Any] = (),
+        position: int = 0,
+        clock_ns: int | None = None,
+        closed_epochs_through: int | None = None,
+        *,
+        rows: _core.StateChanges | None = None,
+    ) -> None:
+        if rows is None:
+            rows = _core.StateChanges(
+                list(orders), list(trades), list(balances), list(epochs), position
+            )
+        elif orders or trades or balances or epochs:
+            raise ValueError("a ChangeBatch takes rows or lists, not both")
+        self.rows = rows
+        self.position = position
+        #: The state's logical clock and highest closed epoch at ``position``
+        #: (None from a source that does not give them): the checkpoint keeps
+        #: them, for recovery from rows (``load_hot_state``).
+        self.clock_ns = clock_ns
+        self.closed_epochs_through = closed_epochs_through
+
+    # Lists, made on each call: the stores read balances and epochs (few)
+    # this way, and orders and trades only to count or to test.
+    @property
+    def orders(self) -> list[_core.Order]:
+        return self.rows.orders
+
+    @property
+    def trades(self) -> list[_core.Trade]:
+        return self.rows.trades
+
+    @property
+    def balances(self) -> list[_core.Balance]:
+        return self.rows.balances
+
+    @property
+    def epochs(self) -> list[_core.Epoch]:
+        return self.rows.epochs
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """How many orders, trades, balances and epochs."""
+        return self.rows.counts()
 
     @property
     def row_count(self) -> int:
-        return len(self.orders) + len(self.trades) + len(self.balances) + len(self.epochs)
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        orders, trades, balances, epochs = self.counts()
+        return (
+            f"ChangeBatch(orders={orders}, trades={trades}, balances={balances}, "
+            f"epochs={epochs}, position={self.position})"
+        )
 
 
 @dataclass(frozen=True)

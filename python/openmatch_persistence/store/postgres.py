@@ -395,34 +395,28 @@ class PostgresStore(ClosesOnExit):
             if row is not None and batch.position < row[0]:
                 return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
             orphans: list[uuid.UUID] = []
-            if batch.orders:
-                self._copy_text(cur, "tmp_orders", _core.pg_copy_orders(batch.orders))
+            orders, trades, balances, epochs = batch.counts()
+            if orders:
+                self._copy_text(cur, "tmp_orders", _core.pg_copy_orders(batch.rows))
                 cur.execute(_UPSERT_ORDERS)
-            if batch.trades:
-                self._copy_text(cur, "tmp_trades", _core.pg_copy_trades(batch.trades))
+            if trades:
+                self._copy_text(cur, "tmp_trades", _core.pg_copy_trades(batch.rows))
                 cur.execute(_UPSERT_TRADES)
                 cur.execute(_UPSERT_ORPHANS, {"position": batch.position})
                 orphans = [r[0] for r in cur.fetchall()]
-            if batch.orders:
+            if orders:
                 cur.execute(_REHOME_ORPHANS)
-            if batch.balances:
+            if balances:
                 self._copy(cur, "tmp_balances", map(_balance_row, batch.balances))
                 cur.execute(_UPSERT_BALANCES)
-            if batch.epochs:
+            if epochs:
                 self._copy(cur, "tmp_epochs", map(_epoch_row, batch.epochs))
                 cur.execute(_UPSERT_EPOCHS)
             cur.execute(
                 _WRITE_CHECKPOINT,
                 (batch.position, self._data_dir_id, batch.clock_ns, batch.closed_epochs_through),
             )
-        return WriteResult(
-            batch.position,
-            len(batch.orders),
-            len(batch.trades),
-            len(batch.balances),
-            len(batch.epochs),
-            tuple(orphans),
-        )
+        return WriteResult(batch.position, orders, trades, balances, epochs, tuple(orphans))
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], table: str, rows: Any) -> None:

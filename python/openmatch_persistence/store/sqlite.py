@@ -289,11 +289,12 @@ class SqliteStore(ClosesOnExit):
         row = c.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()
         if row is not None and batch.position < row[0]:
             return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
-        if batch.orders:
-            c.executemany(_UPSERT_ORDERS, _core.sqlite_order_rows(batch.orders))
+        orders, trades, balances, epochs = batch.counts()
+        if orders:
+            c.executemany(_UPSERT_ORDERS, _core.sqlite_order_rows(batch.rows))
         orphans: list[uuid.UUID] = []
-        if batch.trades:
-            rows = _core.sqlite_trade_rows(batch.trades)
+        if trades:
+            rows = _core.sqlite_trade_rows(batch.rows)
             wanted = {r[3] for r in rows} | {r[4] for r in rows}
             known = _known_orders(c, wanted)
             good = [r for r in rows if r[3] in known and r[4] in known]
@@ -303,10 +304,10 @@ class SqliteStore(ClosesOnExit):
                 c.executemany(_UPSERT_ORPHANS, bad)
                 orphans = [uuid.UUID(r[0]) for r in bad]
             c.executemany("DELETE FROM orphan_trades WHERE id = ?", ((r[0],) for r in good))
-        if batch.orders:
+        if orders:
             for sql in _REHOME:
                 c.execute(sql)
-        if batch.balances:
+        if balances:
             now = ns_to_text(_now_ns())
             c.executemany(
                 _UPSERT_BALANCES,
@@ -323,7 +324,7 @@ class SqliteStore(ClosesOnExit):
                     for b in batch.balances
                 ),
             )
-        if batch.epochs:
+        if epochs:
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
             "INSERT INTO persistence_checkpoint AS t"
@@ -345,14 +346,7 @@ class SqliteStore(ClosesOnExit):
                 batch.closed_epochs_through,
             ),
         )
-        return WriteResult(
-            batch.position,
-            len(batch.orders),
-            len(batch.trades),
-            len(batch.balances),
-            len(batch.epochs),
-            tuple(orphans),
-        )
+        return WriteResult(batch.position, orders, trades, balances, epochs, tuple(orphans))
 
     def load_hot_state(self) -> HotRows | None:
         with self._lock:

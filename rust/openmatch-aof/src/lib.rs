@@ -8,6 +8,7 @@ pub mod backup;
 pub mod codec;
 pub mod journal;
 mod read_ahead;
+pub mod rfc3339;
 pub mod scanner;
 pub mod segment;
 pub mod state;

@@ -94,7 +94,9 @@ pub struct Order {
     pub epoch_id: Option<EpochId>,
     pub origin_node: NodeId,
     pub sequence: u64,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -112,6 +114,7 @@ pub struct Trade {
     pub quote_amount: Decimal,
     pub taker_side: OrderSide,
     pub matcher_node: NodeId,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub executed_at: DateTime<Utc>,
 }
 

@@ -513,6 +513,31 @@ proptest! {
         prop_assert_eq!(resumed.digest(), s.digest());
     }
 
+    /// The flusher folds each take into its pending set: the changes of a
+    /// stream taken in parts and absorbed in order are those of one take
+    /// at the end (the latest row per key, every trade once, in order).
+    #[test]
+    fn changes_taken_in_parts_absorb_into_one_take(
+        steps in prop::collection::vec(step(), 0..200),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let ops = valid_stream(&steps);
+        let cut_after: std::collections::BTreeSet<usize> =
+            cuts.iter().map(|i| i.index(ops.len() + 1)).collect();
+        let (mut whole, mut parts) = (State::new(), State::new());
+        let mut merged = Changes::default();
+        for (i, op) in ops.iter().enumerate() {
+            let at = (i as u64 + 1) * 100;
+            whole.apply(op, at);
+            parts.apply(op, at);
+            if cut_after.contains(&(i + 1)) {
+                merged.absorb(parts.take_changes());
+            }
+        }
+        merged.absorb(parts.take_changes());
+        prop_assert_eq!(merged, whole.take_changes());
+    }
+
     #[test]
     fn arbitrary_operations_never_panic(ops in prop::collection::vec(arbitrary_op(), 0..60)) {
         let mut s = state_of(&ops);

@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::errors::invalid_value;
 use crate::model::Operation;
 use crate::scanner::scan_error;
-use crate::state::{refused_error, state_changes, State, StateChanges, Violation};
+use crate::state::{refused_error, State, StateChanges, Violation};
 use crate::writer::{take_ops, writer_error, WriterStats};
 
 pyo3::import_exception!(openmatch_persistence.errors, RecoveryError);
@@ -158,7 +158,7 @@ impl Journal {
         let c = py
             .detach(|| j.take_changes())
             .map_err(|e| journal_error(py, e))?;
-        state_changes(py, c)
+        Ok(StateChanges::new(c))
     }
 
     /// `(position, image)`: the state's image once the log up to

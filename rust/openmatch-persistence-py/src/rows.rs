@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 
 use crate::convert::{datetime_to_ns, type_name};
 use crate::errors::invalid_type;
-use crate::model::{Order, Trade};
+use crate::state::StateChanges;
 
 const ORDER_COLUMNS: [&str; 22] = [
     "id",
@@ -179,7 +179,7 @@ fn trade_row<'py>(py: Python<'py>, x: &t::Trade) -> PyResult<Bound<'py, PyTuple>
 
 /// Calls `f` with the Rust value of each item of `items`, a list of `W`
 /// (`Order` or `Trade`); an item of another type is a typed error.
-fn each<'py, W, V>(
+pub(crate) fn each<'py, W, V>(
     items: &Bound<'py, PyList>,
     what: &str,
     inner: impl Fn(&W) -> &V,
@@ -203,47 +203,38 @@ where
     Ok(())
 }
 
-/// The SQLite rows of `orders` (`Order` objects), in `SQLITE_ORDER_COLUMNS`
+/// The SQLite rows of the orders of `changes`, in `SQLITE_ORDER_COLUMNS`
 /// order.
 #[pyfunction]
 fn sqlite_order_rows<'py>(
     py: Python<'py>,
-    orders: &Bound<'py, PyList>,
+    changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let mut rows = Vec::with_capacity(orders.len());
-    each(
-        orders,
-        "orders",
-        |o: &Order| &o.inner,
-        |o| {
-            rows.push(order_row(py, o)?);
-            Ok(())
-        },
-    )?;
+    let c = changes.get().lock();
+    let rows = c
+        .orders
+        .iter()
+        .map(|o| order_row(py, o))
+        .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, rows)
 }
 
-/// The SQLite rows of `trades` (`Trade` objects), in `SQLITE_TRADE_COLUMNS`
+/// The SQLite rows of the trades of `changes`, in `SQLITE_TRADE_COLUMNS`
 /// order.
 #[pyfunction]
 fn sqlite_trade_rows<'py>(
     py: Python<'py>,
-    trades: &Bound<'py, PyList>,
+    changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let mut rows = Vec::with_capacity(trades.len());
-    each(
-        trades,
-        "trades",
-        |x: &Trade| &x.inner,
-        |x| {
-            rows.push(trade_row(py, x)?);
-            Ok(())
-        },
-    )?;
+    let c = changes.get().lock();
+    let rows = c
+        .trades
+        .iter()
+        .map(|x| trade_row(py, x))
+        .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, rows)
 }
 
-/// `s` escaped for a text COPY field (backslash, tab, newline, CR).
 fn copy_text(out: &mut Vec<u8>, s: &str) {
     for b in s.bytes() {
         match b {
@@ -360,35 +351,41 @@ fn trade_line(out: &mut Vec<u8>, x: &t::Trade) -> PyResult<()> {
     Ok(())
 }
 
-/// The text `COPY` data of `orders` for `tmp_orders`.
+/// The text `COPY` data of the orders of `changes` for `tmp_orders`,
+/// built without the GIL.
 #[pyfunction]
 fn pg_copy_orders<'py>(
     py: Python<'py>,
-    orders: &Bound<'py, PyList>,
+    changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(orders.len() * 320);
-    each(
-        orders,
-        "orders",
-        |o: &Order| &o.inner,
-        |o| order_line(&mut out, o),
-    )?;
+    let changes = changes.get();
+    let out = py.detach(|| -> PyResult<Vec<u8>> {
+        let c = changes.lock();
+        let mut out = Vec::with_capacity(c.orders.len() * 320);
+        for o in &c.orders {
+            order_line(&mut out, o)?;
+        }
+        Ok(out)
+    })?;
     Ok(PyBytes::new(py, &out))
 }
 
-/// The text `COPY` data of `trades` for `tmp_trades`.
+/// The text `COPY` data of the trades of `changes` for `tmp_trades`,
+/// built without the GIL.
 #[pyfunction]
 fn pg_copy_trades<'py>(
     py: Python<'py>,
-    trades: &Bound<'py, PyList>,
+    changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(trades.len() * 360);
-    each(
-        trades,
-        "trades",
-        |x: &Trade| &x.inner,
-        |x| trade_line(&mut out, x),
-    )?;
+    let changes = changes.get();
+    let out = py.detach(|| -> PyResult<Vec<u8>> {
+        let c = changes.lock();
+        let mut out = Vec::with_capacity(c.trades.len() * 360);
+        for x in &c.trades {
+            trade_line(&mut out, x)?;
+        }
+        Ok(out)
+    })?;
     Ok(PyBytes::new(py, &out))
 }
 

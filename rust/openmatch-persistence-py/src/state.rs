@@ -3,8 +3,9 @@
 //! `Order`/`Trade` classes of `model`), `StateChanges` and `Violation`.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openmatch_aof::journal::Journal;
 
@@ -18,6 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use crate::convert::*;
 use crate::errors::{frame_error, invalid_type, invalid_value};
 use crate::model::{EpochPhase, Operation, Order, Trade};
+use crate::rows::each;
 
 pyo3::import_exception!(openmatch_persistence.errors, ConsistencyError);
 pyo3::import_exception!(openmatch_persistence.errors, OperationRefusedError);
@@ -313,42 +315,168 @@ fn consistency_error(py: Python<'_>, violations: Vec<st::Violation>) -> PyErr {
 /// position of the last applied operation, which the changes cover;
 /// `clock_ns` and `closed_epochs_through` are the state's logical clock and
 /// highest closed epoch there (the database keeps them with its checkpoint).
+///
+/// The rows stay Rust values until a list is asked for, so a flusher that
+/// folds takes together (`absorb`) and hands them to a store's row builder
+/// never makes a Python object per row it merges.
 #[pyclass(frozen, module = "openmatch_persistence._core")]
 pub struct StateChanges {
-    #[pyo3(get)]
-    orders: Py<PyList>,
-    #[pyo3(get)]
-    trades: Py<PyList>,
-    #[pyo3(get)]
-    balances: Py<PyList>,
-    #[pyo3(get)]
-    epochs: Py<PyList>,
-    #[pyo3(get)]
-    position: u64,
-    #[pyo3(get)]
-    clock_ns: i64,
-    #[pyo3(get)]
-    closed_epochs_through: Option<u64>,
-    count: usize,
+    inner: Mutex<st::Changes>,
+}
+
+impl StateChanges {
+    pub(crate) fn new(changes: st::Changes) -> Self {
+        StateChanges {
+            inner: Mutex::new(changes),
+        }
+    }
+
+    /// The changes, locked. Nothing under the lock can panic halfway (it
+    /// reads, clones or merges), so a poisoned lock is used as it is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, st::Changes> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[pymethods]
 impl StateChanges {
+    /// Changes made of rows (by default none, at position 0: a set to
+    /// `absorb` takes into): each key once, its last row in the lists
+    /// winning; sorted as a take's are.
+    #[new]
+    #[pyo3(signature = (orders = None, trades = None, balances = None, epochs = None, position = 0))]
+    fn from_rows(
+        orders: Option<&Bound<'_, PyList>>,
+        trades: Option<&Bound<'_, PyList>>,
+        balances: Option<&Bound<'_, PyList>>,
+        epochs: Option<&Bound<'_, PyList>>,
+        position: u64,
+    ) -> PyResult<Self> {
+        let mut c = st::Changes {
+            position,
+            ..st::Changes::default()
+        };
+        let mut keyed_orders = BTreeMap::new();
+        if let Some(list) = orders {
+            each(
+                list,
+                "orders",
+                |o: &Order| &o.inner,
+                |o| {
+                    keyed_orders.insert(o.id, o.clone());
+                    Ok(())
+                },
+            )?;
+        }
+        c.orders = keyed_orders.into_values().collect();
+        if let Some(list) = trades {
+            each(
+                list,
+                "trades",
+                |x: &Trade| &x.inner,
+                |x| {
+                    c.trades.push(x.clone());
+                    Ok(())
+                },
+            )?;
+        }
+        let mut keyed_balances = BTreeMap::new();
+        if let Some(list) = balances {
+            each(
+                list,
+                "balances",
+                |b: &Balance| &b.inner,
+                |b| {
+                    keyed_balances.insert((b.user_id, b.asset.clone()), b.clone());
+                    Ok(())
+                },
+            )?;
+        }
+        c.balances = keyed_balances.into_values().collect();
+        let mut keyed_epochs = BTreeMap::new();
+        if let Some(list) = epochs {
+            each(
+                list,
+                "epochs",
+                |e: &Epoch| &e.inner,
+                |e| {
+                    keyed_epochs.insert(e.epoch_id, e.clone());
+                    Ok(())
+                },
+            )?;
+        }
+        c.epochs = keyed_epochs.into_values().collect();
+        Ok(StateChanges::new(c))
+    }
+    #[getter]
+    fn orders<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let v = self.lock().orders.clone();
+        orders_list(py, v)
+    }
+    #[getter]
+    fn trades<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let v = self.lock().trades.clone();
+        trades_list(py, v)
+    }
+    #[getter]
+    fn balances<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let v = self.lock().balances.clone();
+        balances_list(py, v)
+    }
+    #[getter]
+    fn epochs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let v = self.lock().epochs.clone();
+        epochs_list(py, v)
+    }
+    #[getter]
+    fn position(&self) -> u64 {
+        self.lock().position
+    }
+    #[getter]
+    fn clock_ns(&self) -> PyResult<i64> {
+        datetime_to_ns(&self.lock().clock, "clock")
+    }
+    #[getter]
+    fn closed_epochs_through(&self) -> Option<u64> {
+        self.lock().closed_through.map(|e| e.0)
+    }
+    /// `(orders, trades, balances, epochs)`: how many of each changed.
+    fn counts(&self) -> (usize, usize, usize, usize) {
+        let c = self.lock();
+        (
+            c.orders.len(),
+            c.trades.len(),
+            c.balances.len(),
+            c.epochs.len(),
+        )
+    }
+    /// Folds in `newer`, changes taken after these: where both hold a row
+    /// of one key, `newer`'s wins; the trades of both are kept, these
+    /// first; position, clock and closed epochs become the later side's.
+    /// `newer` is left as it was.
+    fn absorb(&self, py: Python<'_>, newer: &Bound<'_, StateChanges>) -> PyResult<()> {
+        let newer = newer.get();
+        if std::ptr::eq(newer, self) {
+            return Err(invalid_value("a change set cannot absorb itself"));
+        }
+        let taken = newer.lock().clone();
+        py.detach(|| self.lock().absorb(taken));
+        Ok(())
+    }
     /// How many entities changed.
     fn __len__(&self) -> usize {
-        self.count
+        self.lock().len()
     }
     fn __repr__(&self) -> String {
-        Python::attach(|py| {
-            format!(
-                "StateChanges(orders={}, trades={}, balances={}, epochs={}, position={})",
-                self.orders.bind(py).len(),
-                self.trades.bind(py).len(),
-                self.balances.bind(py).len(),
-                self.epochs.bind(py).len(),
-                self.position
-            )
-        })
+        let c = self.lock();
+        format!(
+            "StateChanges(orders={}, trades={}, balances={}, epochs={}, position={})",
+            c.orders.len(),
+            c.trades.len(),
+            c.balances.len(),
+            c.epochs.len(),
+            c.position
+        )
     }
 }
 
@@ -660,9 +788,9 @@ impl State {
     }
 
     /// The entities changed since the previous call; resets the tracking.
-    fn take_changes(&mut self, py: Python<'_>) -> PyResult<StateChanges> {
+    fn take_changes(&mut self) -> PyResult<StateChanges> {
         let c = self.owned_mut()?.take_changes();
-        state_changes(py, c)
+        Ok(StateChanges::new(c))
     }
 
     /// A state from entities: exported ones (`orders()`, `balances()`,
@@ -777,21 +905,6 @@ impl State {
             )
         })
     }
-}
-
-/// `StateChanges` of the core's changes.
-pub(crate) fn state_changes(py: Python<'_>, c: st::Changes) -> PyResult<StateChanges> {
-    let count = c.orders.len() + c.trades.len() + c.balances.len() + c.epochs.len();
-    Ok(StateChanges {
-        orders: orders_list(py, c.orders)?.unbind(),
-        trades: trades_list(py, c.trades)?.unbind(),
-        balances: balances_list(py, c.balances)?.unbind(),
-        epochs: epochs_list(py, c.epochs)?.unbind(),
-        position: c.position,
-        clock_ns: datetime_to_ns(&c.clock, "clock")?,
-        closed_epochs_through: c.closed_through.map(|e| e.0),
-        count,
-    })
 }
 
 /// `OperationRefusedError` for an operation the state's rule refuses;

@@ -24,6 +24,7 @@ mod snapshot;
 mod table;
 mod undo;
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -207,6 +208,69 @@ impl Changes {
             && self.trades.is_empty()
             && self.balances.is_empty()
             && self.epochs.is_empty()
+    }
+
+    /// How many entities changed.
+    pub fn len(&self) -> usize {
+        self.orders.len() + self.trades.len() + self.balances.len() + self.epochs.len()
+    }
+
+    /// Folds in `newer`, changes taken after these: where both hold a row
+    /// of one key, `newer`'s wins; the keyed lists stay sorted, and the
+    /// trades keep the order they were applied in (these first). The
+    /// position, clock and closed epochs become the later side's.
+    ///
+    /// Two takes never hold the same trade (each is applied once and taken
+    /// once), so trades are concatenated; a flusher that puts a failed batch
+    /// back under newer changes passes the older as `self`.
+    pub fn absorb(&mut self, newer: Changes) {
+        merge_sorted(&mut self.orders, newer.orders, |a, b| a.id.cmp(&b.id));
+        merge_sorted(&mut self.balances, newer.balances, |a, b| {
+            (a.user_id, &a.asset).cmp(&(b.user_id, &b.asset))
+        });
+        merge_sorted(&mut self.epochs, newer.epochs, |a, b| {
+            a.epoch_id.cmp(&b.epoch_id)
+        });
+        self.trades.extend(newer.trades);
+        if newer.position >= self.position {
+            self.position = newer.position;
+            self.clock = newer.clock;
+            self.closed_through = newer.closed_through;
+        }
+    }
+}
+
+/// Merges two lists sorted by `order`, each key at most once per list, into
+/// `mine`; on a key in both, `newer`'s item is kept.
+fn merge_sorted<T>(mine: &mut Vec<T>, newer: Vec<T>, order: impl Fn(&T, &T) -> Ordering) {
+    if newer.is_empty() {
+        return;
+    }
+    if mine.is_empty() {
+        *mine = newer;
+        return;
+    }
+    let older = std::mem::take(mine);
+    mine.reserve(older.len() + newer.len());
+    let mut a = older.into_iter().peekable();
+    let mut b = newer.into_iter().peekable();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match order(x, y) {
+                Ordering::Less => a.next(),
+                Ordering::Greater => b.next(),
+                Ordering::Equal => {
+                    a.next();
+                    b.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(item) => mine.push(item),
+            None => break,
+        }
     }
 }
 
