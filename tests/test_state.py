@@ -5,7 +5,11 @@ snapshots and the bytes bulk path. The semantics are in docs/state.md."""
 from __future__ import annotations
 
 import datetime
+import os
+import pathlib
 import pickle
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -357,3 +361,59 @@ def test_any_stream_applies_the_same_way_through_every_path(ops: list[Operation]
 
     restored = State.from_image(by_ops.to_image())
     assert restored.digest() == by_ops.digest()
+
+
+_ROWS_BESIDE_READERS = """
+import gc, sys, threading, time
+import weakref
+from openmatch_persistence import _core
+from factories import order
+
+rows = _core.StateChanges([order(n, "1") for n in range(1, 5000)])
+stop = threading.Event()
+
+class Junk:
+    me: object
+
+def builder() -> None:
+    keep: weakref.WeakSet[Junk] = weakref.WeakSet()
+    while not stop.is_set():
+        for _ in range(200):
+            j = Junk()
+            j.me = j  # freed only by the collector, whose callbacks run Python code
+            keep.add(j)
+        _core.sqlite_order_rows(rows)
+
+def reader() -> None:
+    while not stop.is_set():
+        len(rows)
+        rows.counts()
+
+gc.set_threshold(50)
+sys.setswitchinterval(1e-6)
+threads = [threading.Thread(target=builder), threading.Thread(target=reader)]
+for t in threads:
+    t.start()
+time.sleep(3)
+stop.set()
+for t in threads:
+    t.join()
+"""
+
+
+def test_building_rows_beside_readers_of_the_same_changes_never_deadlocks() -> None:
+    """A thread building a store's rows makes Python objects, which can run
+    the collector's callbacks and hand the GIL to a thread that reads the
+    same changes: the rows are copied out before any object is made, so the
+    reader never waits, holding the GIL, for a lock whose holder needs it.
+    (Before, this hung within seconds; a subprocess, so that a hang fails.)"""
+    here = pathlib.Path(__file__).parent
+    done = subprocess.run(
+        [sys.executable, "-c", _ROWS_BESIDE_READERS],
+        cwd=here,
+        env={**os.environ, "PYTHONPATH": str(here)},
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr

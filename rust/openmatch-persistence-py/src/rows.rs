@@ -210,9 +210,11 @@ fn sqlite_order_rows<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let c = changes.get().lock();
-    let rows = c
-        .orders
+    // Copied out first: building Python objects can run Python code (the
+    // garbage collector's callbacks), which can hand the GIL to a thread
+    // that then waits for this lock while holding it.
+    let orders = changes.get().lock().orders.clone();
+    let rows = orders
         .iter()
         .map(|o| order_row(py, o))
         .collect::<PyResult<Vec<_>>>()?;
@@ -226,9 +228,9 @@ fn sqlite_trade_rows<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let c = changes.get().lock();
-    let rows = c
-        .trades
+    // Copied out first, as in `sqlite_order_rows`.
+    let trades = changes.get().lock().trades.clone();
+    let rows = trades
         .iter()
         .map(|x| trade_row(py, x))
         .collect::<PyResult<Vec<_>>>()?;

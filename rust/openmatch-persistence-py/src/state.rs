@@ -333,6 +333,10 @@ impl StateChanges {
 
     /// The changes, locked. Nothing under the lock can panic halfway (it
     /// reads, clones or merges), so a poisoned lock is used as it is.
+    ///
+    /// Deadlock rule: a thread holding this lock never needs the GIL (no
+    /// Python object is made under it), since a thread that holds the GIL
+    /// may be waiting for the lock.
     pub(crate) fn lock(&self) -> MutexGuard<'_, st::Changes> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
