@@ -367,13 +367,6 @@ repair(sys.argv[1])
 """
 
 
-def _two_segments(aof: Path, frames: list[bytes], cut: int) -> None:
-    aof.mkdir(mode=0o700)
-    (aof / _core.segment_file_name(0)).write_bytes(b"".join(frames[:cut]))
-    start = sum(map(len, frames[:cut]))
-    (aof / _core.segment_file_name(start)).write_bytes(b"".join(frames[cut:]))
-
-
 def test_every_crash_state_of_a_torn_tail_cut_recovers(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -391,25 +384,64 @@ def test_every_crash_state_of_a_torn_tail_cut_recovers(
     print(f"torn tail: {len(recording.ops)} ops, {tally.states} states, {dict(tally.outcomes)}")
 
 
-def test_every_crash_state_of_a_repair_keeps_every_byte(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+#: The repair before its fix: no directory fsync between two removals, one
+#: after all of them (the old ``_remove``).
+REPAIR_WORKLOAD_BEFORE_THE_FIX = """
+import os, sys
+from pathlib import Path
+from openmatch_persistence import repair
+def apply(part):
+    seg = Path(part.segment)
+    if part.removes_file:
+        seg.unlink()
+        return
+    fd = os.open(seg, os.O_WRONLY)
+    os.ftruncate(fd, part.offset)
+    os.fsync(fd)
+    os.close(fd)
+repair._apply = apply
+repair.repair(sys.argv[1])
+repair.fsync_directory(sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def repair_recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    return record_repair(tmp_path_factory, REPAIR_WORKLOAD)
+
+
+def record_repair(tmp_path_factory: pytest.TempPathFactory, script: str) -> Recording:
+    """A repair of three segments with a damaged frame in the first: it
+    truncates the first and deletes the other two."""
+    home = tmp_path_factory.mktemp("crash-repair")
     frames = [om.encode(op) for op in take(20, seed=21)]
-    aof = tmp_path / "aof"
-    _two_segments(aof, frames, 12)
-    first = aof / _core.segment_file_name(0)
-    damaged = bytearray(first.read_bytes())
-    damaged[sum(map(len, frames[:8])) + 9] ^= 0x40  # a payload byte of frame 9
-    first.write_bytes(bytes(damaged))
-    original = {p.name: p.read_bytes() for p in aof.iterdir()}
-    recording = record(REPAIR_WORKLOAD, [str(aof)], str(aof), cwd=str(tmp_path))
+    aof = home / "aof"
+    aof.mkdir(mode=0o700)
+    for first, last in [(0, 8), (8, 14), (14, 20)]:
+        name = _core.segment_file_name(sum(map(len, frames[:first])))
+        (aof / name).write_bytes(b"".join(frames[first:last]))
+    first_segment = aof / _core.segment_file_name(0)
+    damaged = bytearray(first_segment.read_bytes())
+    damaged[sum(map(len, frames[:5])) + 9] ^= 0x40  # a payload byte of frame 6
+    first_segment.write_bytes(bytes(damaged))
+    return record(script, [str(aof)], str(aof), cwd=str(home))
+
+
+def check_repair(recording: Recording) -> Callable[[list[str]], str]:
+    """Every byte a repair removed is in a backup, and the log reads as
+    before the repair (the same damage) or as after it (clean): a crash
+    midway never leaves a gap, which would make it look damaged elsewhere."""
+    original = recording.base.files()
+    aof = Path(recording.root)
+    recording.base.materialise(str(aof))
+    damage = _core.verify(aof)
 
     def check(marks: list[str]) -> str:
-        now = {p.name: p.read_bytes() for p in aof.iterdir()} if aof.is_dir() else {}
+        now = {str(p): p.read_bytes() for p in aof.iterdir()} if aof.is_dir() else {}
         for name, content in original.items():
             kept = now.get(name, b"")
             if content[: len(kept)] != kept:
-                return f"violation: {name} holds bytes it did not hold"
+                return f"violation(garbage): {name} holds bytes it did not hold"
             if len(kept) < len(content):
                 what = "whole" if name not in now else f"from-{len(kept)}"
                 backups = [
@@ -418,13 +450,25 @@ def test_every_crash_state_of_a_repair_keeps_every_byte(
                     if n.startswith(name + ".") and n.endswith(f".{what}.bak")
                 ]
                 if content[len(kept) :] not in backups:
-                    return f"violation: {name}'s bytes from {len(kept)} are in no backup"
+                    return f"violation(deleted): {name}'s bytes from {len(kept)} are in no backup"
+        report = _core.verify(aof)
+        if report.is_corrupt and (report.cause, report.position) != (damage.cause, damage.position):
+            return (
+                f"violation(verify): after a crash in the repair, aof verify reports {report.cause}"
+            )
         return "recovered"
 
+    return check
+
+
+def test_every_crash_state_of_a_repair_keeps_every_byte(
+    repair_recording: Recording, request: pytest.FixtureRequest
+) -> None:
     soak = bool(request.config.getoption("--soak"))
-    tally = run_states(recording, check, soak, seed=4)
+    tally = run_states(repair_recording, check_repair(repair_recording), soak, seed=4)
     assert not tally.violations, "\n".join(tally.violations[:10])
-    print(f"repair: {len(recording.ops)} ops, {tally.states} states, {dict(tally.outcomes)}")
+    ops = len(repair_recording.ops)
+    print(f"repair: {ops} ops, {tally.states} states, {dict(tally.outcomes)}")
 
 
 # --- the version before the fixes ---------------------------------------------
@@ -453,7 +497,9 @@ def _toggled(recording: Recording, name: str) -> Recording:
 
 
 def test_the_suite_finds_what_the_fixes_fixed(
-    data_dir_recording: Recording, writer_always: Recording
+    data_dir_recording: Recording,
+    writer_always: Recording,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """The sampled run is not blind: on the operations of the version before
     the fixes, the crash states right after the steps each fix changed break
@@ -473,33 +519,48 @@ def test_the_suite_finds_what_the_fixes_fixed(
     tally = run_states(unlinks, old_repair, False, seed=6, points=points)
     assert tally.outcomes["violation(repair)"] > 0, tally.outcomes
 
+    old = record_repair(tmp_path_factory, REPAIR_WORKLOAD_BEFORE_THE_FIX)
+    tally = run_states(old, check_repair(old), False, seed=8, points=crash_points(old))
+    assert tally.outcomes["violation(verify)"] > 0, tally.outcomes
+
 
 @pytest.mark.soak
 def test_count_the_crash_states_of_the_version_before_the_fixes(
-    data_dir_recording: Recording, writer_always: Recording
+    data_dir_recording: Recording,
+    writer_always: Recording,
+    repair_recording: Recording,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """The table in docs/fault-model.md: every crash point, each fix undone
     alone (and the repair that did not know the checkpoint)."""
     root = Path(data_dir_recording.root)
     aof = Path(writer_always.root)
+    mkdir, unlinks, sqlite = BEFORE_THE_FIXES
+    data_dir, writer = check_data_dir(root), check_log(aof, writer_expected())
+    old_data_dir = check_data_dir(root, repair_knows_checkpoint=False)
+    old_writer = check_log(aof, writer_expected(), repair_knows_checkpoint=False)
+    runs = [
+        (mkdir, "data directory", data_dir_recording, data_dir),
+        (mkdir, "writer (always)", writer_always, writer),
+        (unlinks, "data directory", data_dir_recording, data_dir),
+        (
+            unlinks,
+            "data directory, repair without the checkpoint",
+            data_dir_recording,
+            old_data_dir,
+        ),
+        (unlinks, "writer (always)", writer_always, writer),
+        (unlinks, "writer (always), repair without the checkpoint", writer_always, old_writer),
+        (sqlite, "data directory", data_dir_recording, data_dir),
+    ]
     rows = []
-    for name in BEFORE_THE_FIXES:
-        for label, recording, check in [
-            ("data directory", data_dir_recording, check_data_dir(root)),
-            (
-                "data directory, old repair",
-                data_dir_recording,
-                check_data_dir(root, repair_knows_checkpoint=False),
-            ),
-            ("writer (always)", writer_always, check_log(aof, writer_expected())),
-            (
-                "writer (always), old repair",
-                writer_always,
-                check_log(aof, writer_expected(), repair_knows_checkpoint=False),
-            ),
-        ]:
-            tally = run_states(_toggled(recording, name), check, True, seed=7)
-            rows.append(
-                f"| {name} | {label} | {tally.states} | {dict(sorted(tally.outcomes.items()))} |"
-            )
+    for name, label, recording, check in runs:
+        tally = run_states(_toggled(recording, name), check, True, seed=7)
+        rows.append(
+            f"| {name}: {label} | {tally.states} | {dict(sorted(tally.outcomes.items()))} |"
+        )
+    old = record_repair(tmp_path_factory, REPAIR_WORKLOAD_BEFORE_THE_FIX)
+    for label, recording in [("repair", repair_recording), ("repair, old code", old)]:
+        tally = run_states(recording, check_repair(recording), True, seed=7)
+        rows.append(f"| {label} | {tally.states} | {dict(sorted(tally.outcomes.items()))} |")
     print("\n" + "\n".join(rows))

@@ -5,8 +5,10 @@ one place that does, and only when asked. :func:`plan_repair` says what a
 repair would remove; :func:`repair` first copies every byte it will remove
 to a backup file beside its segment (mode 0600, fsynced, directory
 fsynced), then truncates the damaged segment at the first bad frame and
-deletes the segments after it (the last one first, so that a crash midway
-leaves a prefix of the log followed by bytes that are already backed up).
+deletes the segments after it (the last one first, each unlink made
+durable by a directory fsync before the next removal, so that a crash
+midway leaves a prefix of the log followed by bytes that are already backed
+up, never a gap).
 Backups are named and written by the Rust core (``backup.rs``), which the
 writer uses for the torn tails it cuts.
 
@@ -180,9 +182,14 @@ def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
 
 
 def _apply(part: RemovedPart) -> None:
+    """Removes one part durably: an unlink is made durable (its directory
+    fsynced) before the caller removes the next part, as compaction does, so
+    that a crash cannot bring back an earlier-removed later segment while
+    keeping a later removal: that would be a gap."""
     seg = Path(part.segment)
     if part.removes_file:
         seg.unlink()
+        fsync_directory(seg.parent)
         return
     fd = os.open(seg, os.O_WRONLY)
     try:
@@ -272,11 +279,9 @@ def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[Remo
         for d in dirs:
             fsync_directory(d)
         # Only now, with every removed byte durable elsewhere, cut: the last
-        # segment first.
+        # segment first, each removal durable before the next.
         for part in reversed(parts):
             _apply(part)
-        for d in dirs:
-            fsync_directory(d)
     except OSError as e:
         if isinstance(e, AofError):
             raise
