@@ -386,7 +386,7 @@ def record(script: str, args: Sequence[str], root: str, *, cwd: str) -> Recordin
     under ``root`` (which may not exist yet)."""
     import sys
 
-    assert STRACE is not None
+    assert STRACE is not None, "the crash-state suite needs strace (.ci/run installs it)"
     base = scan_tree(root)
     with tempfile.NamedTemporaryFile(prefix="crashkit-", suffix=".trace") as out:
         cmd = [STRACE, "-f", "-qq", "--seccomp-bpf", "-y", "-xx", "-s", "16777216"]

@@ -33,6 +33,9 @@ def create_file_durably(path: StrPath) -> bool:
     try:
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        # Opened as the caller will, so that a directory or an unreadable
+        # file is the OSError it would get, said here.
+        os.close(os.open(target, os.O_RDWR))
         return False
     try:
         os.fsync(fd)

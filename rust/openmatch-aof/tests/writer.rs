@@ -183,7 +183,10 @@ fn everysec_fails_the_writer_when_its_thread_cannot_open_its_own_descriptor() {
     }
     let reason = w.failure().unwrap();
     assert!(reason.contains("own descriptor"), "{reason}");
-    assert!(w.durable_position() < p, "nothing was fsynced through a shared descriptor");
+    assert!(
+        w.durable_position() < p,
+        "nothing was fsynced through a shared descriptor"
+    );
     match w.append(&op(2)) {
         Err(WriterError::Failed { reason }) => assert!(reason.contains("own descriptor")),
         other => panic!("append after the failure: {other:?}"),

@@ -38,8 +38,8 @@ impl Faults {
     /// An error if a failure of this kind is armed; consumes one.
     pub(crate) fn check(&self, fault: Fault) -> io::Result<()> {
         let (counter, errno) = match fault {
-            Fault::Write => (&self.writes, 28), // ENOSPC
-            Fault::Fsync => (&self.fsyncs, 5),  // EIO
+            Fault::Write => (&self.writes, 28),   // ENOSPC
+            Fault::Fsync => (&self.fsyncs, 5),    // EIO
             Fault::Reopen => (&self.reopens, 24), // EMFILE
         };
         if counter.load(Ordering::Relaxed) == 0 {
