@@ -251,3 +251,54 @@ def test_dump_follow_prints_what_another_process_appends(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err
+
+
+def _compacted_with_a_segment_back(data_dir: Path) -> tuple[Path, str]:
+    """A data directory (SQLite) after a compaction whose first unlink came
+    back in a crash and the second did not: segment 0 is there, the one
+    after it is gone, the live one follows. Returns the AOF dir and the
+    digest of the full log."""
+    from faultkit import NO_COMPACTION
+
+    from openmatch_persistence.persistence import Persistence
+    from openmatch_persistence.workload import take
+
+    with Persistence.open(data_dir, compaction=NO_COMPACTION) as p:
+        aof = p.aof_dir
+        p.append_many(take(100, seed=5))
+        p._journal.rotate()
+        first = (aof / seg_name(0)).read_bytes()
+        p.append_many(take(200, seed=5)[100:])
+        p.compact()
+        p.append_many(take(250, seed=5)[200:])
+        digest = p.digest()
+    (aof / seg_name(0)).write_bytes(first)
+    return aof, digest
+
+
+def test_repair_of_a_compaction_gap_removes_the_covered_segments_not_the_live_log(
+    tmp_path: Path,
+) -> None:
+    from openmatch_persistence.persistence import Persistence
+
+    aof, digest = _compacted_with_a_segment_back(tmp_path)
+    live = sorted(p.name for p in aof.glob("*.aof"))[1:]
+    assert run_cli("aof", "verify", str(tmp_path)).returncode == 2  # the gap
+    proc = run_cli("aof", "repair", "--yes", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in aof.glob("*.aof")) == live
+    (backup,) = aof.glob("*.bak")
+    assert backup.name.startswith(seg_name(0))
+    with Persistence.open(tmp_path) as p:
+        assert p.digest() == digest
+
+
+def test_repair_beside_a_writer_is_one_error_line(tmp_path: Path) -> None:
+    with om.AofWriter(tmp_path) as writer:
+        writer.append_many(sample_ops())
+        with (tmp_path / seg_name(0)).open("ab") as f:
+            f.write(b"\x07\x00")
+        proc = run_cli("aof", "repair", "--yes", str(tmp_path))
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1 and "a writer has the AOF open" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.glob("*.bak"))

@@ -313,3 +313,35 @@ def test_a_database_ahead_of_the_aof_is_refused(tmp_path: Path, pg: str) -> None
         f.truncate(position - len(om.encode(ops[-1])))
     with pytest.raises(om.RecoveryError, match=f"covers AOF position {position}, past"):
         Persistence.open(tmp_path, database_url=pg)
+
+
+def test_compaction_relies_only_on_commits_made_durable_under_synchronous_commit_off(
+    tmp_path: Path, pg: str
+) -> None:
+    """A server (here: the session) tuned with synchronous_commit = off
+    acknowledges commits before their WAL is on disk. Compaction deletes
+    segments once the snapshot's transactions commit, so those must commit
+    with synchronous_commit = on. A trigger records the setting in force in
+    the transaction that writes the snapshot's image."""
+    off = f"{pg}%20-csynchronous_commit%3Doff"
+    with psycopg.connect(off, autocommit=True) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    with Persistence.open(tmp_path, database_url=off, compaction=NO_COMPACTION) as p:
+        with psycopg.connect(pg, autocommit=True) as conn:
+            conn.execute("CREATE TABLE seen_commit (setting text)")
+            conn.execute(
+                "CREATE FUNCTION record_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN INSERT INTO seen_commit"
+                " VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER record_commit AFTER INSERT OR UPDATE ON persistence_state_image"
+                " FOR EACH ROW EXECUTE FUNCTION record_commit()"
+            )
+        p.append_many(take(300))
+        report = p.compact()
+        assert report.deleted_segments >= 1
+    with psycopg.connect(pg, autocommit=True) as conn:
+        seen = [r[0] for r in conn.execute("SELECT setting FROM seen_commit").fetchall()]
+    # The compaction's snapshot and the clean close each wrote an image.
+    assert seen and set(seen) == {"on"}, seen

@@ -276,6 +276,25 @@ def test_repair_counts_intact_frames_behind_the_damage(
     assert om.verify(aof_dir).is_clean
 
 
+def test_repair_never_deletes_a_segment_no_snapshot_covers(
+    aof_dir: Path, ops: list[om.Operation]
+) -> None:
+    first, second = sorted(aof_dir.iterdir())
+    data = bytearray(first.read_bytes())
+    data[len(om.encode(ops[0])) + 12] ^= 1
+    first.write_bytes(bytes(data))
+    second_start = int(second.name[:20])
+    # The segment after the damage holds operations past the checkpoint.
+    for checkpoint in (0, second_start):
+        with pytest.raises(om.AofError, match=f"{second.name}: refusing to repair.*{checkpoint}"):
+            rp.plan_repair(aof_dir, checkpoint=checkpoint)
+        with pytest.raises(om.AofError, match="refusing to repair"):
+            rp.repair(aof_dir, checkpoint=checkpoint)
+        assert second.exists() and first.read_bytes() == bytes(data)
+    # A snapshot past its start covers it: the plan is the usual one.
+    assert rp.plan_repair(aof_dir, checkpoint=second_start + 1).needed
+
+
 def test_repair_refuses_while_a_writer_has_the_aof_open(
     tmp_path: Path, ops: list[om.Operation]
 ) -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Union
 
+from openmatch_persistence import _core
 from openmatch_persistence.errors import AofError
 
 StrPath = Union[str, "os.PathLike[str]"]
@@ -18,6 +19,30 @@ def fsync_directory(directory: StrPath) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_file_durably(path: StrPath) -> bool:
+    """Creates ``path`` empty (0600) unless it exists, with its directory
+    and any missing ancestors (0700, by ``_core.create_dir_durably``), and
+    makes the new entry durable: a file that a later commit writes to (an
+    SQLite database: SQLite fsyncs the directory for its journals, not for
+    the main file) must not lose its name in a crash. Returns whether it
+    was created."""
+    target = Path(path)
+    _core.create_dir_durably(target.parent)
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Opened as the caller will, so that a directory or an unreadable
+        # file is the OSError it would get, said here.
+        os.close(os.open(target, os.O_RDWR))
+        return False
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(target.parent)
+    return True
 
 
 def write_file_atomically(path: StrPath, data: bytes, *, overwrite: bool = False) -> None:

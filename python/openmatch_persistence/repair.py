@@ -5,8 +5,10 @@ one place that does, and only when asked. :func:`plan_repair` says what a
 repair would remove; :func:`repair` first copies every byte it will remove
 to a backup file beside its segment (mode 0600, fsynced, directory
 fsynced), then truncates the damaged segment at the first bad frame and
-deletes the segments after it (the last one first, so that a crash midway
-leaves a prefix of the log followed by bytes that are already backed up).
+deletes the segments after it (the last one first, each unlink made
+durable by a directory fsync before the next removal, so that a crash
+midway leaves a prefix of the log followed by bytes that are already backed
+up, never a gap).
 Backups are named and written by the Rust core (``backup.rs``), which the
 writer uses for the torn tails it cuts.
 
@@ -91,10 +93,18 @@ class RepairResult:
 
 def _segments_after(path: Path, segment: Path) -> list[Path]:
     """The segment files of directory ``path`` that come after ``segment``."""
+    return [p for p in _segment_files(path) if p.name > segment.name]
+
+
+def _segments_before(path: Path, segment: Path) -> list[Path]:
+    """The segment files of directory ``path`` that come before ``segment``."""
+    return [p for p in _segment_files(path) if p.name < segment.name]
+
+
+def _segment_files(path: Path) -> list[Path]:
     if not path.is_dir():
         return []
-    names = sorted(n for n in os.listdir(path) if _SEGMENT_NAME.match(n))
-    return [path / n for n in names if n > segment.name]
+    return [path / n for n in sorted(os.listdir(path)) if _SEGMENT_NAME.match(n)]
 
 
 def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int) -> int:
@@ -112,9 +122,21 @@ def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int) -> int:
     return _core.verify(seg, start=report.segment_start + skip).frames
 
 
-def plan_repair(path: StrPath) -> RepairPlan:
+def _start_of(segment: StrPath) -> int:
+    return int(Path(segment).name[:20])
+
+
+def plan_repair(path: StrPath, *, checkpoint: int | None = None) -> RepairPlan:
     """Scans ``path`` (a segment file or an AOF directory) and says what a
-    repair would remove; changes nothing."""
+    repair would remove; changes nothing.
+
+    ``checkpoint`` is the database's snapshot position, when known. A gap
+    whose later side starts at or before it is what a compaction interrupted
+    between unlinks can leave (an older segment back without the ones after
+    it): the segments before the gap are covered by the snapshot, so they go,
+    not the live log. And no repair removes a segment that starts at or
+    after the checkpoint (no snapshot holds its operations): that plan is
+    refused with :class:`AofError` naming the segment."""
     root = Path(path)
     report = _core.verify(root)
     if report.is_clean or report.segment is None:
@@ -124,7 +146,13 @@ def plan_repair(path: StrPath) -> RepairPlan:
     parts: list[RemovedPart] = []
     cause = report.cause
     intact = 0
-    if cause in ("segment_gap", "segment_overlap"):
+    gap = cause in ("segment_gap", "segment_overlap")
+    if gap and checkpoint is not None and _start_of(seg) <= checkpoint:
+        for older in _segments_before(root, seg):
+            parts.append(RemovedPart(str(older), 0, older.stat().st_size, removes_file=True))
+            intact += _core.verify(older).frames
+        return RepairPlan(str(root), report, tuple(parts), 0, intact)
+    if gap:
         # The segment that starts at the wrong position goes whole, with
         # everything after it; the log ends where the previous one ends.
         parts.append(RemovedPart(str(seg), 0, size, removes_file=True))
@@ -137,6 +165,14 @@ def plan_repair(path: StrPath) -> RepairPlan:
     for later in _segments_after(root, seg):
         parts.append(RemovedPart(str(later), 0, later.stat().st_size, removes_file=True))
         intact += _core.verify(later).frames
+    if checkpoint is not None:
+        for part in parts:
+            if part.removes_file and _start_of(part.segment) >= checkpoint:
+                raise AofError(
+                    f"{part.segment}: refusing to repair: the repair would delete this segment, "
+                    f"which starts at position {_start_of(part.segment)}, at or after the "
+                    f"database's checkpoint {checkpoint}, so no snapshot holds its operations"
+                )
     return RepairPlan(str(root), report, tuple(parts), damaged, intact)
 
 
@@ -146,9 +182,14 @@ def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
 
 
 def _apply(part: RemovedPart) -> None:
+    """Removes one part durably: an unlink is made durable (its directory
+    fsynced) before the caller removes the next part, as compaction does, so
+    that a crash cannot bring back an earlier-removed later segment while
+    keeping a later removal: that would be a gap."""
     seg = Path(part.segment)
     if part.removes_file:
         seg.unlink()
+        fsync_directory(seg.parent)
         return
     fd = os.open(seg, os.O_WRONLY)
     try:
@@ -169,15 +210,18 @@ def _locked(path: StrPath, why: str) -> _core.AofDirLock:
         ) from e
 
 
-def repair(path: StrPath, *, plan: RepairPlan | None = None) -> RepairResult:
-    """Cuts ``path`` at its first bad frame after backing up what goes.
+def repair(
+    path: StrPath, *, plan: RepairPlan | None = None, checkpoint: int | None = None
+) -> RepairResult:
+    """Cuts ``path`` at its first bad frame after backing up what goes
+    (``checkpoint``: see :func:`plan_repair`).
 
     ``plan`` (from :func:`plan_repair`) is re-checked against a fresh scan:
     if the AOF changed since, the repair refuses rather than cut elsewhere.
     Raises :class:`WriterLockedError` while a writer has the AOF open.
     """
     with _locked(path, "repair"):
-        fresh = plan_repair(path)
+        fresh = plan_repair(path, checkpoint=checkpoint)
         if plan is not None and (fresh.parts != plan.parts):
             raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
         if not fresh.needed:
@@ -235,11 +279,9 @@ def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[Remo
         for d in dirs:
             fsync_directory(d)
         # Only now, with every removed byte durable elsewhere, cut: the last
-        # segment first.
+        # segment first, each removal durable before the next.
         for part in reversed(parts):
             _apply(part)
-        for d in dirs:
-            fsync_directory(d)
     except OSError as e:
         if isinstance(e, AofError):
             raise

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from openmatch_persistence import _core
-from openmatch_persistence.cli.common import CliError, add_json_argument
+from openmatch_persistence.cli.common import (
+    CliError,
+    add_database_url_argument,
+    add_json_argument,
+)
 from openmatch_persistence.errors import (
     AofError,
     JsonFormatError,
@@ -117,6 +121,11 @@ def register(subparsers: Any) -> None:
     mode = rep.add_mutually_exclusive_group(required=True)
     mode.add_argument("--yes", action="store_true", help="really cut (backups are kept)")
     mode.add_argument("--dry-run", action="store_true", help="only say what would be cut")
+    add_database_url_argument(
+        rep,
+        default_help="a data directory's own SQLite file; the checkpoint is read from it "
+        "so that no segment a snapshot does not cover is deleted",
+    )
     add_json_argument(rep)
     rep.set_defaults(handler=cmd_repair)
 
@@ -406,11 +415,26 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return _exit_code(report)
 
 
+def _checkpoint(data_dir: Path, database_url: str | None) -> int | None:
+    """The snapshot position of the database behind ``data_dir``: the one
+    ``--database-url`` names, else a data directory's SQLite file, if any."""
+    from openmatch_persistence.persistence import SQLITE_FILENAME
+    from openmatch_persistence.store import open_store
+
+    sqlite = data_dir / SQLITE_FILENAME
+    if database_url is None and not sqlite.is_file():
+        return None
+    with open_store(database_url, sqlite_path=str(sqlite)) as store:
+        checkpoint = store.checkpoint()
+    return None if checkpoint is None else checkpoint.position
+
+
 def cmd_repair(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
-    plan = plan_repair(path)
+    checkpoint = _checkpoint(Path(args.path), args.database_url)
+    plan = plan_repair(path, checkpoint=checkpoint)
     if args.json:
-        return _repair_json(path, plan, args.dry_run)
+        return _repair_json(path, plan, args.dry_run, checkpoint)
     if not plan.needed:
         print(f"{path}: {describe(plan)[0]}")
         return EXIT_CLEAN
@@ -419,7 +443,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         for line in describe(plan):
             print(f"  {line}")
         return _exit_code(plan.report)
-    result = repair(path, plan=plan)
+    result = repair(path, plan=plan, checkpoint=checkpoint)
     print(f"{path}: repaired")
     for line in describe(result.plan, result.removed):
         print(f"  {line}")
@@ -427,7 +451,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
 
 
-def _repair_json(path: Path, plan: Any, dry_run: bool) -> int:
+def _repair_json(path: Path, plan: Any, dry_run: bool, checkpoint: int | None) -> int:
     out: dict[str, Any] = {
         "path": str(path),
         "needed": plan.needed,
@@ -438,7 +462,7 @@ def _repair_json(path: Path, plan: Any, dry_run: bool) -> int:
     if plan.needed and dry_run:
         code = _exit_code(plan.report)
     elif plan.needed:
-        result = repair(path, plan=plan)
+        result = repair(path, plan=plan, checkpoint=checkpoint)
         out["done"] = describe(result.plan, result.removed)
         out["after"] = result.after.to_dict()
         code = EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)

@@ -375,6 +375,13 @@ class PostgresStore(ClosesOnExit):
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
         check_image_size(self._label, len(data))
         with self.connection() as conn, conn.transaction():
+            # Compaction deletes the segments a snapshot covers once this
+            # commit returns, so it must be durable whatever the server's
+            # default (synchronous_commit = off is a common tuning). Its WAL
+            # flush also covers every earlier commit, the snapshot's
+            # checkpoint included; the flusher's own commits keep the
+            # server's setting (the AOF still holds what they wrote).
+            conn.execute("SET LOCAL synchronous_commit = on")
             self._check_identity(conn, f"state image at position {position}")
             conn.execute(_UPSERT_IMAGE, (position, epoch_id, data, self._data_dir_id))
 

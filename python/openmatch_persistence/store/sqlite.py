@@ -25,6 +25,7 @@ from typing import Any
 
 from openmatch_persistence import _core
 from openmatch_persistence.errors import StoreError
+from openmatch_persistence.fileio import create_file_durably
 from openmatch_persistence.store.base import (
     HOLDS_SNAPSHOT_SQL,
     STAMPED_TABLES,
@@ -129,9 +130,9 @@ class SqliteStore(ClosesOnExit):
         self._migrations_dir = migrations_dir
         if self._path != ":memory:":
             target = Path(self._path)
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Owner-only from the first byte (sqlite3 would create it 0644).
-            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            # Owner-only from the first byte (sqlite3 would create it 0644),
+            # and durably named before the first commit lands in it.
+            create_file_durably(target)
             _owner_only(target)
         try:
             self._conn = sqlite3.connect(

@@ -163,6 +163,37 @@ fn everysec_fsyncs_in_the_background() {
     w.close().unwrap();
 }
 
+#[test]
+fn everysec_fails_the_writer_when_its_thread_cannot_open_its_own_descriptor() {
+    // Sharing the leader's descriptor instead would let one of two
+    // concurrent fsyncs report success over lost pages: the thread must
+    // fail the writer, and every appender must hear why.
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::EverySec)).unwrap();
+    w.inject_fault(Fault::Reopen, 1);
+    let p = w.append(&op(1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !w.is_failed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background thread went on without its own descriptor (durable at {} of {p})",
+            w.durable_position()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let reason = w.failure().unwrap();
+    assert!(reason.contains("own descriptor"), "{reason}");
+    assert!(
+        w.durable_position() < p,
+        "nothing was fsynced through a shared descriptor"
+    );
+    match w.append(&op(2)) {
+        Err(WriterError::Failed { reason }) => assert!(reason.contains("own descriptor")),
+        other => panic!("append after the failure: {other:?}"),
+    }
+    w.close().unwrap();
+}
+
 /// How many of this process's file descriptors are open on `path`.
 fn descriptors_of(path: &Path) -> usize {
     let path = fs::canonicalize(path).unwrap();

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub(crate) struct Faults {
     writes: AtomicU32,
     fsyncs: AtomicU32,
+    reopens: AtomicU32,
 }
 
 /// Which operation an injected failure hits.
@@ -20,6 +21,9 @@ pub enum Fault {
     Write,
     /// `fdatasync` fails with EIO.
     Fsync,
+    /// The `everysec` thread's open of its own descriptor fails with
+    /// EMFILE.
+    Reopen,
 }
 
 impl Faults {
@@ -27,14 +31,16 @@ impl Faults {
         match fault {
             Fault::Write => self.writes.store(count, Ordering::SeqCst),
             Fault::Fsync => self.fsyncs.store(count, Ordering::SeqCst),
+            Fault::Reopen => self.reopens.store(count, Ordering::SeqCst),
         }
     }
 
     /// An error if a failure of this kind is armed; consumes one.
     pub(crate) fn check(&self, fault: Fault) -> io::Result<()> {
         let (counter, errno) = match fault {
-            Fault::Write => (&self.writes, 28), // ENOSPC
-            Fault::Fsync => (&self.fsyncs, 5),  // EIO
+            Fault::Write => (&self.writes, 28),   // ENOSPC
+            Fault::Fsync => (&self.fsyncs, 5),    // EIO
+            Fault::Reopen => (&self.reopens, 24), // EMFILE
         };
         if counter.load(Ordering::Relaxed) == 0 {
             return Ok(());

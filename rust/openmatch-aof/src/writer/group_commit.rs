@@ -459,12 +459,29 @@ impl Shared {
                 _ => {
                     // Opened under the lock, where the path is the current
                     // segment's and exists. Read-only is enough for
-                    // fdatasync. Should it fail, the shared descriptor syncs.
-                    let f = File::open(&path)
-                        .map(Arc::new)
-                        .unwrap_or_else(|_| Arc::clone(&st.current.file));
-                    own = Some((path.clone(), Arc::clone(&f)));
-                    f
+                    // fdatasync. There is no fallback to the leader's
+                    // descriptor: sharing one would hide a writeback error
+                    // from one of the two fsyncs (see above), so failing to
+                    // open one fails the writer, loudly, for every appender.
+                    let opened = self
+                        .faults
+                        .check(Fault::Reopen)
+                        .and_then(|()| File::open(&path));
+                    match opened {
+                        Ok(f) => {
+                            let f = Arc::new(f);
+                            own = Some((path.clone(), Arc::clone(&f)));
+                            f
+                        }
+                        Err(e) => {
+                            st.failed = Some(format!(
+                                "the background fsync thread cannot open its own descriptor of {}: {e}",
+                                path.display()
+                            ));
+                            self.publish(&mut st).now();
+                            return;
+                        }
+                    }
                 }
             };
             drop(st);
