@@ -45,3 +45,19 @@ def test_cli_writes_table_and_chart(tmp_path: Path) -> None:
     # One round: marked as a quick run; the title names the machine.
     assert "QUICK RUN" in text and f"machine: {fsync.machine_description()}" in text
     assert "Redis skipped" in text
+
+
+def test_a_case_that_uses_up_its_pool_ends_its_measurement_there() -> None:
+    """A loaded machine can oversleep a slice: the case stops where its
+    fresh operations end, counting what it did, instead of failing."""
+    calls = 0
+
+    def work() -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise fsync.PoolExhausted("test")
+        return 8
+
+    total, seconds = fsync.run_threads(1, 60.0, work)
+    assert total == 40 and seconds < 60.0
