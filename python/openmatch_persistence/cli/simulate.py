@@ -22,7 +22,7 @@ from openmatch_persistence.cli.common import (
     rfc3339,
 )
 from openmatch_persistence.cli.db import add_schema_argument
-from openmatch_persistence.cli.sampling import RunSampler, percentile
+from openmatch_persistence.cli.sampling import Reservoir, RunSampler
 from openmatch_persistence.compaction import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.dsn import mask_dsn
 from openmatch_persistence.identity import AOF_DIRNAME, read_identity, require_data_dir
@@ -215,7 +215,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         sampler = RunSampler(p)
         reports = list(args.report_at)
         progress = Progress(args.ops, unit="ops")
-        latencies: list[float] = []
+        latencies = Reservoir()
         started = time.monotonic()
         while done < args.ops:
             size = min(args.batch, args.ops - done)
@@ -231,7 +231,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     time.sleep(delay)
             t0 = time.perf_counter()
             position = p.append_many(batch)
-            latencies.append(time.perf_counter() - t0)
+            latencies.add(time.perf_counter() - t0)
             done += size
             if args.crash_after is not None and done == args.crash_after:
                 print(f"acknowledged {done} operations up to position {position}; crashing")
@@ -290,8 +290,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     "database": p.database,
                     "fsync": args.fsync,
                     "stats": stats,
-                    "append_latency_p50": percentile(latencies, 0.5),
-                    "append_latency_p99": percentile(latencies, 0.99),
+                    "append_latency_p50": latencies.percentile(0.5),
+                    "append_latency_p99": latencies.percentile(0.99),
                     **sampler.summary(),
                     "failures": failing,
                     "recovery_check": {
@@ -319,8 +319,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"  fsyncs         {writer['fsyncs']:,} ({writer['records_per_fsync']:.1f} operations each)"
     )
     print(
-        f"  append latency p50 {percentile(latencies, 0.5) * 1e3:.2f} ms, "
-        f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms per call of up to {args.batch}"
+        f"  append latency p50 {latencies.percentile(0.5) * 1e3:.2f} ms, "
+        f"p99 {latencies.percentile(0.99) * 1e3:.2f} ms per call of up to {args.batch}"
     )
     print(
         f"  flush          {flusher['flushes']} flushes, {flusher['rows_written']:,} rows; "
