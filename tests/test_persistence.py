@@ -368,3 +368,20 @@ def test_appends_wait_for_a_slow_flusher_but_not_for_a_failing_database(tmp_path
         # (close() flushes what the database missed once it is back)
     with Persistence.open(tmp_path / "down") as p:
         assert p.digest() == replay_digest(ops[:1500])
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")),
+    reason="glibc's malloc only",
+)
+def test_the_mmap_threshold_is_fixed_unless_the_environment_sets_it(tmp_path: Path) -> None:
+    """glibc's growing mmap threshold fragments a long-running process's
+    heap (docs/recovery-benchmark.md): opening a data directory fixes it
+    (the function it calls), and leaves a value
+    the environment gives alone."""
+    probe = "from openmatch_persistence import _core; print(_core.fix_malloc_mmap_threshold())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    run = [sys.executable, "-c", probe]
+    assert subprocess.run(run, env=env, capture_output=True, text=True).stdout == "True\n"
+    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    assert subprocess.run(run, env=env, capture_output=True, text=True).stdout == "False\n"

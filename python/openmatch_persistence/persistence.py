@@ -93,6 +93,10 @@ def _open_data_dir(
 ) -> _Opened:
     """Opens and recovers ``data_dir`` (blocking): see :meth:`Persistence.open`."""
     schema = store_schema(database_url, schema)  # before anything is created
+    # A long-running process frees multi-megabyte blocks all the time
+    # (flushes, images): with glibc's growing mmap threshold they fragment
+    # the heap (rust/openmatch-persistence-py/src/memory.rs).
+    _core.fix_malloc_mmap_threshold()
     root = Path(data_dir)
     if not create:
         require_data_dir(root)

@@ -12,6 +12,7 @@ mod errors;
 mod gc_pause;
 mod group_commit;
 mod journal;
+mod memory;
 mod model;
 mod rows;
 mod scanner;
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scanner::register(m)?;
     state::register(m)?;
     segments::register(m)?;
+    memory::register(m)?;
     journal::register(m)?;
     rows::register(m)?;
     group_commit::register(m)?;
