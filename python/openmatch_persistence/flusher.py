@@ -339,14 +339,18 @@ class Flusher:
     def lag_over(self, limit: float) -> bool:
         """Whether the oldest change taken and not yet written is older
         than ``limit`` seconds, while the database takes writes (a failing
-        flusher is not "behind": the AOF keeps everything until it is back)."""
-        with self._lock:
-            return not self._consecutive and self._seconds_behind() > limit
+        flusher is not "behind": the AOF keeps everything until it is back).
+
+        Called after every append, so it takes no lock: it reads two
+        references and two floats, each read whole under the GIL, and a
+        read that races a flush is at most one append late or early in
+        holding appends back."""
+        return not self._consecutive and self._seconds_behind() > limit
 
     def _seconds_behind(self) -> float:
-        """The age of the oldest change taken and not yet written (under
-        ``_lock``)."""
-        since = [p.since for p in (self._pending, self._inflight) if p and p.since is not None]
+        """The age of the oldest change taken and not yet written."""
+        parts = (self._pending, self._inflight)
+        since = [t for t in (p.since for p in parts if p is not None) if t is not None]
         return self._clock() - min(since) if since else 0.0
 
     def stats(self) -> FlusherStats:
