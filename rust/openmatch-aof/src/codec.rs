@@ -26,7 +26,8 @@ pub enum FrameErrorKind {
     Torn { needed: u64, available: u64 },
     /// The stored CRC-32 does not match the payload's.
     ChecksumMismatch { stored: u32, computed: u32 },
-    /// The length field exceeds the reader's bound.
+    /// The length field exceeds the reader's bound: a damaged length, or a
+    /// frame longer than this reader accepts (a limit to raise, not damage).
     Oversized { length: u32, max: u32 },
     /// The length field is zero: no valid frame has an empty payload.
     ZeroLength,
@@ -67,7 +68,8 @@ impl fmt::Display for FrameErrorKind {
             ),
             FrameErrorKind::Oversized { length, max } => write!(
                 f,
-                "oversized length: {length} bytes exceeds the maximum of {max}"
+                "oversized (limit {max}): the length field says {length} bytes; if frames that \
+                 long are real, raise the reader's limit (max_payload, --max-payload)"
             ),
             FrameErrorKind::ZeroLength => write!(f, "zero length: a payload is never empty"),
             FrameErrorKind::Undecodable { reason } => {

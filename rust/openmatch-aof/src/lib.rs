@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod codec;
+pub mod decimal_sign;
 pub mod journal;
 mod read_ahead;
 pub mod rfc3339;

@@ -187,6 +187,14 @@ impl ScanOutcome {
                 "{place} (position {}): torn tail of {} bytes: {c}",
                 self.position, self.tail_bytes
             ),
+            // Past the reader's limit is not proof of damage: the message
+            // names the limit and how to raise it instead.
+            (
+                OutcomeKind::Corrupt,
+                Some(c @ StopCause::Frame(FrameErrorKind::Oversized { .. })),
+            ) => {
+                format!("{place} (position {}): {c}", self.position)
+            }
             (OutcomeKind::Corrupt, Some(c)) => {
                 format!("{place} (position {}): corrupt: {c}", self.position)
             }

@@ -4,7 +4,9 @@
 //! `bincode::serialize` of these types gives the AOF payload bytes, and
 //! `serde_json::to_string` gives the JSON form (§4). Do not reorder fields,
 //! rename variants or add serde attributes: every one of those changes bytes
-//! that the Rust engine also writes.
+//! that the Rust engine also writes. The one kind allowed is
+//! `deserialize_with` on a Decimal ([`crate::decimal_sign`]): it changes no
+//! written byte, and keeps the sign of a negative zero when reading.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -87,8 +89,11 @@ pub struct Order {
     pub side: OrderSide,
     pub order_type: OrderType,
     pub status: OrderStatus,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize_option")]
     pub price: Option<Decimal>,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize")]
     pub quantity: Decimal,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize")]
     pub remaining_qty: Decimal,
     pub sr_id: SpendRightId,
     pub epoch_id: Option<EpochId>,
@@ -109,8 +114,11 @@ pub struct Trade {
     pub taker_user_id: UserId,
     pub maker_order_id: OrderId,
     pub maker_user_id: UserId,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize")]
     pub price: Decimal,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize")]
     pub quantity: Decimal,
+    #[serde(deserialize_with = "crate::decimal_sign::deserialize")]
     pub quote_amount: Decimal,
     pub taker_side: OrderSide,
     pub matcher_node: NodeId,
@@ -127,7 +135,12 @@ pub enum AofOperation {
     BufferSealed(BatchId, [u8; 32]),
     TradeExecuted(Trade),
     /// (user, asset, available, frozen)
-    BalanceUpdated(UserId, Asset, Decimal, Decimal),
+    BalanceUpdated(
+        UserId,
+        Asset,
+        #[serde(deserialize_with = "crate::decimal_sign::deserialize")] Decimal,
+        #[serde(deserialize_with = "crate::decimal_sign::deserialize")] Decimal,
+    ),
     EpochAdvanced(EpochId, EpochPhase),
 }
 
