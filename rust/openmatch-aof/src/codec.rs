@@ -202,8 +202,11 @@ pub fn encode_batch_checked<E: Send>(
 }
 
 /// As [`encode_frame_into`], refusing payloads longer than `max_payload`.
-pub fn encode_frame_into_bounded(
-    op: &AofOperation,
+/// The one framing of the crate: any serde value is framed here, so a value
+/// of the engine's own type that serializes as an [`AofOperation`] gets the
+/// same bytes.
+pub fn encode_frame_into_bounded<T: serde::Serialize + ?Sized>(
+    op: &T,
     out: &mut Vec<u8>,
     max_payload: u32,
 ) -> Result<usize, EncodeError> {

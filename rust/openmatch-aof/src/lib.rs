@@ -24,4 +24,6 @@ pub use codec::{
     EncodeError, FrameError, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
 };
 pub use journal::{Journal, JournalError};
+pub use scanner::{ScanOptions, Scanner};
 pub use types::*;
+pub use writer::{AofWriter, FsyncPolicy, WriterError, WriterOptions};

@@ -39,7 +39,11 @@ pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, FSYNC_BUCKETS_US, LATENCY_WINDOW};
 
-use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
+use serde::Serialize;
+
+use crate::codec::{
+    encode_frame_into, encode_frame_into_bounded, EncodeError, DEFAULT_MAX_PAYLOAD_LEN,
+};
 use crate::scanner::{ScanError, StopCause};
 use crate::segment::{create_dir_durably, list_segments, segment_file_name};
 use crate::types::AofOperation;
@@ -100,6 +104,11 @@ pub struct WriterOptions {
     pub max_batch_bytes: usize,
     /// The bound on a frame's payload when the last segment is checked.
     pub max_payload: u32,
+    /// Start a new segment once the one appended to holds at least this
+    /// many bytes (checked after each append), so that segments close on
+    /// their own and compaction, here or in a process following the log,
+    /// can delete them. `None`: only [`AofWriter::rotate`] rotates.
+    pub rotate_bytes: Option<u64>,
 }
 
 impl Default for WriterOptions {
@@ -109,6 +118,7 @@ impl Default for WriterOptions {
             gather: Gather::Adaptive,
             max_batch_bytes: 4 << 20,
             max_payload: DEFAULT_MAX_PAYLOAD_LEN,
+            rotate_bytes: None,
         }
     }
 }
@@ -169,6 +179,9 @@ impl AofWriter {
             return Err(WriterError::Invalid(
                 "max_batch_bytes must be positive".into(),
             ));
+        }
+        if opts.rotate_bytes == Some(0) {
+            return Err(WriterError::Invalid("rotate_bytes must be positive".into()));
         }
         create_dir_durably(&dir).map_err(|e| WriterError::io("create directory", &dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
@@ -284,6 +297,36 @@ impl AofWriter {
         self.append_frames(&frame, 1)
     }
 
+    /// Appends any serde value as one frame, framed exactly as an
+    /// [`AofOperation`] is (one framing implementation:
+    /// [`crate::codec::encode_frame_into_bounded`]), so that the engine can
+    /// append its own types, which serialize to the same bytes, without
+    /// converting them into this crate's copies.
+    ///
+    /// ```
+    /// use openmatch_aof::writer::{AofWriter, WriterOptions};
+    /// use openmatch_aof::{AofOperation, EpochId, EpochPhase};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("doc-append-{}", std::process::id()));
+    /// let writer = AofWriter::open(&dir, WriterOptions::default())?;
+    /// // The engine's own enum, declared as the engine declares it.
+    /// #[derive(serde::Serialize)]
+    /// enum EngineOp { A, B, C, D, E, EpochAdvanced(u64, EpochPhase) }
+    /// let end = writer.append_value(&EngineOp::EpochAdvanced(7, EpochPhase::Seal))?;
+    /// let same = AofOperation::EpochAdvanced(EpochId(7), EpochPhase::Seal);
+    /// assert_eq!(end, openmatch_aof::encode_frame(&same)?.len() as u64);
+    /// writer.close()?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64, WriterError> {
+        let mut frame = Vec::with_capacity(512);
+        encode_frame_into_bounded(value, &mut frame, DEFAULT_MAX_PAYLOAD_LEN)?;
+        self.append_frames(&frame, 1)
+    }
+
     /// Appends operations as one batch (contiguous in the log); returns the
     /// end position of the last one. Encoding fails the call before
     /// anything is appended.
@@ -308,6 +351,7 @@ impl AofWriter {
         let end = self.shared.enqueue(&mut st, frames, records)?;
         let goal = self.append_goal();
         self.shared.wait_for(st, end, goal)?;
+        self.rotate_if_full()?;
         Ok(end)
     }
 
@@ -322,7 +366,30 @@ impl AofWriter {
     /// Waits until the record ending at `position` has what the policy
     /// promises an append (durable for `always`, written otherwise).
     pub fn wait_appended(&self, position: u64) -> Result<u64, WriterError> {
-        self.wait(position, self.append_goal())
+        self.wait(position, self.append_goal())?;
+        self.rotate_if_full()?;
+        Ok(position)
+    }
+
+    /// Rotates if the segment appended to has reached
+    /// [`WriterOptions::rotate_bytes`]. Checked again under the lock that
+    /// rotation takes: appenders that saw the same full segment rotate once.
+    fn rotate_if_full(&self) -> Result<(), WriterError> {
+        let Some(limit) = self.shared.opts.rotate_bytes else {
+            return Ok(());
+        };
+        let full = |w: &Self| {
+            let st = w.shared.lock();
+            st.end - st.current.start >= limit
+        };
+        if !full(self) {
+            return Ok(());
+        }
+        let _change = self.segments_change();
+        if full(self) {
+            self.rotate_locked()?;
+        }
+        Ok(())
     }
 
     /// Waits until everything up to `position` is durable, fsyncing if
@@ -422,6 +489,11 @@ impl AofWriter {
     /// kept and its start returned.
     pub fn rotate(&self) -> Result<u64, WriterError> {
         let _change = self.segments_change();
+        self.rotate_locked()
+    }
+
+    /// [`AofWriter::rotate`], the segments' lock held by the caller.
+    fn rotate_locked(&self) -> Result<u64, WriterError> {
         let shared = &*self.shared;
         let st = shared.lock();
         shared.check_usable(&st)?;
