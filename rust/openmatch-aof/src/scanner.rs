@@ -40,7 +40,7 @@ use crate::types::{AofOperation, OPERATION_KINDS};
 
 /// The default read size: large enough that `read(2)` and CRC dominate the
 /// per-read costs, small enough that the read-ahead ring
-/// ([`crate::read_ahead`]) stays a few megabytes and each chunk is still in
+/// (`read_ahead.rs`) stays a few megabytes and each chunk is still in
 /// the shared cache when the scanning thread gets to it.
 pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
 
@@ -53,7 +53,7 @@ pub struct ScanOptions {
     /// `max_payload`) that does not fit.
     pub chunk_size: usize,
     /// Read a segment of more than two chunks on a second thread, ahead of
-    /// the scan ([`crate::read_ahead`]). The outcome is the same either way.
+    /// the scan (`read_ahead.rs`). The outcome is the same either way.
     pub read_ahead: bool,
 }
 

@@ -1,8 +1,8 @@
 //! The durable AOF writer: segments, fsync policies, group commit.
 //!
 //! An [`AofWriter`] owns one AOF directory (see [`crate::segment`]): it takes
-//! an exclusive lock on it ([`lock`]), finds where the last segment's frames
-//! end and cuts a torn tail ([`recover`]), then appends frames at the end.
+//! an exclusive lock on it (`lock.rs`), finds where the last segment's frames
+//! end and cuts a torn tail (`recover.rs`), then appends frames at the end.
 //!
 //! **Positions.** Every append returns the *end position* of its record: the
 //! position (global byte offset in the logical AOF) just past its frame. It
@@ -638,7 +638,9 @@ impl Drop for AofWriter {
 
 /// The physical baseline of the benchmarks: `n` times `pwrite(size bytes)`
 /// then `fdatasync`, appending to a new file at `path`; returns the elapsed
-/// time. The file is removed afterwards.
+/// time. The file is removed afterwards. A benchmark helper, not part of the
+/// engine's API.
+#[doc(hidden)]
 pub fn raw_fdatasync_loop(path: &Path, n: u64, size: usize) -> io::Result<Duration> {
     let file = OpenOptions::new()
         .write(true)
