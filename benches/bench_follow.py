@@ -54,10 +54,8 @@ def run(rate: int, seconds: float, url: str, fsync: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp) / "engine"
             ops = int(rate * seconds)
-            writer = subprocess.Popen(
-                [str(binary), str(data_dir), "--rate", str(rate), "--ops", str(ops)]
-                + ["--fsync", fsync, "--rotate-bytes", str(64 << 20)]
-            )
+            args = ["--rate", str(rate), "--ops", str(ops), "--fsync", fsync]
+            writer = subprocess.Popen([str(binary), str(data_dir), *args])
             while not (data_dir / "aof").is_dir():
                 time.sleep(0.01)
             follower = Follower(data_dir, database_url=url, schema=schema, writer_fsync=fsync)

@@ -270,3 +270,15 @@ def _has_checkpoint(data_dir: Path, database: str | None) -> bool:
         return store.checkpoint() is not None
     finally:
         store.close()
+
+
+def test_follow_cli_errors_are_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "openmatch_persistence", "follow", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no aof/ to follow" in result.stderr

@@ -174,10 +174,12 @@ class Follower:
     # --- the flusher's source ----------------------------------------------------
 
     def take_changes(self) -> StateChangesLike:
-        """The state's changes, once the AOF bytes they come from are durable."""
-        changes = self._state.take_changes()
-        self._make_durable(changes.position)
-        return changes
+        """The state's changes, once the AOF bytes they come from are durable.
+        Synced first: a failed fdatasync must leave the changes in the state
+        for the next flush (the state does not move in between: one thread
+        polls and flushes)."""
+        self._make_durable(self._state.position)
+        return self._state.take_changes()
 
     def _make_durable(self, position: int) -> None:
         if position <= self._durable:
