@@ -4,6 +4,8 @@
 //! the frame codec ([`codec`]), the durable segment writer and the replay
 //! scanner. The PyO3 binding lives in a separate crate.
 
+#![warn(missing_docs)]
+
 pub mod backup;
 pub mod codec;
 pub mod decimal_sign;

@@ -53,32 +53,52 @@ use stats::Counters;
 /// Why the writer could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
+    /// Another writer holds the directory's lock.
     #[error("{} is locked by another writer", path.display())]
-    Locked { path: PathBuf },
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     #[error("the writer has failed and accepts no appends ({reason}); reopen it to recover")]
-    Failed { reason: String },
+    /// A write or fsync failed earlier; the writer accepts nothing more.
+    Failed {
+        /// The first failure.
+        reason: String,
+    },
     #[error("{}: the writer is closed", dir.display())]
-    Closed { dir: PathBuf },
+    /// The writer was closed.
+    Closed {
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// An I/O call failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// To what.
         path: PathBuf,
+        /// The error.
         source: io::Error,
     },
     /// The last segment is damaged where a crash leaves no damage
     /// ([`crate::tail::classify_stop`]); nothing was cut.
     #[error("{}: offset {offset}: corrupt, refusing to open: {cause}", path.display())]
     Corrupt {
+        /// The segment.
         path: PathBuf,
         /// Where the bad frame starts in the segment.
         offset: u64,
+        /// What is wrong.
         cause: StopCause,
     },
     /// The last segment could not be scanned.
     #[error("{0}")]
     Scan(#[from] ScanError),
+    /// An operation cannot be encoded.
     #[error("{0}")]
     Encode(#[from] EncodeError),
+    /// A bad argument.
     #[error("{0}")]
     Invalid(String),
 }
@@ -97,6 +117,7 @@ impl WriterError {
 /// group commit (no added latency).
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// When an append's bytes reach stable storage.
     pub fsync: FsyncPolicy,
     /// How long a leader waits for more appends before its write+fsync.
     pub gather: Gather,
@@ -148,6 +169,7 @@ pub const MAX_ADAPTIVE_WAIT: Duration = Duration::from_millis(2);
 pub struct OpenReport {
     /// The segment appended to, and its start position.
     pub segment: PathBuf,
+    /// Its start position.
     pub segment_start: u64,
     /// The position the next append starts at.
     pub end: u64,
@@ -272,14 +294,17 @@ impl AofWriter {
         })
     }
 
+    /// The AOF directory it owns.
     pub fn directory(&self) -> &Path {
         &self.shared.dir
     }
 
+    /// Its fsync policy.
     pub fn policy(&self) -> FsyncPolicy {
         self.shared.opts.fsync
     }
 
+    /// The options it was opened with.
     pub fn options(&self) -> &WriterOptions {
         &self.shared.opts
     }
@@ -462,6 +487,7 @@ impl AofWriter {
         ))
     }
 
+    /// Whether a failed write or fsync stopped it for good.
     pub fn is_failed(&self) -> bool {
         self.shared.lock().failed.is_some()
     }
@@ -471,10 +497,12 @@ impl AofWriter {
         self.shared.lock().failed.clone()
     }
 
+    /// Whether it was closed.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
     }
 
+    /// Its counters and fsync latencies.
     pub fn stats(&self) -> WriterStats {
         self.shared.lock().counters.snapshot()
     }
