@@ -302,3 +302,16 @@ def test_repair_beside_a_writer_is_one_error_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and "a writer has the AOF open" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.glob("*.bak"))
+
+
+def test_a_frame_past_the_limit_is_oversized_with_the_limit_to_raise(
+    clean_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    longest = max(len(om.encode(op)) - 8 for op in sample_ops())
+    limit = longest - 1
+    assert main(["aof", "verify", str(clean_file), "--max-payload", str(limit)]) == 2
+    err = capsys.readouterr().err
+    assert f"oversized (limit {limit})" in err and "--max-payload" in err
+    assert "corrupt" not in err
+    assert main(["aof", "dump", str(clean_file), "--max-payload", str(longest)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(sample_ops())

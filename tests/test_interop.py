@@ -156,3 +156,18 @@ def test_checked_in_python_written_file_is_current() -> None:
     assert (FIXTURES / "python_written.aof").read_bytes() == om.encode_many(
         golden_ops_from_python()
     )
+
+
+@pytest.mark.parametrize("zero", ["-0", "-0.00"])
+def test_negative_zero_keeps_its_sign_bytes_and_json(zero: str) -> None:
+    # The engine writes -Decimal::ZERO as "-0"; reading must not turn it into "0".
+    line = f'{{"BalanceUpdated":["{uuid.UUID(int=7)}","BTC","{zero}","1"]}}'
+    frame = om.encode(om.from_json(line))
+    assert zero.encode() in frame
+    op = om.decode(frame)
+    assert isinstance(op, om.BalanceUpdated)
+    assert str(op.available) == zero and op.available.is_signed()
+    assert om.encode(op) == frame
+    assert om.to_json(op) == line
+    rebuilt = om.BalanceUpdated(op.user_id, op.asset, Decimal(zero), op.frozen)
+    assert om.encode(rebuilt) == frame

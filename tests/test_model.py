@@ -95,7 +95,7 @@ def test_decimal_edges_that_fit_are_exact() -> None:
     assert str(order(price=Decimal(2**96 - 1)).price) == str(2**96 - 1)
     assert str(order(price=Decimal("1E-28")).price) == "1E-28"
     assert str(order(price=Decimal("1E+5")).price) == "100000"
-    assert str(order(price=Decimal("-0.00")).price) == "0.00"
+    assert str(order(price=Decimal("-0.00")).price) == "-0.00"  # the engine's sign, kept
     assert order(price=7).price == Decimal(7)
 
 

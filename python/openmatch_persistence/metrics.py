@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from openmatch_persistence.follower import Follower
     from openmatch_persistence.persistence import Persistence
 
 PREFIX = "openmatch_persistence_"
@@ -159,4 +160,46 @@ def serve(persistence: Persistence, port: int, addr: str = "127.0.0.1") -> Metri
     return MetricsServer(registry, port, addr)
 
 
-__all__ = ["PREFIX", "MetricsServer", "PersistenceCollector", "serve"]
+class FollowerCollector(Collector):
+    """The metrics of a :class:`~openmatch_persistence.follower.Follower`
+    (``follow``), read at each scrape."""
+
+    def __init__(self, follower: Follower) -> None:
+        self._f = follower
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._f.stats()
+        yield GaugeMetricFamily(
+            PREFIX + "position", "The AOF position applied to the state.", value=stats.position
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "flushed_position",
+            "The AOF position the database holds (its checkpoint).",
+            value=stats.flushed_position or 0,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "flush_lag_seconds",
+            "Age of the oldest change not yet in the database.",
+            value=stats.seconds_behind,
+        )
+        yield CounterMetricFamily(
+            PREFIX + "followed_operations", "Operations applied from the log.", stats.operations
+        )
+        yield CounterMetricFamily(PREFIX + "compactions", "Compactions done.", stats.compactions)
+
+
+def serve_follower(follower: Follower, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+    """Serves ``follower``'s metrics on ``addr:port`` (0: any free port)."""
+    registry = CollectorRegistry()
+    registry.register(FollowerCollector(follower))
+    return MetricsServer(registry, port, addr)
+
+
+__all__ = [
+    "PREFIX",
+    "FollowerCollector",
+    "MetricsServer",
+    "PersistenceCollector",
+    "serve",
+    "serve_follower",
+]

@@ -20,7 +20,7 @@ from openmatch_persistence.dsn import is_sqlite_url
 from openmatch_persistence.persistence import SQLITE_FILENAME
 from openmatch_persistence.store import sqlite_path_of
 
-from . import aof, bench, db, recovery, simulate
+from . import aof, bench, db, follow, recovery, simulate
 from .common import (
     PROG,
     Rfc3339Formatter,
@@ -33,7 +33,7 @@ from .common import (
 )
 
 #: Command-group modules; each adds its subcommands to the parser.
-GROUPS = [aof, db, recovery, simulate, bench]
+GROUPS = [aof, db, recovery, simulate, follow, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

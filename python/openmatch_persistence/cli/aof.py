@@ -66,6 +66,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check lengths and checksums without decoding payloads (faster; no epochs)",
     )
+    _add_max_payload_argument(verify)
     add_json_argument(verify)
     verify.set_defaults(handler=cmd_verify)
 
@@ -106,10 +107,12 @@ def register(subparsers: Any) -> None:
         help="at the end of the log, wait for more (as another process appends) until "
         "interrupted; a torn tail is then an append in progress, not a warning",
     )
+    _add_max_payload_argument(dump)
     dump.set_defaults(handler=cmd_dump)
 
     stats = commands.add_parser("stats", help="segments, frames and operations per kind")
     stats.add_argument("path", help=path_help)
+    _add_max_payload_argument(stats)
     add_json_argument(stats)
     stats.set_defaults(handler=cmd_stats)
 
@@ -133,6 +136,24 @@ def register(subparsers: Any) -> None:
     encode.add_argument("jsonl", help="a file of JSON lines, one operation each ('-' for stdin)")
     encode.add_argument("out", help="the AOF file to write (must not exist)")
     encode.set_defaults(handler=cmd_encode)
+
+
+def _add_max_payload_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-payload",
+        type=_max_payload,
+        default=_core.DEFAULT_MAX_PAYLOAD_LEN,
+        metavar="BYTES",
+        help="the longest frame payload accepted (default %(default)s); a longer length "
+        "field stops the scan as 'oversized (limit N)': raise this if such frames are real",
+    )
+
+
+def _max_payload(text: str) -> int:
+    value = _position(text)
+    if not 1 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"a payload limit is 1..{0xFFFFFFFF}: {text}")
+    return value
 
 
 def _position(text: str) -> int:
@@ -217,12 +238,16 @@ def _summary(report: _core.ScanReport, out: TextIO) -> None:
     out.write("\n")
 
 
-def _verify(path: Path, start: int | None, decode: bool, label: str) -> _core.ScanReport:
+def _verify(
+    path: Path, start: int | None, decode: bool, label: str, max_payload: int
+) -> _core.ScanReport:
     progress = _progress(path, label)
     try:
         # The callback runs between steps of the scan even with no bar to
         # draw: that is where a SIGINT or SIGTERM gets through to stop it.
-        report = _core.verify(path, start=start, decode=decode, progress=progress.update)
+        report = _core.verify(
+            path, start=start, decode=decode, progress=progress.update, max_payload=max_payload
+        )
     finally:
         progress.close()
     _check_start(path, start, report)
@@ -268,7 +293,7 @@ def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolation
 
 def cmd_verify(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
-    report = _verify(path, args.start, not args.frames_only, "verify")
+    report = _verify(path, args.start, not args.frames_only, "verify", args.max_payload)
     if args.frames_only or args.start is not None:
         invariants, violation = "not checked (--frames-only or --from)", None
     else:
@@ -297,7 +322,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
-    report = _verify(path, None, True, "stats")
+    report = _verify(path, None, True, "stats", args.max_payload)
     if args.json:
         print(json.dumps(report.to_dict()))
         _say_outcome(report)
@@ -369,7 +394,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     progress = _progress(path, "dump")
     printed = 0
     position: int | None = args.start  # where the next frame starts, once known
-    scanner = _core.scan(path, start=position)
+    scanner = _core.scan(path, start=position, max_payload=args.max_payload)
     report = None
     try:
         while True:
@@ -398,7 +423,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             # tail): look again from the last whole frame.
             out.flush()
             time.sleep(FOLLOW_INTERVAL)
-            scanner = _core.scan(path, start=position)
+            scanner = _core.scan(path, start=position, max_payload=args.max_payload)
     finally:
         progress.close()
     out.flush()

@@ -23,17 +23,39 @@ pub const DEFAULT_MAX_PAYLOAD_LEN: u32 = 16 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameErrorKind {
     /// The header or the payload runs past the end of the input.
-    Torn { needed: u64, available: u64 },
+    Torn {
+        /// Bytes the frame needs.
+        needed: u64,
+        /// Bytes there are.
+        available: u64,
+    },
     /// The stored CRC-32 does not match the payload's.
-    ChecksumMismatch { stored: u32, computed: u32 },
-    /// The length field exceeds the reader's bound.
-    Oversized { length: u32, max: u32 },
+    ChecksumMismatch {
+        /// The CRC-32 in the header.
+        stored: u32,
+        /// The CRC-32 of the payload.
+        computed: u32,
+    },
+    /// The length field exceeds the reader's bound: a damaged length, or a
+    /// frame longer than this reader accepts (a limit to raise, not damage).
+    Oversized {
+        /// The length field.
+        length: u32,
+        /// The reader's limit.
+        max: u32,
+    },
     /// The length field is zero: no valid frame has an empty payload.
     ZeroLength,
     /// The checksum matched but the payload is not an `AofOperation`.
-    Undecodable { reason: String },
+    Undecodable {
+        /// The decoder's message.
+        reason: String,
+    },
     /// The payload decoded to one operation with bytes left over in it.
-    TrailingBytes { left: u64 },
+    TrailingBytes {
+        /// How many bytes.
+        left: u64,
+    },
 }
 
 impl FrameErrorKind {
@@ -49,6 +71,7 @@ impl FrameErrorKind {
         }
     }
 
+    /// Whether the frame runs past the end of the input.
     pub fn is_torn(&self) -> bool {
         matches!(self, FrameErrorKind::Torn { .. })
     }
@@ -67,7 +90,8 @@ impl fmt::Display for FrameErrorKind {
             ),
             FrameErrorKind::Oversized { length, max } => write!(
                 f,
-                "oversized length: {length} bytes exceeds the maximum of {max}"
+                "oversized (limit {max}): the length field says {length} bytes; if frames that \
+                 long are real, raise the reader's limit (max_payload, --max-payload)"
             ),
             FrameErrorKind::ZeroLength => write!(f, "zero length: a payload is never empty"),
             FrameErrorKind::Undecodable { reason } => {
@@ -85,7 +109,9 @@ impl fmt::Display for FrameErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad frame at byte offset {offset}: {kind}")]
 pub struct FrameError {
+    /// Where the bad frame starts.
     pub offset: u64,
+    /// What is wrong with it.
     pub kind: FrameErrorKind,
 }
 
@@ -93,8 +119,15 @@ pub struct FrameError {
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
     #[error("payload of {length} bytes exceeds the maximum frame payload of {max}")]
-    TooLarge { length: usize, max: u32 },
+    /// The payload is longer than the frame limit.
+    TooLarge {
+        /// The payload's length.
+        length: usize,
+        /// The limit.
+        max: u32,
+    },
     #[error("cannot serialize operation: {0}")]
+    /// serde refused the value.
     Serialize(String),
 }
 
@@ -200,8 +233,11 @@ pub fn encode_batch_checked<E: Send>(
 }
 
 /// As [`encode_frame_into`], refusing payloads longer than `max_payload`.
-pub fn encode_frame_into_bounded(
-    op: &AofOperation,
+/// The one framing of the crate: any serde value is framed here, so a value
+/// of the engine's own type that serializes as an [`AofOperation`] gets the
+/// same bytes.
+pub fn encode_frame_into_bounded<T: serde::Serialize + ?Sized>(
+    op: &T,
     out: &mut Vec<u8>,
     max_payload: u32,
 ) -> Result<usize, EncodeError> {
@@ -267,6 +303,7 @@ fn explain_bad_payload(payload: &[u8]) -> FrameErrorKind {
 /// A frame whose header and checksum are good, located in its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawFrame<'a> {
+    /// The payload, checksum checked.
     pub payload: &'a [u8],
     /// Header plus payload.
     pub frame_len: usize,

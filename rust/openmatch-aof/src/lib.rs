@@ -4,8 +4,11 @@
 //! the frame codec ([`codec`]), the durable segment writer and the replay
 //! scanner. The PyO3 binding lives in a separate crate.
 
+#![warn(missing_docs)]
+
 pub mod backup;
 pub mod codec;
+pub mod decimal_sign;
 pub mod journal;
 mod read_ahead;
 pub mod rfc3339;
@@ -23,4 +26,6 @@ pub use codec::{
     EncodeError, FrameError, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
 };
 pub use journal::{Journal, JournalError};
+pub use scanner::{ScanOptions, Scanner};
 pub use types::*;
+pub use writer::{AofWriter, FsyncPolicy, WriterError, WriterOptions};

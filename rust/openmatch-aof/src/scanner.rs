@@ -40,7 +40,7 @@ use crate::types::{AofOperation, OPERATION_KINDS};
 
 /// The default read size: large enough that `read(2)` and CRC dominate the
 /// per-read costs, small enough that the read-ahead ring
-/// ([`crate::read_ahead`]) stays a few megabytes and each chunk is still in
+/// (`read_ahead.rs`) stays a few megabytes and each chunk is still in
 /// the shared cache when the scanning thread gets to it.
 pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
 
@@ -53,7 +53,7 @@ pub struct ScanOptions {
     /// `max_payload`) that does not fit.
     pub chunk_size: usize,
     /// Read a segment of more than two chunks on a second thread, ahead of
-    /// the scan ([`crate::read_ahead`]). The outcome is the same either way.
+    /// the scan (`read_ahead.rs`). The outcome is the same either way.
     pub read_ahead: bool,
 }
 
@@ -79,6 +79,7 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// A short stable name (the `outcome` in Python and the CLI).
     pub fn name(&self) -> &'static str {
         match self {
             OutcomeKind::Clean => "clean",
@@ -99,13 +100,26 @@ pub enum StopCause {
     /// A frame that runs past the end of a segment that is not the last.
     TornMidLog(FrameErrorKind),
     /// The next segment starts after the previous one ends.
-    SegmentGap { expected: u64, found: u64 },
+    SegmentGap {
+        /// Where the previous segment ends.
+        expected: u64,
+        /// Where the next one starts.
+        found: u64,
+    },
     /// A length field that runs past the end of the last segment, with an
     /// intact frame inside the bytes it claims (at `intact_frame_at`, an
     /// offset in the segment): a damaged length, not an interrupted append.
-    LengthPastEnd { intact_frame_at: u64 },
+    LengthPastEnd {
+        /// The intact frame's offset in the segment.
+        intact_frame_at: u64,
+    },
     /// The next segment starts before the previous one ends.
-    SegmentOverlap { expected: u64, found: u64 },
+    SegmentOverlap {
+        /// Where the previous segment ends.
+        expected: u64,
+        /// Where the next one starts.
+        found: u64,
+    },
 }
 
 impl StopCause {
@@ -153,6 +167,7 @@ impl fmt::Display for StopCause {
 /// Where and why a scan stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanOutcome {
+    /// Clean, torn tail or corrupt.
     pub kind: OutcomeKind,
     /// `None` when clean.
     pub cause: Option<StopCause>,
@@ -187,6 +202,14 @@ impl ScanOutcome {
                 "{place} (position {}): torn tail of {} bytes: {c}",
                 self.position, self.tail_bytes
             ),
+            // Past the reader's limit is not proof of damage: the message
+            // names the limit and how to raise it instead.
+            (
+                OutcomeKind::Corrupt,
+                Some(c @ StopCause::Frame(FrameErrorKind::Oversized { .. })),
+            ) => {
+                format!("{place} (position {}): {c}", self.position)
+            }
             (OutcomeKind::Corrupt, Some(c)) => {
                 format!("{place} (position {}): corrupt: {c}", self.position)
             }
@@ -208,6 +231,7 @@ pub struct ScanStats {
     /// The epoch named by the first and last operation that names one
     /// ([`AofOperation::epoch`]).
     pub first_epoch: Option<u64>,
+    /// See `first_epoch`.
     pub last_epoch: Option<u64>,
     /// Segment files opened.
     pub segments: u64,
@@ -238,7 +262,9 @@ impl ScanStats {
 /// A finished scan: its statistics and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanReport {
+    /// What the scan saw.
     pub stats: ScanStats,
+    /// Where and why it stopped.
     pub outcome: ScanOutcome,
 }
 
@@ -247,22 +273,34 @@ pub struct ScanReport {
 /// [`ScanOutcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
+    /// The input cannot be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: io::Error,
     },
+    /// The start position is not in the input.
     #[error("{path}: cannot start at position {position}: {reason}")]
     BadStart {
+        /// The file or directory.
         path: String,
+        /// The position asked for.
         position: u64,
+        /// Why it cannot start there.
         reason: String,
     },
     /// One of the scanner's own invariants does not hold: a bug, reported
     /// as an error rather than a panic (which would cross into Python).
     #[error("{path}: scanner invariant broken (a bug, please report it): {what}")]
-    Broken { path: String, what: &'static str },
+    Broken {
+        /// The file or directory.
+        path: String,
+        /// The invariant.
+        what: &'static str,
+    },
 }
 
 fn io_err(path: &Path, source: io::Error) -> ScanError {
@@ -279,6 +317,7 @@ pub struct RawFrame<'a> {
     pub start: u64,
     /// Position just past the frame: where a scan resumes after it.
     pub end: u64,
+    /// The payload, checksum checked.
     pub payload: &'a [u8],
 }
 
@@ -593,6 +632,7 @@ impl Scanner {
         &self.origin
     }
 
+    /// What the scan has seen so far.
     pub fn stats(&self) -> &ScanStats {
         &self.stats
     }

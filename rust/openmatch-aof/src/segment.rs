@@ -34,7 +34,9 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// One segment file of an AOF directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
+    /// The position of its first byte (its file name).
     pub start: u64,
+    /// The file.
     pub path: PathBuf,
     /// The file's length when listed.
     pub len: u64,

@@ -25,15 +25,25 @@ const MAGIC: &[u8; 4] = b"OMSI";
 const VERSION: u32 = crate::state::SNAPSHOT_VERSION;
 const HEADER_LEN: usize = 12;
 
+/// Why bytes are not a state image this build can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
+    /// Not an image at all.
     #[error("not a state image (bad magic or shorter than its header)")]
     NotAnImage,
     #[error("state image format {0} is not supported (this build reads {VERSION})")]
+    /// An image of another format version.
     Version(u32),
     #[error("state image checksum mismatch: stored {stored:#010x}, body has {computed:#010x}")]
-    Checksum { stored: u32, computed: u32 },
+    /// The body is damaged.
+    Checksum {
+        /// The CRC-32 in the header.
+        stored: u32,
+        /// The CRC-32 of the body.
+        computed: u32,
+    },
     #[error("state image body does not decode: {0}")]
+    /// The checksum matches but the body is not a snapshot.
     Undecodable(String),
 }
 

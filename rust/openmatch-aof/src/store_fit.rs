@@ -17,6 +17,7 @@ pub const NUMERIC_SCALE: u32 = 8;
 pub const NUMERIC_INTEGER_DIGITS: u32 = 20;
 /// VARCHAR lengths of the schema, in characters.
 pub const MARKET_LEN: usize = 20;
+/// See [`MARKET_LEN`].
 pub const ASSET_LEN: usize = 10;
 
 // Every check builds its message only when it fails: this runs before

@@ -15,6 +15,7 @@ use crate::scanner::{OutcomeKind, StopCause};
 pub struct TailVerdict {
     /// [`OutcomeKind::TornTail`] or [`OutcomeKind::Corrupt`], never clean.
     pub kind: OutcomeKind,
+    /// Why.
     pub cause: StopCause,
     /// For a torn tail, the bytes from the bad frame to the end of the
     /// segment (what a cut removes); 0 for corruption.

@@ -540,3 +540,66 @@ fn delete_covered_beside_rotations_leaves_a_contiguous_log() {
         vec![op(1000)]
     );
 }
+
+#[test]
+fn segments_close_on_their_own_at_rotate_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame_len = encode_frame(&op(0)).unwrap().len() as u64;
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        rotate_bytes: Some(10 * frame_len),
+        ..WriterOptions::default()
+    };
+    let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    w.append(&op(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let segments = list_segments(dir.path()).unwrap();
+    let (last, closed) = segments.split_last().unwrap();
+    assert!(closed.len() >= 10, "{} closed segments", closed.len());
+    for s in closed {
+        assert!(fs::metadata(&s.path).unwrap().len() >= 10 * frame_len);
+    }
+    assert!(fs::metadata(&last.path).unwrap().len() < 10 * frame_len);
+    assert_eq!(read_log(dir.path()).len(), 200);
+    assert!(matches!(
+        AofWriter::open(
+            dir.path(),
+            WriterOptions {
+                rotate_bytes: Some(0),
+                ..WriterOptions::default()
+            }
+        ),
+        Err(WriterError::Invalid(_))
+    ));
+}
+
+#[test]
+fn any_serde_value_is_framed_as_the_operation_it_mirrors() {
+    #[derive(serde::Serialize)]
+    enum EngineOp {
+        _OrderReceived,
+        _OrderCancelled,
+        _BufferSealed,
+        _TradeExecuted,
+        _BalanceUpdated,
+        EpochAdvanced(u64, EpochPhase),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    w.append_value(&EngineOp::EpochAdvanced(9, EpochPhase::Seal))
+        .unwrap();
+    w.append_value(&op(10)).unwrap();
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(9), op(10)]);
+}

@@ -137,13 +137,15 @@ pub fn parse_python_decimal(text: &str) -> Result<Decimal, String> {
             "has {scale} decimal places, past rust_decimal's 28 (normalize() it if the places are zeros)"
         ));
     }
-    // rust_decimal writes a negative zero as "0", so its sign could not
-    // survive the wire; a zero is stored unsigned from the start.
-    let negative = negative && coefficient != 0;
+    // A negative zero keeps its sign: the engine writes `-Decimal::ZERO` as
+    // "-0", and a frame must re-encode to the bytes it was read from.
     let lo = coefficient as u32;
     let mid = (coefficient >> 32) as u32;
     let hi = (coefficient >> 64) as u32;
-    Ok(Decimal::from_parts(lo, mid, hi, negative, scale as u32))
+    let mut d = Decimal::from_parts(lo, mid, hi, negative, scale as u32);
+    // from_parts drops the sign of a zero.
+    d.set_sign_negative(negative);
+    Ok(d)
 }
 
 // --- timestamps -------------------------------------------------------------
@@ -278,9 +280,10 @@ mod tests {
         assert_eq!(p("1.50").unwrap().to_string(), "1.50");
         assert_eq!(p("1E+5").unwrap().to_string(), "100000");
         assert_eq!(p("1.5E-9").unwrap().to_string(), "0.0000000015");
-        assert_eq!(p("-0").unwrap().to_string(), "0");
-        assert!(!p("-0.00").unwrap().is_sign_negative());
-        assert_eq!(p("-0.00").unwrap().to_string(), "0.00");
+        assert_eq!(p("-0").unwrap().to_string(), "-0");
+        assert!(p("-0.00").unwrap().is_sign_negative());
+        assert_eq!(p("-0.00").unwrap().to_string(), "-0.00");
+        assert!(!p("0").unwrap().is_sign_negative());
         assert_eq!(
             p("79228162514264337593543950335").unwrap(),
             rust_decimal::Decimal::MAX

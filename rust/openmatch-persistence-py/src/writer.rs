@@ -232,6 +232,7 @@ impl AofWriter {
             gather,
             max_batch_bytes,
             max_payload,
+            ..WriterOptions::default()
         };
         let inner = py
             .detach(|| core::AofWriter::open(&directory, opts))

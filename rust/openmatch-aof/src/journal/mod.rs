@@ -85,19 +85,39 @@ pub enum JournalError {
     Writer(#[from] WriterError),
     /// A value the database schema cannot hold exactly; nothing was appended.
     #[error("operation {index} of the batch: {reason}; nothing was appended")]
-    Unfit { index: usize, reason: String },
+    Unfit {
+        /// The operation's place in the batch.
+        index: usize,
+        /// What does not fit.
+        reason: String,
+    },
     /// An operation that would break an invariant; nothing was appended.
     #[error("operation {index} of the batch is refused, nothing was appended: {violation}")]
-    Refused { index: usize, violation: Violation },
+    Refused {
+        /// The operation's place in the batch.
+        index: usize,
+        /// The invariant it breaks.
+        violation: Violation,
+    },
     /// The operation cannot be encoded (a payload past the frame limit).
     #[error("operation {index} of the batch: {source}; nothing was appended")]
-    Encode { index: usize, source: EncodeError },
+    Encode {
+        /// The operation's place in the batch.
+        index: usize,
+        /// Why it cannot be encoded.
+        source: EncodeError,
+    },
     /// The log cannot be read to its end.
     #[error(transparent)]
     Scan(#[from] ScanError),
     /// Recovery cannot produce a trustworthy state from this directory.
     #[error("cannot recover {}: {detail}", dir.display())]
-    Unrecoverable { dir: PathBuf, detail: String },
+    Unrecoverable {
+        /// The AOF directory.
+        dir: PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// The log holds an operation that breaks the invariants.
     #[error(transparent)]
     Violation(#[from] Box<LogViolation>),

@@ -51,21 +51,28 @@ pub const FINALIZED_EPOCHS_KEPT: usize = 16;
 /// One user's holding of one asset.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Balance {
+    /// Whose.
     pub user_id: UserId,
+    /// Of what.
     pub asset: Asset,
+    /// Free to spend.
     pub available: Decimal,
+    /// Held by open orders.
     pub frozen: Decimal,
 }
 
 /// One epoch (= one batch) of the auction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Epoch {
+    /// Its id.
     pub epoch_id: EpochId,
+    /// The phase it is in.
     pub phase: EpochPhase,
     /// Set by `BufferSealed` (the batch id is the epoch id).
     pub batch_hash: Option<[u8; 32]>,
     /// No operation sets it; it is carried through snapshots unchanged.
     pub result_hash: Option<[u8; 32]>,
+    /// Trades executed in it.
     pub trade_count: u64,
     /// The logical clock when the epoch first appeared in the stream.
     pub started_at: DateTime<Utc>,
@@ -90,9 +97,13 @@ impl Epoch {
 /// The entity a violation is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityRef {
+    /// An order.
     Order(OrderId),
+    /// A trade.
     Trade(TradeId),
+    /// A user's balance of an asset.
     Balance(UserId, Asset),
+    /// An epoch.
     Epoch(EpochId),
 }
 
@@ -175,9 +186,13 @@ impl ViolationKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("{} at position {position}: {entity}: {detail}", kind.name())]
 pub struct Violation {
+    /// Which invariant.
     pub kind: ViolationKind,
+    /// What it is about.
     pub entity: EntityRef,
+    /// The position of the operation that breaks it.
     pub position: u64,
+    /// A sentence saying how.
     pub detail: String,
 }
 
@@ -187,9 +202,13 @@ pub struct Violation {
 /// trades in the order they were applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Orders changed.
     pub orders: Vec<Order>,
+    /// Trades applied.
     pub trades: Vec<Trade>,
+    /// Balances changed.
     pub balances: Vec<Balance>,
+    /// Epochs changed.
     pub epochs: Vec<Epoch>,
     /// The position of the last applied operation (the AOF position just
     /// past its frame): the changes cover the AOF up to it. 0 when nothing
@@ -203,6 +222,7 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Whether no entity changed.
     pub fn is_empty(&self) -> bool {
         self.orders.is_empty()
             && self.trades.is_empty()
@@ -278,12 +298,16 @@ fn merge_sorted<T>(mine: &mut Vec<T>, newer: Vec<T>, order: impl Fn(&T, &T) -> O
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot holds order {} twice", .0 .0)]
+    /// An order twice.
     DuplicateOrder(OrderId),
     #[error("snapshot holds trade {} twice", .0 .0)]
+    /// A trade twice.
     DuplicateTrade(TradeId),
     #[error("snapshot holds the balance of {}/{} twice", .0 .0, .1)]
+    /// A balance twice.
     DuplicateBalance(UserId, Asset),
     #[error("snapshot holds epoch {} twice", .0 .0)]
+    /// An epoch twice.
     DuplicateEpoch(EpochId),
 }
 
@@ -366,6 +390,7 @@ impl Default for State {
 }
 
 impl State {
+    /// An empty state at position 0.
     pub fn new() -> Self {
         State {
             orders: Table::default(),
@@ -422,9 +447,11 @@ impl State {
     pub fn order_count(&self) -> usize {
         self.orders.len()
     }
+    /// Balances held.
     pub fn balance_count(&self) -> usize {
         self.balances.len()
     }
+    /// Epochs held (not finalized, and the last finalized ones).
     pub fn epoch_count(&self) -> usize {
         self.epochs.len()
     }
@@ -442,6 +469,7 @@ impl State {
     pub fn order(&self, id: &OrderId) -> Option<&Order> {
         self.orders.get(id).map(|e| &e.order)
     }
+    /// A user's balance of an asset.
     pub fn balance(&self, user: UserId, asset: &str) -> Option<&Balance> {
         // The key owns its String; one small allocation per lookup is
         // cheaper to read than a borrowed-key map.
@@ -449,6 +477,7 @@ impl State {
             .get(&(user, asset.to_owned()))
             .map(|e| &e.balance)
     }
+    /// An epoch held.
     pub fn epoch(&self, id: EpochId) -> Option<&Epoch> {
         self.epochs.get(&id).map(|e| &e.epoch)
     }

@@ -26,6 +26,7 @@ pub struct Snapshot {
     pub closed_through: Option<EpochId>,
     /// Open orders.
     pub orders: Vec<Order>,
+    /// Every balance.
     pub balances: Vec<Balance>,
     /// Epochs not finalized, and the last finalized ones.
     pub epochs: Vec<Epoch>,

@@ -1,8 +1,8 @@
 //! The durable AOF writer: segments, fsync policies, group commit.
 //!
 //! An [`AofWriter`] owns one AOF directory (see [`crate::segment`]): it takes
-//! an exclusive lock on it ([`lock`]), finds where the last segment's frames
-//! end and cuts a torn tail ([`recover`]), then appends frames at the end.
+//! an exclusive lock on it (`lock.rs`), finds where the last segment's frames
+//! end and cuts a torn tail (`recover.rs`), then appends frames at the end.
 //!
 //! **Positions.** Every append returns the *end position* of its record: the
 //! position (global byte offset in the logical AOF) just past its frame. It
@@ -39,7 +39,11 @@ pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, FSYNC_BUCKETS_US, LATENCY_WINDOW};
 
-use crate::codec::{encode_frame_into, EncodeError, DEFAULT_MAX_PAYLOAD_LEN};
+use serde::Serialize;
+
+use crate::codec::{
+    encode_frame_into, encode_frame_into_bounded, EncodeError, DEFAULT_MAX_PAYLOAD_LEN,
+};
 use crate::scanner::{ScanError, StopCause};
 use crate::segment::{create_dir_durably, list_segments, segment_file_name};
 use crate::types::AofOperation;
@@ -49,32 +53,52 @@ use stats::Counters;
 /// Why the writer could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum WriterError {
+    /// Another writer holds the directory's lock.
     #[error("{} is locked by another writer", path.display())]
-    Locked { path: PathBuf },
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     #[error("the writer has failed and accepts no appends ({reason}); reopen it to recover")]
-    Failed { reason: String },
+    /// A write or fsync failed earlier; the writer accepts nothing more.
+    Failed {
+        /// The first failure.
+        reason: String,
+    },
     #[error("{}: the writer is closed", dir.display())]
-    Closed { dir: PathBuf },
+    /// The writer was closed.
+    Closed {
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// An I/O call failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// To what.
         path: PathBuf,
+        /// The error.
         source: io::Error,
     },
     /// The last segment is damaged where a crash leaves no damage
     /// ([`crate::tail::classify_stop`]); nothing was cut.
     #[error("{}: offset {offset}: corrupt, refusing to open: {cause}", path.display())]
     Corrupt {
+        /// The segment.
         path: PathBuf,
         /// Where the bad frame starts in the segment.
         offset: u64,
+        /// What is wrong.
         cause: StopCause,
     },
     /// The last segment could not be scanned.
     #[error("{0}")]
     Scan(#[from] ScanError),
+    /// An operation cannot be encoded.
     #[error("{0}")]
     Encode(#[from] EncodeError),
+    /// A bad argument.
     #[error("{0}")]
     Invalid(String),
 }
@@ -93,6 +117,7 @@ impl WriterError {
 /// group commit (no added latency).
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
+    /// When an append's bytes reach stable storage.
     pub fsync: FsyncPolicy,
     /// How long a leader waits for more appends before its write+fsync.
     pub gather: Gather,
@@ -100,6 +125,11 @@ pub struct WriterOptions {
     pub max_batch_bytes: usize,
     /// The bound on a frame's payload when the last segment is checked.
     pub max_payload: u32,
+    /// Start a new segment once the one appended to holds at least this
+    /// many bytes (checked after each append), so that segments close on
+    /// their own and compaction, here or in a process following the log,
+    /// can delete them. `None`: only [`AofWriter::rotate`] rotates.
+    pub rotate_bytes: Option<u64>,
 }
 
 impl Default for WriterOptions {
@@ -109,6 +139,7 @@ impl Default for WriterOptions {
             gather: Gather::Adaptive,
             max_batch_bytes: 4 << 20,
             max_payload: DEFAULT_MAX_PAYLOAD_LEN,
+            rotate_bytes: None,
         }
     }
 }
@@ -138,6 +169,7 @@ pub const MAX_ADAPTIVE_WAIT: Duration = Duration::from_millis(2);
 pub struct OpenReport {
     /// The segment appended to, and its start position.
     pub segment: PathBuf,
+    /// Its start position.
     pub segment_start: u64,
     /// The position the next append starts at.
     pub end: u64,
@@ -169,6 +201,9 @@ impl AofWriter {
             return Err(WriterError::Invalid(
                 "max_batch_bytes must be positive".into(),
             ));
+        }
+        if opts.rotate_bytes == Some(0) {
+            return Err(WriterError::Invalid("rotate_bytes must be positive".into()));
         }
         create_dir_durably(&dir).map_err(|e| WriterError::io("create directory", &dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
@@ -259,14 +294,17 @@ impl AofWriter {
         })
     }
 
+    /// The AOF directory it owns.
     pub fn directory(&self) -> &Path {
         &self.shared.dir
     }
 
+    /// Its fsync policy.
     pub fn policy(&self) -> FsyncPolicy {
         self.shared.opts.fsync
     }
 
+    /// The options it was opened with.
     pub fn options(&self) -> &WriterOptions {
         &self.shared.opts
     }
@@ -281,6 +319,36 @@ impl AofWriter {
     pub fn append(&self, op: &AofOperation) -> Result<u64, WriterError> {
         let mut frame = Vec::with_capacity(512);
         encode_frame_into(op, &mut frame)?;
+        self.append_frames(&frame, 1)
+    }
+
+    /// Appends any serde value as one frame, framed exactly as an
+    /// [`AofOperation`] is (one framing implementation:
+    /// [`crate::codec::encode_frame_into_bounded`]), so that the engine can
+    /// append its own types, which serialize to the same bytes, without
+    /// converting them into this crate's copies.
+    ///
+    /// ```
+    /// use openmatch_aof::writer::{AofWriter, WriterOptions};
+    /// use openmatch_aof::{AofOperation, EpochId, EpochPhase};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("doc-append-{}", std::process::id()));
+    /// let writer = AofWriter::open(&dir, WriterOptions::default())?;
+    /// // The engine's own enum, declared as the engine declares it.
+    /// #[derive(serde::Serialize)]
+    /// enum EngineOp { A, B, C, D, E, EpochAdvanced(u64, EpochPhase) }
+    /// let end = writer.append_value(&EngineOp::EpochAdvanced(7, EpochPhase::Seal))?;
+    /// let same = AofOperation::EpochAdvanced(EpochId(7), EpochPhase::Seal);
+    /// assert_eq!(end, openmatch_aof::encode_frame(&same)?.len() as u64);
+    /// writer.close()?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn append_value<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64, WriterError> {
+        let mut frame = Vec::with_capacity(512);
+        encode_frame_into_bounded(value, &mut frame, DEFAULT_MAX_PAYLOAD_LEN)?;
         self.append_frames(&frame, 1)
     }
 
@@ -308,6 +376,7 @@ impl AofWriter {
         let end = self.shared.enqueue(&mut st, frames, records)?;
         let goal = self.append_goal();
         self.shared.wait_for(st, end, goal)?;
+        self.rotate_if_full()?;
         Ok(end)
     }
 
@@ -322,7 +391,30 @@ impl AofWriter {
     /// Waits until the record ending at `position` has what the policy
     /// promises an append (durable for `always`, written otherwise).
     pub fn wait_appended(&self, position: u64) -> Result<u64, WriterError> {
-        self.wait(position, self.append_goal())
+        self.wait(position, self.append_goal())?;
+        self.rotate_if_full()?;
+        Ok(position)
+    }
+
+    /// Rotates if the segment appended to has reached
+    /// [`WriterOptions::rotate_bytes`]. Checked again under the lock that
+    /// rotation takes: appenders that saw the same full segment rotate once.
+    fn rotate_if_full(&self) -> Result<(), WriterError> {
+        let Some(limit) = self.shared.opts.rotate_bytes else {
+            return Ok(());
+        };
+        let full = |w: &Self| {
+            let st = w.shared.lock();
+            st.end - st.current.start >= limit
+        };
+        if !full(self) {
+            return Ok(());
+        }
+        let _change = self.segments_change();
+        if full(self) {
+            self.rotate_locked()?;
+        }
+        Ok(())
     }
 
     /// Waits until everything up to `position` is durable, fsyncing if
@@ -395,6 +487,7 @@ impl AofWriter {
         ))
     }
 
+    /// Whether a failed write or fsync stopped it for good.
     pub fn is_failed(&self) -> bool {
         self.shared.lock().failed.is_some()
     }
@@ -404,10 +497,12 @@ impl AofWriter {
         self.shared.lock().failed.clone()
     }
 
+    /// Whether it was closed.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
     }
 
+    /// Its counters and fsync latencies.
     pub fn stats(&self) -> WriterStats {
         self.shared.lock().counters.snapshot()
     }
@@ -422,6 +517,11 @@ impl AofWriter {
     /// kept and its start returned.
     pub fn rotate(&self) -> Result<u64, WriterError> {
         let _change = self.segments_change();
+        self.rotate_locked()
+    }
+
+    /// [`AofWriter::rotate`], the segments' lock held by the caller.
+    fn rotate_locked(&self) -> Result<u64, WriterError> {
         let shared = &*self.shared;
         let st = shared.lock();
         shared.check_usable(&st)?;
@@ -566,7 +666,9 @@ impl Drop for AofWriter {
 
 /// The physical baseline of the benchmarks: `n` times `pwrite(size bytes)`
 /// then `fdatasync`, appending to a new file at `path`; returns the elapsed
-/// time. The file is removed afterwards.
+/// time. The file is removed afterwards. A benchmark helper, not part of the
+/// engine's API.
+#[doc(hidden)]
 pub fn raw_fdatasync_loop(path: &Path, n: u64, size: usize) -> io::Result<Duration> {
     let file = OpenOptions::new()
         .write(true)

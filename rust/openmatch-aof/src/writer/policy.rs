@@ -27,6 +27,7 @@ pub enum FsyncPolicy {
 pub const EVERYSEC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl FsyncPolicy {
+    /// Every policy, strongest first.
     pub const ALL: [FsyncPolicy; 3] = [FsyncPolicy::Always, FsyncPolicy::EverySec, FsyncPolicy::No];
 
     /// The name used by the Python API and Redis' configuration.

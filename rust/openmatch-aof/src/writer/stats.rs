@@ -33,8 +33,11 @@ pub struct WriterStats {
     pub truncated_on_open: u64,
     /// Fsync latency percentiles over the last [`LATENCY_WINDOW`] fsyncs.
     pub fsync_p50: Duration,
+    /// The 90th percentile.
     pub fsync_p90: Duration,
+    /// The 99th percentile.
     pub fsync_p99: Duration,
+    /// The longest.
     pub fsync_max: Duration,
     /// Fsyncs that took at most each bound of [`FSYNC_BUCKETS_US`]
     /// (cumulative, as a histogram's buckets), over every fsync.
