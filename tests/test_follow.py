@@ -22,7 +22,7 @@ from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.follower import Follower
 from openmatch_persistence.identity import read_identity
 from openmatch_persistence.persistence import _bound_store
-from openmatch_persistence.recovery import _load_base
+from openmatch_persistence.recovery import load_base
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def database_state(data_dir: Path, database: str | None) -> tuple[int, str]:
     try:
         checkpoint = store.checkpoint()
         assert checkpoint is not None
-        base = _load_base(data_dir / "aof", store, False, identity.id)
+        base = load_base(data_dir / "aof", store, False, identity.id)
         assert base.position == checkpoint.position
         return checkpoint.position, base.state.digest()
     finally:

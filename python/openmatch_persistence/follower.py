@@ -2,7 +2,7 @@
 writes ``DATA_DIR/aof``; a :class:`Follower` reads it as it grows and keeps
 the database current, snapshots and compacts.
 
-* **Start**: recovery's own start (``recovery._load_base``): the database's
+* **Start**: recovery's own start (``recovery.load_base``): the database's
   state image or rows at their checkpoint, else an empty state at 0. The
   log is then applied from that position with the journal's rule
   (``_core.replay``), so after a restart nothing is skipped and nothing is
@@ -43,11 +43,10 @@ from openmatch_persistence.compaction import (
     delete_covered_segments,
 )
 from openmatch_persistence.errors import CorruptFrameError, NotADataDirError
-from openmatch_persistence.fileio import fsync_directory
 from openmatch_persistence.flusher import DEFAULT_INTERVAL, Flusher
 from openmatch_persistence.identity import AOF_DIRNAME, create_identity, read_identity
 from openmatch_persistence.persistence import _bound_store
-from openmatch_persistence.recovery import _load_base
+from openmatch_persistence.recovery import load_base
 from openmatch_persistence.store import store_schema
 from openmatch_persistence.store.base import StateChangesLike, Store
 
@@ -95,20 +94,10 @@ class _FollowedDir:
                 os.close(fd)
 
     def delete_covered(self, covered: int) -> tuple[int, int]:
-        """Deletes, oldest first, the segments whose successor starts at or
-        before ``covered``; never the last one (the writer's)."""
-        deleted = deleted_bytes = 0
-        segments = _core.list_segments(self.path)
-        for (_, path, length), (next_start, _, _) in zip(segments, segments[1:]):
-            if next_start > covered:
-                break
-            os.unlink(path)
-            # One unlink per directory fsync: a crash leaves a contiguous
-            # suffix of segments, never a hole.
-            fsync_directory(self.path)
-            deleted += 1
-            deleted_bytes += length
-        return deleted, deleted_bytes
+        """Deletes, oldest first and each durably, the segments whose
+        successor starts at or before ``covered``; never the last one (the
+        writer's). The rule is the writer's own (``segment::delete_covered``)."""
+        return _core.delete_covered_segments(self.path, covered)
 
 
 class Follower:
@@ -147,7 +136,7 @@ class Follower:
             adopt=adopt,
         )
         try:
-            base = _load_base(self.aof_dir, self._store, False, self.identity.id)
+            base = load_base(self.aof_dir, self._store, False, self.identity.id)
         except BaseException:
             self._store.close()
             raise

@@ -110,7 +110,7 @@ def state_from_snapshot(loaded: LoadedState) -> _core.State:
 
 
 @dataclass(frozen=True)
-class _Base:
+class RecoveryBase:
     """The state recovery starts from, and where it came from."""
 
     state: _core.State
@@ -202,9 +202,12 @@ def decide_start(
     )
 
 
-def _load_base(
+def load_base(
     aof_dir: Path, store: Store, ignore_snapshot: bool, data_dir_id: uuid.UUID | None = None
-) -> _Base:
+) -> RecoveryBase:
+    """The state recovery starts from (the image, the rows, or empty, as
+    :func:`decide_start` rules), before the AOF after it is replayed: the
+    start of :func:`recover` and of the follower (follower.py)."""
     aof_start = _core.aof_start(aof_dir) if aof_dir.is_dir() else None
     image: StateImage | None = None
     checkpoint = None
@@ -236,15 +239,15 @@ def _load_base(
                 )
                 image = None  # and decide again without it
                 continue
-            return _Base(state, "image", image.position, image.epoch_id)
+            return RecoveryBase(state, "image", image.position, image.epoch_id)
         if start.source == "rows":
             # The hot part of the rows, through indexes; the whole history
             # only for a checkpoint written before the clock was kept
             # (from_snapshot then keeps its hot part).
             hot = store.load_hot_state()
             state = state_from_snapshot(store.load_state()) if hot is None else hot.state()
-            return _Base(state, "rows", state.position, start.epoch)
-        return _Base(_core.State(), None, 0, None)
+            return RecoveryBase(state, "rows", state.position, start.epoch)
+        return RecoveryBase(_core.State(), None, 0, None)
 
 
 def recover(
@@ -259,7 +262,7 @@ def recover(
     module doc. ``data_dir_id``: refuse a snapshot written for another data
     directory (the caller has claimed the store for this one)."""
     started = time.monotonic()
-    base = _load_base(aof_dir, store, ignore_snapshot, data_dir_id)
+    base = load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     loaded: dict[str, int] = {}
     if base.source is not None:
         loaded = {
@@ -337,7 +340,7 @@ def cut_until(
     (naming it), when ``until`` is not an operation's position, or when the
     database's snapshot already covers it. Run it while nothing has the
     data directory open."""
-    base = _load_base(aof_dir, store, ignore_snapshot, data_dir_id)
+    base = load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     if base.position >= until:
         raise RecoveryError(
             f"--until {until}: the database's snapshot already covers position "

@@ -102,9 +102,61 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// How many of the segments starting at `starts` (ascending) a snapshot
+/// at `covered` covers: each one whose successor starts at or before
+/// `covered`, from the oldest. The last segment (the one appended to) is
+/// never counted, since it has no successor.
+pub fn covered_count(starts: &[u64], covered: u64) -> usize {
+    starts
+        .windows(2)
+        .take_while(|pair| pair[1] <= covered)
+        .count()
+}
+
+/// Deletes the segment of `dir` starting at `start` and makes the deletion
+/// durable (a directory fsync) before returning its length: deleted one at
+/// a time, oldest first, the segments a crash leaves are a contiguous
+/// suffix of the log, never a hole.
+pub fn delete_segment_durably(dir: &Path, start: u64) -> io::Result<u64> {
+    let path = dir.join(segment_file_name(start));
+    let len = std::fs::metadata(&path)?.len();
+    std::fs::remove_file(&path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(len)
+}
+
+/// Deletes the segments of `dir` that a snapshot at `covered` covers
+/// ([`covered_count`]), oldest first, each durably
+/// ([`delete_segment_durably`]); returns (segments, bytes) deleted. For a
+/// directory whose writer is another process (follow mode): never the last
+/// segment, and never one the writer could still append to, since only a
+/// segment with a successor is closed. An in-process writer deletes through
+/// [`crate::writer::AofWriter::delete_covered`], which applies the same two
+/// functions under its own lock.
+pub fn delete_covered(dir: &Path, covered: u64) -> io::Result<(usize, u64)> {
+    let starts: Vec<u64> = list_segments(dir)?.iter().map(|s| s.start).collect();
+    let count = covered_count(&starts, covered);
+    let mut bytes = 0;
+    for &start in &starts[..count] {
+        bytes += delete_segment_durably(dir, start)?;
+    }
+    Ok((count, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_is_covered_once_its_successor_starts_by_the_snapshot() {
+        assert_eq!(covered_count(&[], 100), 0);
+        assert_eq!(covered_count(&[0], u64::MAX), 0); // the last one: never
+        assert_eq!(covered_count(&[0, 100, 250], 99), 0);
+        assert_eq!(covered_count(&[0, 100, 250], 100), 1);
+        assert_eq!(covered_count(&[0, 100, 250], 249), 1);
+        assert_eq!(covered_count(&[0, 100, 250], 250), 2);
+        assert_eq!(covered_count(&[0, 100, 250], u64::MAX), 2);
+    }
 
     #[test]
     fn names_round_trip_and_sort_as_positions() {

@@ -98,7 +98,25 @@ fn create_dir_durably(py: Python<'_>, path: PathBuf) -> PyResult<bool> {
         })
 }
 
+/// Deletes the segments of `dir` that a snapshot at `covered` covers,
+/// oldest first, each deletion made durable before the next; never the last
+/// segment. For a directory another process writes (follow mode); a
+/// writer of this process deletes through its own `delete_covered`.
+/// Returns (segments, bytes) deleted.
+#[pyfunction]
+fn delete_covered_segments(py: Python<'_>, dir: PathBuf, covered: u64) -> PyResult<(usize, u64)> {
+    py.detach(|| segment::delete_covered(&dir, covered))
+        .map_err(|e| {
+            let msg = format!("{}: cannot delete covered segments: {e}", dir.display());
+            match e.raw_os_error() {
+                Some(errno) => AofError::new_err((errno, msg)),
+                None => AofError::new_err(msg),
+            }
+        })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(delete_covered_segments, m)?)?;
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;

@@ -45,7 +45,9 @@ use crate::codec::{
     encode_frame_into, encode_frame_into_bounded, EncodeError, DEFAULT_MAX_PAYLOAD_LEN,
 };
 use crate::scanner::{ScanError, StopCause};
-use crate::segment::{create_dir_durably, list_segments, segment_file_name};
+use crate::segment::{
+    covered_count, create_dir_durably, delete_segment_durably, list_segments, segment_file_name,
+};
 use crate::types::AofOperation;
 use group_commit::{Current, Goal, Shared, State};
 use stats::Counters;
@@ -629,23 +631,15 @@ impl AofWriter {
             if st.closed {
                 return Err(WriterError::Closed { dir: dir.clone() });
             }
-            let covered_segments = st
-                .segment_starts
-                .windows(2)
-                .take_while(|pair| pair[1] <= covered)
-                .count();
+            let covered_segments = covered_count(&st.segment_starts, covered);
             st.segment_starts[..covered_segments].to_vec()
         };
         let mut bytes = 0;
         for start in &doomed {
             let path = dir.join(segment_file_name(*start));
-            let len = std::fs::metadata(&path)
-                .map_err(|e| WriterError::io("stat segment", &path, e))?
-                .len();
-            std::fs::remove_file(&path).map_err(|e| WriterError::io("delete segment", &path, e))?;
+            bytes += delete_segment_durably(dir, *start)
+                .map_err(|e| WriterError::io("delete segment", &path, e))?;
             self.shared.lock().segment_starts.remove(0);
-            recover::fsync_dir(dir)?;
-            bytes += len;
         }
         Ok((doomed.len(), bytes))
     }
