@@ -7,7 +7,8 @@
 #   bash scripts/mutants.sh sample              the small fast sample (CI)
 #
 # Needs cargo-mutants (`cargo install --locked cargo-mutants`) and mutmut
-# (`.venv/bin/pip install mutmut`). One job at a time (the machine is shared).
+# (`.venv/bin/pip install mutmut`). One job at a time (the machine is shared;
+# in place, cargo-mutants runs one mutant at a time anyway).
 # The Rust run mutates the tree in place (no copy, no rebuild from scratch)
 # and refuses to start with uncommitted changes under rust/; cargo-mutants
 # puts every file back when it ends, and the script checks that it did.
@@ -55,7 +56,7 @@ rust() {
         local tests=${RUST_TESTS[$file]:-"--lib"}
         echo "=== cargo mutants: $file ($tests)"
         # shellcheck disable=SC2086  # the test arguments are words
-        cargo mutants --in-place -j 1 --timeout "${MUTANTS_TIMEOUT:-120}" \
+        cargo mutants --in-place --timeout "${MUTANTS_TIMEOUT:-120}" \
             --package openmatch-aof --file "$file" \
             --output "target/mutants/$(basename "$(dirname "$file")")-$(basename "$file" .rs)" \
             -- $tests || status=$?
