@@ -55,10 +55,13 @@ rust() {
     for file in "${files[@]}"; do
         local tests=${RUST_TESTS[$file]:-"--lib"}
         echo "=== cargo mutants: $file ($tests)"
+        local out
+        out="target/mutants/$(basename "$(dirname "$file")")-$(basename "$file" .rs)"
+        mkdir -p "$out"
         # shellcheck disable=SC2086  # the test arguments are words
         cargo mutants --in-place --timeout "${MUTANTS_TIMEOUT:-120}" \
             --package openmatch-aof --file "$file" \
-            --output "target/mutants/$(basename "$(dirname "$file")")-$(basename "$file" .rs)" \
+            --output "$out" \
             -- $tests || status=$?
         git diff --quiet -- rust/ || { echo "mutants: $file was not restored" >&2; exit 3; }
     done
