@@ -59,7 +59,7 @@ rust() {
         out="target/mutants/$(basename "$(dirname "$file")")-$(basename "$file" .rs)"
         mkdir -p "$out"
         # shellcheck disable=SC2086  # the test arguments are words
-        cargo mutants --in-place --timeout "${MUTANTS_TIMEOUT:-120}" \
+        cargo mutants --in-place --timeout "${MUTANTS_TIMEOUT:-30}" \
             --package openmatch-aof --file "$file" \
             --output "$out" \
             -- $tests || status=$?

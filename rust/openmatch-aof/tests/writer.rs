@@ -613,3 +613,24 @@ fn delete_covered_beside_rotations_leaves_a_contiguous_log() {
         vec![op(1000)]
     );
 }
+
+/// The policies' names are Redis' `appendfsync` values, and parse back.
+#[test]
+fn policy_names_are_redis_names_and_parse_back() {
+    let names: Vec<&str> = FsyncPolicy::ALL.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["always", "everysec", "no"]);
+    for policy in FsyncPolicy::ALL {
+        assert_eq!(policy.name().parse::<FsyncPolicy>(), Ok(policy));
+        assert_eq!(policy.to_string(), policy.name());
+    }
+    assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    assert!(FsyncPolicy::Always.append_waits_for_fsync());
+    assert!(!FsyncPolicy::EverySec.append_waits_for_fsync());
+    assert!(!FsyncPolicy::No.append_waits_for_fsync());
+    assert_eq!(
+        FsyncPolicy::EverySec.background_interval(),
+        Some(openmatch_aof::writer::EVERYSEC_INTERVAL)
+    );
+    assert_eq!(FsyncPolicy::Always.background_interval(), None);
+    assert_eq!(FsyncPolicy::No.background_interval(), None);
+}
