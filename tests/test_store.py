@@ -258,3 +258,24 @@ def test_sqlite_writes_rows_and_checkpoint_in_one_transaction(
     checkpoint = sqlite_store.checkpoint()
     assert checkpoint is not None and checkpoint.position == 200
     assert {o.id for o in sqlite_store.load_state().orders} == {o.id for o in batch.orders}
+
+
+def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
+    # Recovery from rows reads the hot part through indexes when the
+    # checkpoint has a clock (load_state, the whole history, otherwise):
+    # the hot rows must be the checkpoint's state.
+    assert any_store.load_hot_state() is None  # no checkpoint yet
+    any_store.write_changes(ChangeBatch(position=10))
+    assert any_store.load_hot_state() is None  # a checkpoint without a clock
+    batch = _rich_batch()
+    open_orders = [o for o in batch.orders if o.status != OrderStatus.FILLED]
+    any_store.write_changes(
+        ChangeBatch(batch.orders, batch.trades, batch.balances, batch.epochs, position=4096,
+                    clock_ns=T0 + 10**9, closed_epochs_through=None)
+    )  # fmt: skip
+    hot = any_store.load_hot_state()
+    assert hot is not None
+    assert hot.checkpoint.position == 4096 and hot.checkpoint.clock_ns == T0 + 10**9
+    assert {o.id for o in hot.orders} == {o.id for o in open_orders}
+    assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
+    assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))
