@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export PATH="$root/.venv/bin:$HOME/.cargo/bin:$PATH"
+# A mutant's failing proptest cases are not regressions of the real code.
+export PROPTEST_DISABLE_FAILURE_PERSISTENCE=1
 
 # The durability core, each file with the tests that should kill its mutants
 # (cargo test arguments; the slow scaling and perf targets are left out).

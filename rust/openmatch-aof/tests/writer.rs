@@ -634,3 +634,32 @@ fn policy_names_are_redis_names_and_parse_back() {
     assert_eq!(FsyncPolicy::Always.background_interval(), None);
     assert_eq!(FsyncPolicy::No.background_interval(), None);
 }
+
+/// Opening checks the tail with the writer's own frame limit: a frame
+/// whose payload is past it is corruption to refuse, not a frame to keep
+/// appending after.
+#[test]
+fn opening_checks_frames_against_the_writers_own_payload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    w.append(&op(1)).unwrap();
+    w.close().unwrap();
+    drop(w);
+    let payload = encode_frame(&op(1)).unwrap().len() as u32 - 8;
+    let small = WriterOptions {
+        max_payload: payload - 1,
+        ..opts(FsyncPolicy::Always)
+    };
+    assert!(matches!(
+        AofWriter::open(dir.path(), small),
+        Err(WriterError::Corrupt { .. })
+    ));
+    let exact = WriterOptions {
+        max_payload: payload,
+        ..opts(FsyncPolicy::Always)
+    };
+    assert_eq!(
+        AofWriter::open(dir.path(), exact).unwrap().position(),
+        payload as u64 + 8
+    );
+}
