@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import glob
+import itertools
 import os
 import struct
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -182,6 +184,57 @@ def victim_stream(round_: int, thread: int) -> Iterator[om.Operation]:
     )
 
 
+#: What a victim sends instead of an ACK once it stands at its chosen kill
+#: point (``ACK`` with this thread number; the index says which point).
+MARK = 0xFFFF_FFFF
+#: Where a victim may stop to be killed during recovery, in the order
+#: recovery passes them: before the snapshot is loaded, before the AOF is
+#: opened (its torn tail cut) and replayed, and after recovery, before the
+#: first append.
+RECOVERY_POINTS = ("load_snapshot", "replay", "recovered")
+#: Appends per thread before a "torn" victim stops and tears the tail.
+TORN_AFTER = 20
+
+
+def _stop_at(point: str, acks: Connection) -> None:
+    acks.send_bytes(ACK.pack(MARK, RECOVERY_POINTS.index(point), 0))
+    time.sleep(3600)  # the parent kills us here
+
+
+def _hold_recovery_at(point: str, acks: Connection) -> None:
+    """Makes recovery stop at ``point`` (patching this process only)."""
+    from openmatch_persistence import persistence, recovery
+
+    if point == "recovered":
+        recover = persistence.recover  # type: ignore[attr-defined]
+
+        def recover_then_stop(*args: Any, **kw: Any) -> Any:
+            opened = recover(*args, **kw)
+            _stop_at(point, acks)
+            return opened
+
+        persistence.recover = recover_then_stop  # type: ignore[attr-defined]
+        return
+    load_base = recovery.load_base
+
+    def load_base_around(*args: Any, **kw: Any) -> Any:
+        if point == "load_snapshot":
+            _stop_at(point, acks)
+        base = load_base(*args, **kw)
+        _stop_at(point, acks)
+        return base
+
+    recovery.load_base = load_base_around
+
+
+def tear_tail(aof_dir: Path, frame: bytes, cut: int) -> None:
+    """Appends the first ``cut`` bytes of ``frame`` to the last segment, as
+    a write cut short leaves it (the writer must be idle)."""
+    _, path, _ = _core.list_segments(aof_dir)[-1]
+    with open(path, "ab") as f:
+        f.write(frame[:cut])
+
+
 def victim(
     data_dir: str,
     database_url: str | None,
@@ -189,10 +242,18 @@ def victim(
     threads: int,
     fsync: _core.FsyncPolicy,
     acks: Connection,
+    plan: str = "run",
 ) -> None:
     """Runs in a forked child until it is killed: opens (recovers) the data
     directory and appends from ``threads`` threads, sending one ACK record
-    per acknowledged append (one write each, so never torn by the kill)."""
+    per acknowledged append (one write each, so never torn by the kill).
+
+    ``plan`` puts the kill at a chosen point rather than a random moment:
+    one of :data:`RECOVERY_POINTS` stops recovery there; "torn" stops after
+    :data:`TORN_AFTER` appends per thread and leaves a torn frame at the end
+    of the log. Either then sends a :data:`MARK` and waits to be killed."""
+    if plan in RECOVERY_POINTS:
+        _hold_recovery_at(plan, acks)
     p = Persistence.open(
         data_dir,
         database_url=database_url,
@@ -201,10 +262,11 @@ def victim(
         compaction=NO_COMPACTION,
     )
     lock = threading.Lock()
+    stream_length = TORN_AFTER if plan == "torn" else VICTIM_STREAM
 
     def run(thread: int) -> None:
         for index, op in enumerate(victim_stream(round_, thread)):
-            if index == VICTIM_STREAM:
+            if index == stream_length:
                 break
             if index % POISON_EVERY == POISON_EVERY - 1:
                 # Refused (a negative balance): it must never leave a byte
@@ -225,6 +287,11 @@ def victim(
         w.start()
     for w in workers:
         w.join()
+    if plan == "torn":
+        # The next operation of thread 0, cut at a point the round picks.
+        frame = om.encode(next(itertools.islice(victim_stream(round_, 0), TORN_AFTER, None)))
+        tear_tail(p.aof_dir, frame, 1 + round_ % (len(frame) - 1))
+        acks.send_bytes(ACK.pack(MARK, len(RECOVERY_POINTS), 0))
     time.sleep(3600)  # the parent kills us long before
 
 

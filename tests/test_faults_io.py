@@ -23,7 +23,8 @@ from faultkit import NO_COMPACTION, frame_ends, log_records, replay_digest, vict
 
 import openmatch_persistence as om
 from openmatch_persistence import _core
-from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
+from openmatch_persistence.store import SqliteStore
 from openmatch_persistence.workload import take
 
 THREADS = 4
@@ -260,8 +261,8 @@ def test_a_full_disk_fails_appends_clearly_and_loses_nothing(small_fs: Path) -> 
 def power_loss(p: Persistence) -> None:
     """Ends ``p`` as a power loss would: the AOF keeps what was fsynced and
     nothing else (the database is a separate, durable system)."""
+    p._flusher.stop(final_flush=False)  # first: it may still make more durable
     durable = p._journal.durable_position
-    p._flusher.stop(final_flush=False)
     p._journal.close()  # releases the lock (and fsyncs; undone below)
     p._store.close()
     for start, path, length in _core.list_segments(p.aof_dir):
@@ -284,5 +285,36 @@ def test_the_database_never_gets_ahead_of_the_durable_aof(
     for op in ops[1000:]:
         p.append(op)  # acknowledged, maybe not durable: the policy's loss window
     power_loss(p)
+    logged = assert_recovers(tmp_path, {})
+    assert logged == ops[: len(logged)] and len(logged) >= 1000
+
+
+@pytest.mark.parametrize("fsync", ["everysec", "no"])
+def test_the_background_flusher_never_puts_the_database_ahead_of_the_durable_aof(
+    tmp_path: Path, fsync: _core.FsyncPolicy
+) -> None:
+    # The flusher runs every 10 ms while the appends go on; the everysec
+    # thread's fsyncs are held (a slow disk), so under both policies the
+    # only fsyncs are the ones the flusher itself waits for. A flusher that
+    # took changes without waiting for them to be durable would write a
+    # checkpoint past what a power loss leaves of the AOF.
+    ops = take(1500, seed=16)
+    p = Persistence.open(tmp_path, fsync=fsync, flush_interval=0.01, compaction=NO_COMPACTION)
+    p._journal._hold_io("background_fsync", True)
+    for op in ops[:1000]:
+        p.append(op)
+    caught_up = p.position
+    deadline = time.monotonic() + 60
+    while p._flusher.stats().flushed_position != caught_up:
+        assert time.monotonic() < deadline, "the flusher never caught up"
+        time.sleep(0.01)
+    for op in ops[1000:]:
+        p.append(op)  # acknowledged, maybe not durable nor flushed
+    power_loss(p)
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        checkpoint = store.checkpoint()
+    assert checkpoint is not None and checkpoint.position >= caught_up
+    aof_end = max(start + length for start, _, length in _core.list_segments(tmp_path / "aof"))
+    assert checkpoint.position <= aof_end, "the database is ahead of the durable AOF"
     logged = assert_recovers(tmp_path, {})
     assert logged == ops[: len(logged)] and len(logged) >= 1000

@@ -11,6 +11,14 @@ the parent kills it at a random moment, recovers, and checks that
   acknowledgement the kill cut off);
 * the recovered state (snapshot + AOF) equals the replay of the whole log.
 
+Some rounds put the kill at a chosen point instead, so that what the
+suite claims to cover is covered every run, not by luck: a share stops
+inside recovery (before the snapshot is loaded, before the AOF is opened
+and replayed, after recovery) and is killed there; another share leaves a
+torn frame at the end of the log before its kill (a kill -9 alone never
+tears a frame: the kernel finishes a pwrite to a file), which the next
+recovery must cut. The tally counts both, and the tests assert them.
+
 Rounds are chained ten to a data directory, so recovery also runs over logs
 that earlier kills tore and earlier recoveries cut. Children are forked
 from a multiprocessing fork server that has already imported everything:
@@ -30,7 +38,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from faultkit import ACK, NO_COMPACTION, fresh_schema, log_records, victim, victim_stream
+from faultkit import (
+    ACK,
+    MARK,
+    NO_COMPACTION,
+    RECOVERY_POINTS,
+    fresh_schema,
+    log_records,
+    victim,
+    victim_stream,
+)
 
 import openmatch_persistence as om
 from openmatch_persistence import _core
@@ -38,7 +55,8 @@ from openmatch_persistence.persistence import Persistence
 
 THREADS = 4
 CHAIN = 10  # rounds per data directory
-EARLY = 0.1  # the share of kills that land anywhere in start-up (recovery)
+EARLY = 0.1  # the share of kills at a chosen point of recovery (in turn)
+TORN = 0.1  # the share of rounds whose victim leaves a torn frame before its kill
 MAX_DELAY = 0.15  # seconds: the others land this long after the first ack at most
 
 
@@ -124,22 +142,37 @@ def kill_rounds(
                 expected = _core.State()
                 start = 0
             reader, writer = ctx.Pipe(duplex=False)
+            draw = rng.random()
+            plan = "run"
+            if draw < EARLY:
+                plan = RECOVERY_POINTS[tally["killed_in_recovery"] % len(RECOVERY_POINTS)]
+            elif draw < EARLY + TORN:
+                plan = "torn"
             child = ctx.Process(
-                target=victim, args=(str(data_dir), url, round_, THREADS, fsync, writer)
+                target=victim, args=(str(data_dir), url, round_, THREADS, fsync, writer, plan)
             )
             child.start()
             writer.close()
             acks = []
-            if rng.random() < EARLY:
-                deadline = time.monotonic() + rng.uniform(0.0, 0.5)
-            else:
-                try:
+            try:
+                if plan != "run":
+                    # Killed where the victim stands and says so.
+                    while True:
+                        assert reader.poll(60), f"round {round_}: the victim never reached {plan}"
+                        ack = ACK.unpack(reader.recv_bytes())
+                        if ack[0] == MARK:
+                            break
+                        acks.append(ack)
+                    tally["killed_in_recovery" if plan != "torn" else "torn_written"] += 1
+                    tally[f"killed_at_{plan}"] += 1
+                    deadline = time.monotonic()
+                else:
                     assert reader.poll(60), f"round {round_}: no acknowledgement within 60 s"
                     acks.append(ACK.unpack(reader.recv_bytes()))
-                except EOFError:
-                    child.join()
-                    pytest.fail(f"round {round_}: the child died on its own ({child.exitcode})")
-                deadline = time.monotonic() + rng.uniform(0.0, MAX_DELAY)
+                    deadline = time.monotonic() + rng.uniform(0.0, MAX_DELAY)
+            except EOFError:
+                child.join()
+                pytest.fail(f"round {round_}: the child died on its own ({child.exitcode})")
             while (left := deadline - time.monotonic()) > 0:
                 if reader.poll(left):
                     acks.append(ACK.unpack(reader.recv_bytes()))
@@ -152,7 +185,10 @@ def kill_rounds(
                 except EOFError:
                     break
             reader.close()
+            cut_before = tally["torn_tails_cut"]
             start = check_round(data_dir, url, round_, acks, start, expected, tally)
+            if plan == "torn":
+                assert tally["torn_tails_cut"] == cut_before + 1, f"round {round_}: no tail cut"
     tally["rounds"] = rounds
     tally["seconds"] = round(time.monotonic() - started)
     store = "sqlite" if database_url is None else "postgres"
@@ -163,6 +199,10 @@ def kill_rounds(
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     tally = kill_rounds(tmp_path, None, rounds=100, seed=1)
     assert tally["acknowledged"] > 0
+    # The rounds really reach what they are for: torn tails cut by
+    # recovery, and kills inside recovery at each of its points.
+    assert tally["torn_tails_cut"] >= tally["torn_written"] > 0
+    assert all(tally[f"killed_at_{point}"] > 0 for point in RECOVERY_POINTS), tally
 
 
 @pytest.mark.postgres

@@ -181,3 +181,35 @@ def test_the_thread_survives_failures_and_catches_up(sqlite_store: Any) -> None:
         while flusher.stats().failures < 3:
             done.wait(0.01)
     assert_store_holds(sqlite_store, state)
+
+
+class _Taken:
+    """One take of a change source: rows, and the state's clock and closed
+    epochs at its position."""
+
+    def __init__(self, position: int, clock_ns: int | None, closed: int | None) -> None:
+        self.orders: list[Any] = []
+        self.trades: list[Any] = []
+        self.balances: list[Any] = []
+        self.epochs: list[Any] = []
+        self.position = position
+        self.clock_ns = clock_ns
+        self.closed_epochs_through = closed
+
+
+def test_a_failed_batch_goes_back_with_its_clock_and_closed_epochs(sqlite_store: Any) -> None:
+    # The checkpoint's clock and closed epochs say where recovery's id
+    # window and hot epochs start: a retried batch must carry those of its
+    # position, not lose them to the failure.
+    takes = iter([_Taken(300, 7_000, 4), _Taken(300, 7_000, 4)])
+    flaky = FlakyStore(sqlite_store, failures=1)
+    flusher = Flusher(flaky, type("Source", (), {"take_changes": lambda self: next(takes)})())
+    flusher.collect()
+    with pytest.raises(StoreError):
+        flusher.write_pending()
+    assert flusher.stats().taken_position == 300
+    flusher.write_pending()  # the batch put back, alone
+    retried = flaky.batches[-1]
+    assert (retried.position, retried.clock_ns, retried.closed_epochs_through) == (300, 7_000, 4)
+    checkpoint = sqlite_store.checkpoint()
+    assert (checkpoint.clock_ns, checkpoint.closed_epochs_through) == (7_000, 4)

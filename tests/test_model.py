@@ -234,3 +234,24 @@ def test_cli_encode_then_dump_round_trips(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o600
     dump = subprocess.run([*cli, "dump", str(out)], check=True, capture_output=True, text=True)
     assert dump.stdout == golden.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2**64 - 1, 2**64, 2**127 + 12345, 2**128 - 1])
+def test_a_decoded_uuid_is_a_uuid_in_every_respect(n: int) -> None:
+    # The binding makes UUIDs as pickle does (bare instance, slots set),
+    # not through the constructor: the result must be indistinguishable.
+    op = om.decode(om.encode(om.OrderCancelled(uuid.UUID(int=n))))
+    assert isinstance(op, om.OrderCancelled)
+    decoded = op.order_id
+    made = uuid.UUID(int=n)
+    assert type(decoded) is uuid.UUID
+    assert (decoded, hash(decoded), str(decoded), repr(decoded)) == (
+        made, hash(made), str(made), repr(made),
+    )  # fmt: skip
+    assert (decoded.int, decoded.bytes, decoded.version, decoded.variant) == (
+        made.int, made.bytes, made.version, made.variant,
+    )  # fmt: skip
+    assert decoded.is_safe is made.is_safe is uuid.SafeUUID.unknown
+    assert pickle.loads(pickle.dumps(decoded)) == made
+    with pytest.raises(TypeError):
+        decoded.int = 5  # type: ignore[misc]

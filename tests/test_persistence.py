@@ -385,3 +385,31 @@ def test_the_mmap_threshold_is_fixed_unless_the_environment_sets_it(tmp_path: Pa
     assert subprocess.run(run, env=env, capture_output=True, text=True).stdout == "True\n"
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     assert subprocess.run(run, env=env, capture_output=True, text=True).stdout == "False\n"
+
+
+def test_compaction_is_due_past_either_threshold_and_never_when_disabled() -> None:
+    policy = CompactionPolicy(max_bytes=1000, max_age=60.0)
+    assert policy.due(1000, 59.9) is None  # at the byte limit, under the age
+    assert policy.due(1001, None) == "the AOF holds 1001 bytes, over 1000"
+    assert (
+        policy.due(10, 60.0) == "its oldest record is 60 s old, over 60 s"
+    )  # the age is inclusive
+    assert policy.due(10, None) is None  # an empty AOF has no age
+    off = CompactionPolicy(max_bytes=None, max_age=None)
+    assert off.due(10**12, 10**9) is None
+
+
+def test_aof_bytes_and_oldest_counts_every_segment(tmp_path: Path) -> None:
+    from openmatch_persistence.compaction import aof_bytes_and_oldest
+
+    aof = tmp_path / "aof"
+    aof.mkdir()
+    assert aof_bytes_and_oldest(aof) == (0, None)
+    writer = _core.AofWriter(aof, fsync="always")
+    writer.append_many(take(20, seed=3))
+    writer.rotate()
+    writer.append_many(take(5, seed=4))
+    writer.close()
+    segments = _core.list_segments(aof)
+    assert len(segments) == 2
+    assert aof_bytes_and_oldest(aof) == (sum(n for _, _, n in segments), 0)

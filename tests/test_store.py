@@ -220,3 +220,62 @@ def test_a_database_file_made_by_someone_else_is_made_owner_only(tmp_path: Path)
     with SqliteStore(path) as store:
         store.migrate()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("event", ["INSERT", "UPDATE"])
+def test_sqlite_writes_rows_and_checkpoint_in_one_transaction(
+    sqlite_store: SqliteStore, event: str
+) -> None:
+    # The checkpoint says which AOF position the rows hold: rows committed
+    # without it (or it without them) would be replayed onto, or skipped.
+    # A trigger aborts the checkpoint's write, the last statement of the
+    # flush: every row written before it in the batch must go too. INSERT
+    # is the first flush (no checkpoint yet), UPDATE a later one.
+    kept = make_order()
+    if event == "UPDATE":
+        sqlite_store.write_changes(
+            ChangeBatch([kept], [], [make_balance(user_id=kept.user_id)], [make_epoch()], 100)
+        )
+    before = sqlite_store.load_state()
+    before_rows = _row_versions(sqlite_store)
+    sqlite_store.execute(
+        f"CREATE TRIGGER refuse_checkpoint BEFORE {event} ON persistence_checkpoint"
+        " BEGIN SELECT RAISE(ABORT, 'checkpoint refused by the test'); END"
+    )
+    changed = make_order(id=kept.id, user_id=kept.user_id, sr_id=kept.sr_id,
+                         status=OrderStatus.FILLED, remaining_qty=Decimal("0"))  # fmt: skip
+    batch = _rich_batch()
+    batch = ChangeBatch(
+        [changed, *batch.orders], batch.trades, batch.balances, batch.epochs, position=200
+    )
+    with pytest.raises(StoreError, match="checkpoint refused by the test"):
+        sqlite_store.write_changes(batch)
+    assert _row_versions(sqlite_store) == before_rows
+    assert sqlite_store.load_state() == before
+    # Without the trigger the same batch lands whole.
+    sqlite_store.execute("DROP TRIGGER refuse_checkpoint")
+    sqlite_store.write_changes(batch)
+    checkpoint = sqlite_store.checkpoint()
+    assert checkpoint is not None and checkpoint.position == 200
+    assert {o.id for o in sqlite_store.load_state().orders} == {o.id for o in batch.orders}
+
+
+def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
+    # Recovery from rows reads the hot part through indexes when the
+    # checkpoint has a clock (load_state, the whole history, otherwise):
+    # the hot rows must be the checkpoint's state.
+    assert any_store.load_hot_state() is None  # no checkpoint yet
+    any_store.write_changes(ChangeBatch(position=10))
+    assert any_store.load_hot_state() is None  # a checkpoint without a clock
+    batch = _rich_batch()
+    open_orders = [o for o in batch.orders if o.status != OrderStatus.FILLED]
+    any_store.write_changes(
+        ChangeBatch(batch.orders, batch.trades, batch.balances, batch.epochs, position=4096,
+                    clock_ns=T0 + 10**9, closed_epochs_through=None)
+    )  # fmt: skip
+    hot = any_store.load_hot_state()
+    assert hot is not None
+    assert hot.checkpoint.position == 4096 and hot.checkpoint.clock_ns == T0 + 10**9
+    assert {o.id for o in hot.orders} == {o.id for o in open_orders}
+    assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
+    assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))

@@ -323,3 +323,28 @@ fn a_snapshot_past_the_log_is_refused() {
     let err = Journal::open(dir.path(), opts(FsyncPolicy::Always), ahead).unwrap_err();
     assert!(err.to_string().contains("past the AOF's end"), "{err}");
 }
+
+/// Close writes and fsyncs what is queued under a lazy policy (nothing is
+/// lost by closing), and the journal's counters are the writer's.
+#[test]
+fn close_makes_everything_durable_and_stats_count_the_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path(), opts(FsyncPolicy::No), State::new()).unwrap();
+    let end = j
+        .append_many(vec![
+            Op::EpochAdvanced(EpochId(1), EpochPhase::Collect),
+            Op::OrderReceived(order(1, "5", 10)),
+        ])
+        .unwrap();
+    let stats = j.stats();
+    assert_eq!((stats.appends, stats.fsyncs), (2, 0));
+    assert_eq!(j.writer().durable_position(), 0);
+    j.close().unwrap();
+    assert_eq!(j.writer().durable_position(), end);
+    assert_eq!(j.stats().records_fsynced, 2);
+    assert!(j.append(Op::OrderCancelled(oid(1))).is_err(), "closed");
+    drop(j);
+    let (again, replayed) = Journal::open(dir.path(), opts(FsyncPolicy::No), State::new()).unwrap();
+    assert_eq!((replayed.operations, replayed.position), (2, end));
+    again.close().unwrap();
+}

@@ -5,10 +5,14 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openmatch_aof::segment::{list_segments, segment_file_name};
-use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
+use openmatch_aof::writer::{
+    AofWriter, Fault, FsyncPolicy, Gate, Gather, WriterError, WriterOptions,
+};
 use openmatch_aof::{decode_all, encode_frame, AofOperation, EpochId, EpochPhase};
 
 fn op(i: u64) -> AofOperation {
@@ -90,15 +94,17 @@ fn group_commit_lands_every_append_exactly_once() {
         }
         let stats = w.stats();
         assert_eq!(stats.appends, 800);
-        assert_eq!(
-            stats.records_fsynced,
-            if policy == FsyncPolicy::Always {
-                800
-            } else {
-                stats.records_fsynced
-            }
-        );
+        match policy {
+            // Every append waited for an fsync that covered it.
+            FsyncPolicy::Always => assert_eq!(stats.records_fsynced, 800),
+            // Only the background thread fsyncs, each record at most once.
+            FsyncPolicy::EverySec => assert!(stats.records_fsynced <= 800),
+            // Nothing asked for an fsync yet.
+            FsyncPolicy::No => assert_eq!((stats.records_fsynced, stats.fsyncs), (0, 0)),
+        }
         w.close().unwrap();
+        // Close fsyncs the rest: every record counted once, whatever the policy.
+        assert_eq!(w.stats().records_fsynced, 800, "policy {policy}");
         let ops: HashSet<_> = read_log(dir.path())
             .into_iter()
             .map(|o| match o {
@@ -134,6 +140,104 @@ fn gathering_window_batches_and_wait_durable_syncs_under_any_policy() {
     ));
     let q = w.submit_frames(&encode_frame(&op(2)).unwrap(), 1).unwrap();
     assert_eq!(w.wait_appended(q).unwrap(), q);
+}
+
+/// Waits until `cond` holds: the threads it waits for are blocked at a
+/// gate or parked, not slow, so it holds soon unless the code is wrong.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// No `wait_durable` returns before an fsync that covers its position, with
+/// the interleaving forced (held I/O), not hoped for: a waiter parked
+/// behind a leader whose batch is written without an fsync (the leader
+/// decided before the waiter asked) is woken once its record is written,
+/// and must then fsync itself rather than return.
+#[test]
+fn no_wait_durable_returns_before_its_fsync() {
+    for policy in [FsyncPolicy::EverySec, FsyncPolicy::No] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = WriterOptions {
+            fsync: policy,
+            gather: Gather::Off,
+            ..WriterOptions::default()
+        };
+        let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+        for gate in [Gate::Write, Gate::Fsync, Gate::BackgroundFsync] {
+            w.hold_io(gate, true);
+        }
+        let appender = {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.append(&op(1)).unwrap())
+        };
+        until("the appender leads, held before its write", || {
+            w.threads_held(Gate::Write) == 1
+        });
+        let target = w.position();
+        let returned = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (w, returned) = (Arc::clone(&w), Arc::clone(&returned));
+            std::thread::spawn(move || {
+                let p = w.wait_durable(target).unwrap();
+                returned.store(true, Ordering::SeqCst);
+                (p, w.durable_position())
+            })
+        };
+        until("the durable waiter parks behind the leader", || {
+            w.parked_waiters() == 1
+        });
+        w.hold_io(Gate::Write, false);
+        assert_eq!(appender.join().unwrap(), target, "the append is written");
+        until("the waiter returns or reaches an fsync", || {
+            returned.load(Ordering::SeqCst) || w.threads_held(Gate::Fsync) == 1
+        });
+        assert!(
+            !returned.load(Ordering::SeqCst),
+            "{policy}: wait_durable returned with nothing fsynced"
+        );
+        assert_eq!(w.written_position(), target);
+        assert!(w.durable_position() < target);
+        w.hold_io(Gate::Fsync, false);
+        let (p, durable_then) = waiter.join().unwrap();
+        assert_eq!(p, target);
+        assert!(
+            durable_then >= target,
+            "{policy}: returned at durable {durable_then}"
+        );
+        assert_eq!(w.stats().fsyncs, 1);
+        w.hold_io(Gate::BackgroundFsync, false);
+        w.close().unwrap();
+    }
+}
+
+/// A leader that waits for durability itself returns only after its fsync.
+#[test]
+fn a_leading_wait_durable_returns_after_its_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Arc::new(AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap());
+    let p = w.append(&op(1)).unwrap();
+    w.hold_io(Gate::Fsync, true);
+    let returned = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let (w, returned) = (Arc::clone(&w), Arc::clone(&returned));
+        std::thread::spawn(move || {
+            w.wait_durable(p).unwrap();
+            returned.store(true, Ordering::SeqCst);
+            w.durable_position()
+        })
+    };
+    until("the waiter returns or reaches its fsync", || {
+        returned.load(Ordering::SeqCst) || w.threads_held(Gate::Fsync) == 1
+    });
+    assert!(!returned.load(Ordering::SeqCst));
+    assert_eq!(w.durable_position(), 0);
+    w.hold_io(Gate::Fsync, false);
+    assert_eq!(waiter.join().unwrap(), p);
+    w.close().unwrap();
 }
 
 #[test]
@@ -602,4 +706,54 @@ fn any_serde_value_is_framed_as_the_operation_it_mirrors() {
     w.append_value(&op(10)).unwrap();
     drop(w);
     assert_eq!(read_log(dir.path()), vec![op(9), op(10)]);
+}
+
+/// The policies' names are Redis' `appendfsync` values, and parse back.
+#[test]
+fn policy_names_are_redis_names_and_parse_back() {
+    let names: Vec<&str> = FsyncPolicy::ALL.iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["always", "everysec", "no"]);
+    for policy in FsyncPolicy::ALL {
+        assert_eq!(policy.name().parse::<FsyncPolicy>(), Ok(policy));
+        assert_eq!(policy.to_string(), policy.name());
+    }
+    assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    assert!(FsyncPolicy::Always.append_waits_for_fsync());
+    assert!(!FsyncPolicy::EverySec.append_waits_for_fsync());
+    assert!(!FsyncPolicy::No.append_waits_for_fsync());
+    assert_eq!(
+        FsyncPolicy::EverySec.background_interval(),
+        Some(openmatch_aof::writer::EVERYSEC_INTERVAL)
+    );
+    assert_eq!(FsyncPolicy::Always.background_interval(), None);
+    assert_eq!(FsyncPolicy::No.background_interval(), None);
+}
+
+/// Opening checks the tail with the writer's own frame limit: a frame
+/// whose payload is past it is corruption to refuse, not a frame to keep
+/// appending after.
+#[test]
+fn opening_checks_frames_against_the_writers_own_payload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    w.append(&op(1)).unwrap();
+    w.close().unwrap();
+    drop(w);
+    let payload = encode_frame(&op(1)).unwrap().len() as u32 - 8;
+    let small = WriterOptions {
+        max_payload: payload - 1,
+        ..opts(FsyncPolicy::Always)
+    };
+    assert!(matches!(
+        AofWriter::open(dir.path(), small),
+        Err(WriterError::Corrupt { .. })
+    ));
+    let exact = WriterOptions {
+        max_payload: payload,
+        ..opts(FsyncPolicy::Always)
+    };
+    assert_eq!(
+        AofWriter::open(dir.path(), exact).unwrap().position(),
+        payload as u64 + 8
+    );
 }

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyInt, PyString, PyType};
+use pyo3::types::{PyBytes, PyInt, PyString, PyTuple, PyType};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -34,10 +34,49 @@ fn utc(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 
 // --- UUID -------------------------------------------------------------------
 
+static SAFE_UUID_UNKNOWN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// A `uuid.UUID`, made as `pickle` makes one (`UUID.__setstate__`): a bare
+/// instance (`object.__new__(UUID)`) whose two slots, `int` and `is_safe`,
+/// are set with `object.__setattr__` (UUID's own `__setattr__` refuses:
+/// the type is immutable). The constructor's Python code (argument and
+/// range checks) costs three times as much, and a u128 is in range by type.
 pub fn uuid_to_py<'py>(py: Python<'py>, u: &Uuid) -> PyResult<Bound<'py, PyAny>> {
     let cls = UUID_TYPE.import(py, "uuid", "UUID")?;
-    // UUID(int=...) positionally: the constructor's cheapest path.
-    cls.call1((py.None(), py.None(), py.None(), py.None(), u.as_u128()))
+    let unknown = SAFE_UUID_UNKNOWN.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("uuid")?
+                .getattr("SafeUUID")?
+                .getattr("unknown")?
+                .unbind(),
+        )
+    })?;
+    let int = u.as_u128().into_pyobject(py)?;
+    let no_args = PyTuple::empty(py);
+    // SAFETY: `cls` is a live type object (held by UUID_TYPE) and `no_args`
+    // a live tuple, both borrowed for the call; PyType_GenericNew returns a
+    // new reference or NULL with an exception set, which
+    // `from_owned_ptr_or_err` takes over or turns into the error.
+    let obj = unsafe {
+        let raw =
+            pyo3::ffi::PyType_GenericNew(cls.as_type_ptr(), no_args.as_ptr(), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, raw)?
+    };
+    for (name, value) in [
+        (pyo3::intern!(py, "int"), int.as_any()),
+        (pyo3::intern!(py, "is_safe"), unknown.bind(py)),
+    ] {
+        // SAFETY: three live objects, borrowed (the setter takes its own
+        // reference to `value`); it returns -1 with an exception set on
+        // failure (a UUID without these slots: a future Python).
+        let rc = unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr())
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    Ok(obj)
 }
 
 pub fn uuid_from_py(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Uuid> {
@@ -59,7 +98,36 @@ pub fn uuid_from_py(obj: &Bound<'_, PyAny>, field: &str) -> PyResult<Uuid> {
 
 pub fn decimal_to_py<'py>(py: Python<'py>, d: &Decimal) -> PyResult<Bound<'py, PyAny>> {
     let cls = DECIMAL_TYPE.import(py, "decimal", "Decimal")?;
-    cls.call1((d.to_string(),))
+    // Its text written on the stack (no String per value): 28 digits, a
+    // sign, a point and a leading zero fit in 32 bytes.
+    let mut text = StackText::default();
+    std::fmt::Write::write_fmt(&mut text, format_args!("{d}"))
+        .map_err(|_| invalid_value(format!("Decimal {d} has a text past 32 bytes")))?;
+    cls.call1((PyString::new(py, text.as_str()),))
+}
+
+/// A short text built on the stack.
+#[derive(Default)]
+struct StackText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever written (below), so the bytes are UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// A `decimal.Decimal` (or an `int`) as a rust_decimal, exactly, or an error
@@ -158,20 +226,17 @@ pub fn datetime_to_py<'py>(py: Python<'py>, t: &DateTime<Utc>) -> PyResult<Bound
             "timestamp {t} is a leap second, which datetime cannot hold"
         )));
     }
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("tzinfo", utc(py)?)?;
-    cls.call(
-        (
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            nanos / 1000,
-        ),
-        Some(&kwargs),
-    )
+    // tzinfo positionally (the eighth argument): no keyword dict per call.
+    cls.call1((
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        nanos / 1000,
+        utc(py)?,
+    ))
     .map_err(|e| invalid_value(format!("timestamp {t} cannot be a datetime: {e}")))
 }
 

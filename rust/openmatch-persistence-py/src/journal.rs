@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openmatch_aof::journal::{self as core, JournalError, Replayed};
-use openmatch_aof::writer::{Fault, FsyncPolicy, WriterOptions};
+use openmatch_aof::writer::{Fault, FsyncPolicy, Gate, WriterOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
@@ -234,6 +234,20 @@ impl Journal {
         let w = self.inner.writer();
         w.inject_fault(Fault::Write, writes);
         w.inject_fault(Fault::Fsync, fsyncs);
+    }
+
+    /// Test hook: holds (or lets go) the threads that reach `gate` ("write",
+    /// "fsync" or "background_fsync"), as a stalled disk would. Closing
+    /// lets every gate go.
+    fn _hold_io(&self, gate: &str, held: bool) -> PyResult<()> {
+        let gate = match gate {
+            "write" => Gate::Write,
+            "fsync" => Gate::Fsync,
+            "background_fsync" => Gate::BackgroundFsync,
+            other => return Err(invalid_value(format!("no I/O gate {other:?}"))),
+        };
+        self.inner.writer().hold_io(gate, held);
+        Ok(())
     }
 
     /// Writes and fsyncs what is queued, closes the writer. Idempotent.

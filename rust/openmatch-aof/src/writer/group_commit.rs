@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use super::fault::{Fault, Faults};
+use super::fault::{Fault, Faults, Gate};
 use super::stats::Counters;
 use super::{Gather, WriterError, WriterOptions, MAX_ADAPTIVE_WAIT};
 
@@ -393,10 +393,12 @@ impl Shared {
         sync: bool,
     ) -> Result<BatchIo, (&'static str, std::io::Error)> {
         if !buf.is_empty() {
+            self.faults.pass(Gate::Write);
             self.faults.check(Fault::Write).map_err(|e| ("write", e))?;
             file.write_all_at(buf, offset).map_err(|e| ("write", e))?;
         }
         let fsync = if sync {
+            self.faults.pass(Gate::Fsync);
             let t0 = Instant::now();
             self.faults
                 .check(Fault::Fsync)
@@ -485,6 +487,7 @@ impl Shared {
                 }
             };
             drop(st);
+            self.faults.pass(Gate::BackgroundFsync);
             let t0 = Instant::now();
             let result = self
                 .faults

@@ -34,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use fault::Fault;
+pub use fault::{Fault, Gate};
 pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use policy::{FsyncPolicy, EVERYSEC_INTERVAL};
 pub use stats::{WriterStats, FSYNC_BUCKETS_US, LATENCY_WINDOW};
@@ -571,6 +571,7 @@ impl AofWriter {
     /// background thread and releases the directory lock. Idempotent. A
     /// failed writer closes without any further I/O.
     pub fn close(&self) -> Result<(), WriterError> {
+        self.shared.faults.release_all();
         let _change = self.segments_change();
         let shared = &*self.shared;
         let st = shared.lock();
@@ -649,6 +650,27 @@ impl AofWriter {
     #[doc(hidden)]
     pub fn inject_fault(&self, fault: Fault, count: u32) {
         self.shared.faults.arm(fault, count);
+    }
+
+    /// Holds the threads that reach `gate` until it is let go (`held`
+    /// false), as a stalled disk would; for tests of the interleavings.
+    /// Closing lets every gate go.
+    #[doc(hidden)]
+    pub fn hold_io(&self, gate: Gate, held: bool) {
+        self.shared.faults.hold(gate, held);
+    }
+
+    /// How many threads wait at `gate` now (see [`AofWriter::hold_io`]).
+    #[doc(hidden)]
+    pub fn threads_held(&self, gate: Gate) -> u32 {
+        self.shared.faults.waiting_at(gate)
+    }
+
+    /// How many threads are parked waiting for a position to be written or
+    /// durable; for tests of the interleavings.
+    #[doc(hidden)]
+    pub fn parked_waiters(&self) -> usize {
+        self.shared.lock().waiters.len()
     }
 }
 

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Mutation testing of the durability core, on demand (docs/mutation-testing.md).
+#
+#   bash scripts/mutants.sh rust [FILE...]      cargo-mutants over rust/openmatch-aof
+#   bash scripts/mutants.sh python [MODULE...]  mutmut over the Python stores,
+#                                               flusher, recovery, compaction
+#   bash scripts/mutants.sh sample              the small fast sample (CI)
+#
+# Needs cargo-mutants (`cargo install --locked cargo-mutants`) and mutmut
+# (`.venv/bin/pip install mutmut`). One job at a time (the machine is shared;
+# in place, cargo-mutants runs one mutant at a time anyway).
+# The Rust run mutates the tree in place (no copy, no rebuild from scratch)
+# and refuses to start with uncommitted changes under rust/; cargo-mutants
+# puts every file back when it ends, and the script checks that it did.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$root/.venv/bin:$HOME/.cargo/bin:$PATH"
+# A mutant's failing proptest cases are not regressions of the real code.
+export PROPTEST_DISABLE_FAILURE_PERSISTENCE=1
+
+# The durability core, each file with the tests that should kill its mutants
+# (cargo test arguments; the slow scaling and perf targets are left out).
+declare -A RUST_TESTS=(
+    [rust/openmatch-aof/src/codec.rs]="--lib --test roundtrip_props --test interop"
+    [rust/openmatch-aof/src/scanner.rs]="--lib --test scanner --test tail"
+    [rust/openmatch-aof/src/writer/group_commit.rs]="--lib --test writer"
+    [rust/openmatch-aof/src/writer/mod.rs]="--lib --test writer"
+    [rust/openmatch-aof/src/writer/policy.rs]="--lib --test writer"
+    [rust/openmatch-aof/src/writer/recover.rs]="--lib --test writer --test tail"
+    [rust/openmatch-aof/src/state/judge.rs]="--lib --test state --test state_model"
+    [rust/openmatch-aof/src/state/mod.rs]="--lib --test state --test state_model"
+    [rust/openmatch-aof/src/journal/mod.rs]="--lib --test journal"
+    [rust/openmatch-aof/src/journal/replay.rs]="--lib --test journal"
+)
+RUST_ORDER=(
+    rust/openmatch-aof/src/codec.rs
+    rust/openmatch-aof/src/writer/policy.rs
+    rust/openmatch-aof/src/writer/group_commit.rs
+    rust/openmatch-aof/src/writer/mod.rs
+    rust/openmatch-aof/src/writer/recover.rs
+    rust/openmatch-aof/src/scanner.rs
+    rust/openmatch-aof/src/state/judge.rs
+    rust/openmatch-aof/src/state/mod.rs
+    rust/openmatch-aof/src/journal/mod.rs
+    rust/openmatch-aof/src/journal/replay.rs
+)
+
+rust() {
+    if ! git diff --quiet -- rust/; then
+        echo "mutants: commit or stash the changes under rust/ first (the run mutates in place)" >&2
+        exit 2
+    fi
+    local files=("$@")
+    [ ${#files[@]} -gt 0 ] || files=("${RUST_ORDER[@]}")
+    local status=0
+    for file in "${files[@]}"; do
+        local tests=${RUST_TESTS[$file]:-"--lib"}
+        echo "=== cargo mutants: $file ($tests)"
+        local out
+        out="target/mutants/$(basename "$(dirname "$file")")-$(basename "$file" .rs)"
+        mkdir -p "$out"
+        # shellcheck disable=SC2086  # the test arguments are words
+        cargo mutants --in-place --timeout "${MUTANTS_TIMEOUT:-30}" \
+            --package openmatch-aof --file "$file" \
+            --output "$out" \
+            -- $tests || status=$?
+        git diff --quiet -- rust/ || { echo "mutants: $file was not restored" >&2; exit 3; }
+    done
+    return $status
+}
+
+# The Python modules and the tests that exercise them (PostgreSQL-only tests
+# are left out: the modules under test here are the SQLite store and what is
+# shared).
+PY_MODULES=(store/sqlite.py store/base.py flusher.py recovery.py compaction.py)
+PY_TESTS=(
+    tests/test_store.py tests/test_store_rows.py tests/test_store_validate.py
+    tests/test_flusher.py tests/test_flusher_state.py tests/test_recovery_start.py
+    tests/test_persistence.py tests/test_faults_store.py tests/test_faults_io.py
+)
+
+python() {
+    local modules=("$@")
+    [ ${#modules[@]} -gt 0 ] || modules=("${PY_MODULES[@]}")
+    # mutmut imports the mutated package from mutants/src: a staging copy
+    # with the package under src/ (the built _core included).
+    local stage=${MUTMUT_STAGE:-$root/target/mutmut}
+    rm -rf "$stage"
+    mkdir -p "$stage/src"
+    cp -r python/openmatch_persistence "$stage/src/"
+    cp -r tests "$stage/tests"
+    cp pyproject.toml "$stage/"
+    {
+        echo "[mutmut]"
+        echo "source_paths = src/openmatch_persistence"
+        printf 'only_mutate =\n'
+        for m in "${modules[@]}"; do printf '    src/openmatch_persistence/%s\n' "$m"; done
+        printf 'pytest_add_cli_args_test_selection =\n'
+        for t in "${PY_TESTS[@]}"; do printf '    %s\n' "$t"; done
+        printf 'pytest_add_cli_args =\n    -m\n    not postgres and not slow and not soak\n'
+    } > "$stage/setup.cfg"
+    sed -i '/^\[tool.mutmut\]/,/^\[/d' "$stage/pyproject.toml"
+    (cd "$stage" && mutmut run --max-children "${MUTMUT_CHILDREN:-1}" && mutmut results) \
+        | tee "$root/target/mutmut.log"
+}
+
+sample() {
+    # A few hundred mutants of the fsync policy and the Python compaction
+    # policy: minutes, not hours. Survivors fail the sample.
+    rust rust/openmatch-aof/src/writer/policy.rs
+}
+
+case "${1:-}" in
+    rust) shift; rust "$@" ;;
+    python) shift; python "$@" ;;
+    sample) sample ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
+esac
