@@ -197,6 +197,16 @@ impl State {
                 ),
             ));
         }
+        // Ids are unique across orders and trades, as an order received
+        // with a trade's id is refused: a state holding an open order and a
+        // trade of one id could not be snapshotted and restored.
+        if self.orders.contains_key(&OrderId(t.id.0)) {
+            return Err(violation(
+                ViolationKind::DuplicateTrade,
+                EntityRef::Trade(t.id),
+                "trade id executed again (it is the id of an open order)".into(),
+            ));
+        }
         self.judge_fresh_id(t.id.0, EntityRef::Trade(t.id), position)?;
         self.judge_open_epoch(t.epoch_id, position)?;
         // A self-trade fills one order twice: judge the sum.
