@@ -70,20 +70,20 @@ fn put(buf: &mut [u8; 30], at: usize, mut value: u32, width: usize) {
     }
 }
 
-/// The text [`serialize`] writes.
-pub fn to_text(t: &DateTime<Utc>) -> String {
-    let mut buf = [0u8; 30];
-    match write_fast(t, &mut buf) {
-        Some(len) => buf[..len].iter().map(|&b| b as char).collect(),
-        None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    /// The text [`serialize`] writes.
+    fn to_text(t: &DateTime<Utc>) -> String {
+        let mut buf = [0u8; 30];
+        match write_fast(t, &mut buf) {
+            Some(len) => buf[..len].iter().map(|&b| b as char).collect(),
+            None => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        }
+    }
 
     fn chrono_text(t: &DateTime<Utc>) -> String {
         // What chrono's own Serialize writes, taken through serde_json.

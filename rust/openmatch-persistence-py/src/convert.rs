@@ -9,7 +9,8 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::PyClass;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -334,6 +335,32 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .name()
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "?".into())
+}
+
+/// Calls `f` with the Rust value of each item of `items`, a list of `W`
+/// (`Order` or `Trade`); an item of another type is a typed error.
+pub(crate) fn each<'py, W, V>(
+    items: &Bound<'py, PyList>,
+    what: &str,
+    inner: impl Fn(&W) -> &V,
+    mut f: impl FnMut(&V) -> PyResult<()>,
+) -> PyResult<()>
+where
+    W: PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+{
+    for (i, item) in items.iter().enumerate() {
+        match item.cast::<W>() {
+            Ok(w) => f(inner(w.get()))?,
+            Err(_) => {
+                return Err(invalid_type(format!(
+                    "{what}[{i}]: expected {}, got {}",
+                    W::NAME,
+                    type_name(&item)
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

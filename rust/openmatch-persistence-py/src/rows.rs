@@ -17,11 +17,9 @@ use chrono::{DateTime, Utc};
 use openmatch_aof::types as t;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use pyo3::PyClass;
 use rust_decimal::Decimal;
 
-use crate::convert::{datetime_to_ns, type_name};
-use crate::errors::invalid_type;
+use crate::convert::datetime_to_ns;
 use crate::state::StateChanges;
 
 const ORDER_COLUMNS: [&str; 22] = [
@@ -175,32 +173,6 @@ fn trade_row<'py>(py: Python<'py>, x: &t::Trade) -> PyResult<Bound<'py, PyTuple>
             .into_any(),
     ];
     PyTuple::new(py, items)
-}
-
-/// Calls `f` with the Rust value of each item of `items`, a list of `W`
-/// (`Order` or `Trade`); an item of another type is a typed error.
-pub(crate) fn each<'py, W, V>(
-    items: &Bound<'py, PyList>,
-    what: &str,
-    inner: impl Fn(&W) -> &V,
-    mut f: impl FnMut(&V) -> PyResult<()>,
-) -> PyResult<()>
-where
-    W: PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
-{
-    for (i, item) in items.iter().enumerate() {
-        match item.cast::<W>() {
-            Ok(w) => f(inner(w.get()))?,
-            Err(_) => {
-                return Err(invalid_type(format!(
-                    "{what}[{i}]: expected {}, got {}",
-                    W::NAME,
-                    type_name(&item)
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The SQLite rows of the orders of `changes`, in `SQLITE_ORDER_COLUMNS`

@@ -19,7 +19,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use crate::convert::*;
 use crate::errors::{frame_error, invalid_type, invalid_value};
 use crate::model::{EpochPhase, Operation, Order, Trade};
-use crate::rows::each;
 
 pyo3::import_exception!(openmatch_persistence.errors, ConsistencyError);
 pyo3::import_exception!(openmatch_persistence.errors, OperationRefusedError);
