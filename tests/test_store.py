@@ -194,6 +194,42 @@ def test_postgres_refuses_to_round_a_value_that_skipped_validation(pg_store: Any
     assert state.orders == [] and state.checkpoint is None  # nothing half-written
 
 
+def test_postgres_finds_a_flushs_orders_by_key_whatever_the_history(pg_store: Any) -> None:
+    # The shape in which PostgreSQL's planner turned the trades' EXISTS
+    # checks into hash joins over every order ever written: many orders and
+    # a flush of thousands of trades. Each statement that checks a trade's
+    # orders must probe the primary key per trade, never read the table.
+    import psycopg
+
+    from openmatch_persistence.store import postgres
+
+    orders = 50_000
+    with pg_store.connection() as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO orders (id, user_id, market, side, order_type, status, quantity, "
+            "remaining_qty, origin_node, created_at, updated_at) "
+            "SELECT gen_random_uuid(), gen_random_uuid(), 'BTC/USDT', 'BUY', 'LIMIT', 'FILLED', "
+            "1, 0, '\\x00', now(), now() FROM generate_series(1, %s)",
+            (orders,),
+        )
+        conn.execute("ANALYZE orders")
+        conn.execute(f"CREATE TEMP TABLE tmp_trades ({postgres._TEMP_TABLES['tmp_trades']})")
+        conn.execute(
+            "INSERT INTO tmp_trades (id, taker_order_id, maker_order_id) "
+            "SELECT gen_random_uuid(), id, id FROM orders LIMIT %s",
+            (orders // 2,),
+        )
+        for statement in (
+            postgres._UPSERT_TRADES,
+            postgres._UPSERT_ORPHANS.replace("%(position)s", "1"),
+            postgres._REHOME_ORPHANS,
+        ):
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + statement))
+            assert "orders_pkey" in plan, plan
+            assert "Scan on orders" not in plan and "Hash" not in plan, plan
+        raise psycopg.Rollback()  # leaves the schema as the fixture made it
+
+
 def test_sqlite_file_is_owner_only(tmp_path: Any) -> None:
     from openmatch_persistence.store import SqliteStore
 

@@ -139,7 +139,7 @@ def register(subparsers: Any) -> None:
         default=(),
         metavar="N,N,...",
         help="at these operation counts, snapshot and print one JSON line (memory, state image "
-        "size, snapshot time, flush lag p99, AOF held) on stderr",
+        "size, snapshot time with its flush and image parts, flush lag p99, AOF held) on stderr",
     )
     add_json_argument(sim)
     sim.set_defaults(handler=cmd_simulate)

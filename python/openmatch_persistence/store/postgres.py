@@ -129,9 +129,16 @@ _TRADE_SELECT = f"""
            matcher_node, {_ts("executed_at_ns")}, market_base, market_quote,
            scale(price), scale(quantity), scale(quote_amount), executed_at_ns
     FROM tmp_trades s"""
+# Each trade's two orders, looked up by primary key. Scalar subqueries, not
+# EXISTS: the planner may turn an EXISTS into a hash join or a hashed subplan
+# over every order ever written, and did once a flush's trades were a few
+# thousand against stale statistics (two sequential scans of `orders` per
+# flush: the flush's time then grew with the history, to seconds past 5 M
+# operations). A correlated scalar subquery has no such rewrite; it stays one
+# index probe per trade, whatever the table's size or statistics.
 _BOTH_ORDERS_KNOWN = """
-    EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.taker_order_id)
-    AND EXISTS (SELECT 1 FROM orders o WHERE o.id = {t}.maker_order_id)"""
+    COALESCE((SELECT TRUE FROM orders o WHERE o.id = {t}.taker_order_id), FALSE)
+    AND COALESCE((SELECT TRUE FROM orders o WHERE o.id = {t}.maker_order_id), FALSE)"""
 
 _EPOCH_SELECT = f"""
     SELECT epoch_id, phase, batch_hash, result_hash, trade_count, {_ts("started_at_ns")},
