@@ -308,10 +308,55 @@ def test_a_frame_past_the_limit_is_oversized_with_the_limit_to_raise(
     clean_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     longest = max(len(om.encode(op)) - 8 for op in sample_ops())
-    limit = longest - 1
-    assert main(["aof", "verify", str(clean_file), "--max-payload", str(limit)]) == 2
-    err = capsys.readouterr().err
-    assert f"oversized (limit {limit})" in err and "--max-payload" in err
-    assert "corrupt" not in err
+    limit = str(longest - 1)
+    for command in ("verify", "stats", "dump"):
+        assert main(["aof", command, str(clean_file), "--max-payload", limit]) == 3, command
+        captured = capsys.readouterr()
+        assert f"oversized (limit {limit})" in captured.err and "--max-payload" in captured.err
+        assert "corrupt" not in (captured.err + captured.out).lower(), command
+        if command != "dump":
+            assert "outcome:  OVERSIZED" in captured.out
+    assert main(["aof", "verify", "--json", str(clean_file), "--max-payload", limit]) == 3
+    out = json.loads(capsys.readouterr().out)
+    assert (out["outcome"], out["cause"]) == ("oversized", "oversized_length")
+    # Raised, the same log reads cleanly.
+    for command in ("verify", "stats", "dump"):
+        assert main(["aof", command, str(clean_file), "--max-payload", str(longest)]) == 0
+        captured = capsys.readouterr()
+        assert "oversized" not in captured.err
     assert main(["aof", "dump", str(clean_file), "--max-payload", str(longest)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(sample_ops())
+
+
+@pytest.mark.parametrize("mode", ["--yes", "--dry-run"])
+def test_repair_refuses_an_oversized_frame_and_cuts_nothing(tmp_path: Path, mode: str) -> None:
+    ops = sample_ops()
+    data = bytearray(om.encode_many(ops))
+    at = frame_ends(ops)[3]
+    data[at : at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+    seg = tmp_path / seg_name(0)
+    seg.write_bytes(bytes(data))
+    proc = run_cli("aof", "repair", mode, str(tmp_path))
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "refusing to repair" in proc.stderr and "nothing was cut" in proc.stderr
+    assert f"oversized (limit {om.DEFAULT_MAX_PAYLOAD_LEN})" in proc.stderr
+    assert "--max-payload" in proc.stderr and "corrupt" not in proc.stderr
+    assert seg.read_bytes() == bytes(data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [seg.name]
+
+
+def test_repair_api_refuses_an_oversized_frame(tmp_path: Path) -> None:
+    from openmatch_persistence.repair import plan_repair, repair
+
+    ops = sample_ops()
+    data = bytearray(om.encode_many(ops))
+    data[0:4] = (0xFFFFFFF0).to_bytes(4, "little")
+    seg = tmp_path / seg_name(0)
+    seg.write_bytes(bytes(data))
+    for attempt in (plan_repair, repair):
+        with pytest.raises(om.OversizedFrameError) as e:
+            attempt(tmp_path)
+        assert not isinstance(e.value, om.CorruptFrameError)
+        assert (e.value.offset, e.value.path) == (0, str(seg))
+    assert seg.read_bytes() == bytes(data)

@@ -154,8 +154,11 @@ def test_every_bit_flip_in_sampled_frames_is_detected_at_that_frame(
                     if report.frames != last or report.tail_bytes != ends[k] - starts[k]:
                         wrong.append((k, byte, bit, report.message))
                     continue
+                # A length flipped past the 16 MiB limit is oversized: not
+                # called corruption, stopped at the same place all the same.
+                in_length = byte < starts[k] + 4
                 if not (
-                    report.is_corrupt
+                    (report.is_corrupt or (report.is_oversized and in_length))
                     and report.frames == k
                     and report.position == starts[k]
                     and report.offset == starts[k]
@@ -198,3 +201,36 @@ def test_a_flipped_bit_stops_the_facade_naming_segment_and_offset(
                 assert first.name in str(caught2.value)
                 assert f"offset {starts[k]}" in str(caught2.value)
             assert [s.read_bytes() for s in (first, second)] == before, "nothing was cut"
+
+
+def test_a_length_past_the_limit_stops_recovery_as_oversized_and_cuts_nothing(
+    tmp_path: Path, log: tuple[list[om.Operation], bytes, list[int]]
+) -> None:
+    _, data, ends = log
+    split = ends[N_OPS // 2 - 1]
+    for k, where in ((N_OPS - 2, "last"), (3, "earlier")):
+        bad = bytearray(data)
+        bad[ends[k] : ends[k] + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+        directory = tmp_path / where
+        aof = directory / "aof"
+        first = write_segment(aof, 0, bytes(bad[:split]))
+        second = write_segment(aof, split, bytes(bad[split:]))
+        before = [s.read_bytes() for s in (first, second)]
+        limit = f"oversized (limit {om.DEFAULT_MAX_PAYLOAD_LEN})"
+        if where == "last":
+            # The writer refuses to open it, as oversized, not as corruption.
+            with pytest.raises(om.OversizedFrameError) as caught:
+                Persistence.open(directory)
+            assert not isinstance(caught.value, om.CorruptFrameError)
+            assert caught.value.path == str(second)
+            assert caught.value.offset == ends[k] - split
+            message = str(caught.value)
+            assert "max_payload" in message
+        else:
+            # The replay stops before it and says why.
+            with pytest.raises(om.RecoveryError) as caught2:
+                Persistence.open(directory)
+            message = str(caught2.value)
+            assert first.name in message
+        assert limit in message and "corrupt" not in message
+        assert [s.read_bytes() for s in (first, second)] == before, "nothing was cut"

@@ -143,14 +143,19 @@ def test_a_torn_tail_at_the_live_end_is_waited_for(engine_writer: Path, data_dir
         assert follower.position == start + ends[-1]
 
 
+def written_segment(engine_writer: Path, data_dir: Path) -> tuple[int, str, list[int], bytearray]:
+    """500 operations written by the engine: the last segment's start, path,
+    frame ends (offsets in it) and bytes, to damage."""
+    write(engine_writer, data_dir, "--ops", "500", "--rate", "0")
+    (start, segment, _) = _core.list_segments(data_dir / "aof")[-1]
+    ends = [end - start for end, _ in _core.scan(segment)]
+    return start, segment, ends, bytearray(Path(segment).read_bytes())
+
+
 def test_corruption_before_the_end_stops_with_segment_and_offset_nothing_flushed_past_it(
     engine_writer: Path, data_dir: Path
 ) -> None:
-    write(engine_writer, data_dir, "--ops", "500", "--rate", "0")
-    aof = data_dir / "aof"
-    (start, segment, _) = _core.list_segments(aof)[-1]
-    ends = [end - start for end, _ in _core.scan(segment)]
-    data = bytearray(Path(segment).read_bytes())
+    start, segment, ends, data = written_segment(engine_writer, data_dir)
     data[ends[100] + 12] ^= 0xFF
     Path(segment).write_bytes(bytes(data))
     with Follower(data_dir) as follower:
@@ -161,6 +166,26 @@ def test_corruption_before_the_end_stops_with_segment_and_offset_nothing_flushed
         assert follower.position == start + ends[100]
         assert follower.flush() == start + ends[100]
     assert Path(segment).read_bytes() == bytes(data)  # never repaired by the follower
+
+
+def test_a_length_past_the_limit_stops_as_oversized_not_corruption_nothing_flushed_past_it(
+    engine_writer: Path, data_dir: Path
+) -> None:
+    start, segment, ends, data = written_segment(engine_writer, data_dir)
+    data[ends[100] : ends[100] + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+    Path(segment).write_bytes(bytes(data))
+    with Follower(data_dir) as follower:
+        with pytest.raises(om.OversizedFrameError) as e:
+            for _ in range(3):
+                follower.poll()
+        assert not isinstance(e.value, om.CorruptFrameError)
+        message = str(e.value)
+        assert Path(segment).name in message and f"offset {ends[100]}" in message
+        assert f"oversized (limit {om.DEFAULT_MAX_PAYLOAD_LEN})" in message
+        assert "corrupt" not in message
+        assert follower.position == start + ends[100]
+        assert follower.flush() == start + ends[100]
+    assert Path(segment).read_bytes() == bytes(data)  # never cut by the follower
 
 
 def test_compaction_deletes_only_closed_covered_segments_then_resumes_from_the_image(

@@ -18,7 +18,7 @@ from test_scanner import sample_ops
 import openmatch_persistence as om
 
 CORPUS = Path(__file__).resolve().parent / "fuzz-corpus"
-OUTCOMES = {"clean", "torn_tail", "corrupt"}
+OUTCOMES = {"clean", "torn_tail", "oversized", "corrupt"}
 CAUSES = {
     "torn",
     "zeroed_tail",
@@ -67,6 +67,11 @@ def check_report(report: om.ScanReport, size: int) -> None:
         assert report.cause in CAUSES
     if report.is_torn_tail:
         assert report.position + report.tail_bytes == size
+    # Oversized is its own outcome, decided by the cause alone.
+    assert report.is_oversized == (report.cause == "oversized_length")
+    assert report.is_oversized == (report.outcome == "oversized")
+    if report.is_oversized:
+        assert not report.is_corrupt and report.tail_bytes == 0
 
 
 def check_scan(data: bytes, chunk_size: int) -> om.ScanReport:
@@ -149,6 +154,7 @@ def test_a_huge_length_allocates_nothing() -> None:
     # 4 GiB claimed; the scan must refuse it on the bound, not try to read it.
     data = bytes.fromhex("fffffffe00000000") + bytes(64)
     report = om.verify_bytes(data)
-    assert report.is_corrupt and report.cause == "oversized_length"
+    assert report.is_oversized and report.cause == "oversized_length"
+    assert not report.is_corrupt and report.outcome == "oversized"
     report = om.verify_bytes(data, max_payload=2**32 - 1)
     assert report.is_torn_tail and report.cause == "torn"

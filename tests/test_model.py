@@ -196,9 +196,25 @@ def test_frame_errors_name_offset_and_cause() -> None:
         assert info.value.offset == offset
         assert cause in info.value.cause
         assert f"offset {offset}" in str(info.value)
+        # A length past the reader's limit is not corruption: ``except
+        # CorruptFrameError`` does not catch it.
+        corrupt = error not in (om.TornFrameError, om.OversizedFrameError)
+        assert isinstance(info.value, om.CorruptFrameError) == corrupt
     with pytest.raises(om.TrailingBytesError) as trailing:
         om.decode(good + b"\x00")
     assert trailing.value.offset == len(good)
+
+
+def test_an_oversized_frame_is_not_corruption_and_names_its_limit() -> None:
+    good = om.encode(om.EpochAdvanced(1, om.EpochPhase.SEAL))
+    limit = len(good) - 9
+    with pytest.raises(om.OversizedFrameError) as info:
+        om.decode(good, max_payload=limit)
+    e = info.value
+    assert not isinstance(e, om.CorruptFrameError) and isinstance(e, om.FrameError)
+    assert (e.cause, e.length, e.limit, e.offset) == ("oversized_length", len(good) - 8, limit, 0)
+    assert f"oversized (limit {limit})" in str(e) and "max_payload" in str(e)
+    assert om.decode(good, max_payload=limit + 1) == om.EpochAdvanced(1, om.EpochPhase.SEAL)
 
 
 def test_undecodable_payload_with_a_good_checksum() -> None:

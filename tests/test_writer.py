@@ -18,11 +18,13 @@ import pytest
 from openmatch_persistence import (
     AofWriter,
     ChecksumMismatchError,
+    CorruptFrameError,
     EpochAdvanced,
     EpochPhase,
     InvalidTypeError,
     InvalidValueError,
     Operation,
+    OversizedFrameError,
     WriterClosedError,
     WriterFailedError,
     WriterLockedError,
@@ -286,6 +288,31 @@ def test_corrupt_frame_refuses_to_open_and_cuts_nothing(tmp_path: Path) -> None:
     with pytest.raises(ChecksumMismatchError) as info:
         AofWriter(tmp_path)
     assert info.value.offset == first and info.value.path == str(segment)
+    assert segment.read_bytes() == data
+
+
+def test_a_frame_past_the_limit_refuses_to_open_as_oversized_and_cuts_nothing(
+    tmp_path: Path,
+) -> None:
+    with AofWriter(tmp_path) as writer:
+        writer.append(epoch(1))
+        end = writer.append(epoch(2))
+    segment = tmp_path / f"{0:020}.aof"
+    data = segment.read_bytes()
+    payload = len(encode(epoch(2))) - 8
+    limit = payload - 1
+    with pytest.raises(OversizedFrameError) as info:
+        AofWriter(tmp_path, max_payload=limit)
+    e = info.value
+    assert not isinstance(e, CorruptFrameError)
+    assert (e.offset, e.path, e.length, e.limit) == (0, str(segment), payload, limit)
+    assert f"oversized (limit {limit})" in str(e) and "max_payload" in str(e)
+    assert "corrupt" not in str(e)
+    assert segment.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir() if ".bak" in p.name) == []
+    # Raised, the same log opens whole.
+    with AofWriter(tmp_path, max_payload=payload) as again:
+        assert again.position == end
     assert segment.read_bytes() == data
 
 

@@ -422,11 +422,13 @@ class ScanReport:
     @property
     def path(self) -> str: ...
     @property
-    def outcome(self) -> Literal["clean", "torn_tail", "corrupt"]: ...
+    def outcome(self) -> Literal["clean", "torn_tail", "oversized", "corrupt"]: ...
     @property
     def is_clean(self) -> bool: ...
     @property
     def is_torn_tail(self) -> bool: ...
+    @property
+    def is_oversized(self) -> bool: ...
     @property
     def is_corrupt(self) -> bool: ...
     @property
@@ -517,7 +519,7 @@ class _ReplayReport(TypedDict):
     position: int
     operations: int
     segments: int
-    outcome: Literal["clean", "torn_tail", "corrupt"]
+    outcome: Literal["clean", "torn_tail", "oversized", "corrupt"]
     message: str
 
 class _OpenReport(_ReplayReport):

@@ -75,10 +75,17 @@ class ChecksumMismatchError(CorruptFrameError):
     cause = "checksum_mismatch"
 
 
-class OversizedFrameError(CorruptFrameError):
-    """The length field exceeds the reader's bound (or is zero)."""
+class OversizedFrameError(FrameError):
+    """The length field is above the reader's limit (``max_payload``): a
+    frame longer than this reader accepts, or a damaged length, which its
+    size cannot tell apart. Not a :class:`CorruptFrameError`: nothing is cut
+    for it, and a reader with a higher limit (``max_payload=``,
+    ``--max-payload``) reads on. ``length`` is the length field, ``limit``
+    the limit it is over (``None`` when not known)."""
 
     cause = "oversized_length"
+    length: int | None = None
+    limit: int | None = None
 
 
 class UndecodablePayloadError(CorruptFrameError):

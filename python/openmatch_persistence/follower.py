@@ -10,9 +10,11 @@ the database current, snapshots and compacts.
 * **Poll**: every ``poll_interval`` the log is replayed on from the state's
   position. A torn tail at the live end is an append in progress: the
   replay stops before it and the next poll reads it whole. Corruption is an
-  error naming the segment and offset (seen twice at the same place, so
-  that bytes read while the writer wrote them are not taken for damage);
-  nothing after it was applied, so no flush covers it.
+  error naming the segment and offset, and so is a frame longer than the
+  reader's limit (``OversizedFrameError``: not called corruption), each seen
+  twice at the same place, so that bytes read while the writer wrote them
+  are not taken for damage; nothing after it was applied, so no flush
+  covers it.
 * **Write-ahead across processes**: before a flush covers a position, the
   follower fdatasyncs the segments holding the bytes up to it, unless it
   was told that the writer's policy is ``always`` (each append fsynced
@@ -42,7 +44,12 @@ from openmatch_persistence.compaction import (
     aof_bytes_and_oldest,
     delete_covered_segments,
 )
-from openmatch_persistence.errors import CorruptFrameError, NotADataDirError
+from openmatch_persistence.errors import (
+    CorruptFrameError,
+    FrameError,
+    NotADataDirError,
+    OversizedFrameError,
+)
 from openmatch_persistence.flusher import DEFAULT_INTERVAL, Flusher
 from openmatch_persistence.identity import AOF_DIRNAME, create_identity, read_identity
 from openmatch_persistence.persistence import _bound_store
@@ -190,11 +197,13 @@ class Follower:
     def poll(self) -> int:
         """Applies what was appended since the last poll; returns the number
         of operations applied. Raises :class:`CorruptFrameError` (naming
-        segment and offset) for corruption, ``LogViolationError`` for an
+        segment and offset) for corruption, :class:`OversizedFrameError` for
+        a frame longer than the reader's limit, ``LogViolationError`` for an
         operation that breaks the invariants."""
         report = _core.replay(self._state, self.aof_dir)
         self._operations += report["operations"]
-        if report["outcome"] != "corrupt":
+        outcome = report["outcome"]
+        if outcome not in ("corrupt", "oversized"):
             self._suspect = None
             return report["operations"]
         place = (report["position"], report["message"])
@@ -202,7 +211,10 @@ class Follower:
             # Maybe bytes read while the writer wrote them: look again.
             self._suspect = place
             return report["operations"]
-        raise CorruptFrameError(
+        error: type[FrameError] = (
+            OversizedFrameError if outcome == "oversized" else CorruptFrameError
+        )
+        raise error(
             f"follow stopped: {report['message']}; nothing after position "
             f"{report['position']} was applied or flushed",
             report["position"],

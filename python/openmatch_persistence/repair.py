@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from openmatch_persistence import _core
-from openmatch_persistence.errors import AofError, WriterLockedError
+from openmatch_persistence.errors import AofError, OversizedFrameError, WriterLockedError
 from openmatch_persistence.fileio import StrPath, fsync_directory
 
 _SEGMENT_NAME = re.compile(r"^[0-9]{20}\.aof$")
@@ -136,9 +136,19 @@ def plan_repair(path: StrPath, *, checkpoint: int | None = None) -> RepairPlan:
     it): the segments before the gap are covered by the snapshot, so they go,
     not the live log. And no repair removes a segment that starts at or
     after the checkpoint (no snapshot holds its operations): that plan is
-    refused with :class:`AofError` naming the segment."""
+    refused with :class:`AofError` naming the segment.
+
+    A frame longer than the reader's limit is no damage to cut: the plan is
+    refused with :class:`OversizedFrameError` (the limit, and how to raise
+    it)."""
     root = Path(path)
     report = _core.verify(root)
+    if report.is_oversized:
+        raise OversizedFrameError(
+            f"{root}: refusing to repair: {report.message}; nothing was cut",
+            report.offset,
+            report.segment,
+        )
     if report.is_clean or report.segment is None:
         return RepairPlan(str(root), report, (), 0, 0)
     seg = Path(report.segment)

@@ -56,7 +56,7 @@ def main() -> None:
             3,
         ),
         "checksum.aof": (flipped(ends[1] + 20), "corrupt", "checksum_mismatch", 2),
-        "oversized.aof": (with_length(4, 0xFFFFFFF0), "corrupt", "oversized_length", 4),
+        "oversized.aof": (with_length(4, 0xFFFFFFF0), "oversized", "oversized_length", 4),
         "length-past-end.aof": (with_length(2, len(good)), "corrupt", "length_past_end", 2),
         "undecodable.aof": (bad_payload(), "corrupt", "undecodable_payload", 7),
     }

@@ -3,7 +3,9 @@
 PATH is a segment file, an AOF directory, or a data directory (its
 ``aof/`` is used); a path that holds no segment is an error. Exit codes of ``verify``,
 ``stats`` and ``dump``: 0 clean, 1 torn tail only (the warning an
-interrupted append leaves), 2 corruption or an error. ``verify`` also
+interrupted append leaves), 2 corruption or an error, 3 a frame longer than
+the reader's limit (``oversized``: raise ``--max-payload``; ``repair``
+refuses it, exit 3, and cuts nothing). ``verify`` also
 replays a log that starts at position 0 with the journal's rule, and exits
 2 for an operation that breaks the state's invariants (recovery would
 refuse it). ``dump`` prints
@@ -22,6 +24,7 @@ from typing import Any, TextIO
 
 from openmatch_persistence import _core
 from openmatch_persistence.cli.common import (
+    EXIT_OVERSIZED,
     CliError,
     add_database_url_argument,
     add_json_argument,
@@ -55,7 +58,8 @@ def register(subparsers: Any) -> None:
 
     verify = commands.add_parser(
         "verify",
-        help="check every frame; exit 0 clean, 1 torn tail only, 2 corruption",
+        help="check every frame; exit 0 clean, 1 torn tail only, 2 corruption, "
+        "3 a frame over --max-payload",
     )
     verify.add_argument("path", help=path_help)
     verify.add_argument(
@@ -202,6 +206,8 @@ def _exit_code(report: _core.ScanReport) -> int:
         return EXIT_CLEAN
     if report.is_torn_tail:
         return EXIT_TORN_TAIL
+    if report.is_oversized:
+        return EXIT_OVERSIZED
     return EXIT_CORRUPT
 
 
@@ -213,7 +219,7 @@ def _say_outcome(report: _core.ScanReport) -> None:
             f"(an interrupted append; `aof repair` can cut it)",
             file=sys.stderr,
         )
-    elif report.is_corrupt:
+    elif report.is_corrupt or report.is_oversized:
         print(
             f"openmatch-persistence: error: {report.message}; the data after it was not read",
             file=sys.stderr,
@@ -231,7 +237,12 @@ def _summary(report: _core.ScanReport, out: TextIO) -> None:
     first = "-" if report.first_epoch is None else str(report.first_epoch)
     last = "-" if report.last_epoch is None else str(report.last_epoch)
     out.write(f"epochs:   first {first}, last {last}\n")
-    label = {"clean": "clean", "torn_tail": "TORN TAIL (warning)", "corrupt": "CORRUPT"}
+    label = {
+        "clean": "clean",
+        "torn_tail": "TORN TAIL (warning)",
+        "oversized": "OVERSIZED",
+        "corrupt": "CORRUPT",
+    }
     out.write(f"outcome:  {label[report.outcome]}")
     if not report.is_clean:
         out.write(f": {report.message}")
@@ -417,7 +428,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 printed += len(lines)
                 progress.update(scanner.position)
             report = None if limit is not None and printed >= limit else scanner.result
-            if not args.follow or report is None or report.is_corrupt:
+            if not args.follow or report is None or report.is_corrupt or report.is_oversized:
                 break
             # The end of the log for now, or an append under way (a torn
             # tail): look again from the last whole frame.

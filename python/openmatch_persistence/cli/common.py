@@ -26,11 +26,14 @@ from types import FrameType
 from typing import Any
 
 from openmatch_persistence.dsn import UNPARSABLE, is_sqlite_url, mask_dsn, scrub
-from openmatch_persistence.errors import OpenMatchPersistenceError
+from openmatch_persistence.errors import OpenMatchPersistenceError, OversizedFrameError
 
 PROG = "openmatch-persistence"
 
 EXIT_ERROR = 2
+#: A frame longer than the reader's limit: a limit to raise, not damage, so
+#: not the error status (``docs/recovery-rule.md``).
+EXIT_OVERSIZED = 3
 #: 128 + the signal's number, as a shell reports a process killed by it.
 EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGTERM = 128 + signal.SIGTERM
@@ -214,6 +217,8 @@ def error_line(exc: BaseException, *, dsn: str | None = None) -> tuple[str, int]
         hint = _OS_HINTS.get(exc.errno or -1)
         if hint and hint.lower() not in message.lower():
             message += f" ({hint})"
+    elif isinstance(exc, OversizedFrameError):
+        message, code = str(exc), EXIT_OVERSIZED
     elif isinstance(exc, OpenMatchPersistenceError):
         message = str(exc)
     elif _is_psycopg_error(exc):

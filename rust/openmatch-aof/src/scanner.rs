@@ -19,9 +19,13 @@
 //!   segment is zero (cause `zeroed_tail`: a preallocated or zero-extended
 //!   tail after a crash; no valid frame starts with a zero length).
 //!
+//! A length field above `max_payload` is [`OutcomeKind::Oversized`], wherever
+//! it is (the live end of the last segment included): the frame may be real
+//! and longer than this reader accepts, so it is reported with the limit to
+//! raise, and never cut as a torn tail nor called corruption.
+//!
 //! Everything else is [`OutcomeKind::Corrupt`], named by segment, offset and
-//! cause: a bad checksum, an oversized length, a zero length followed by
-//! non-zero bytes, an undecodable payload (anywhere, the last frame
+//! cause: a bad checksum, a zero length followed by non-zero bytes, an undecodable payload (anywhere, the last frame
 //! included), a torn frame at the end of a segment that is not the last
 //! (`torn_mid_log`: a later segment exists, so this one was complete once),
 //! and a gap or an overlap between one segment's end and the next's start.
@@ -67,13 +71,18 @@ impl Default for ScanOptions {
     }
 }
 
-/// Why the scan stopped, in three classes that recovery treats differently.
+/// Why the scan stopped, in four classes that recovery treats differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeKind {
     /// Every byte up to the end was a good frame.
     Clean,
     /// The last segment ends in an interrupted append: expected after a crash.
     TornTail,
+    /// A length field above the reader's `max_payload`: a frame longer than
+    /// this reader accepts, or a damaged length; the reader cannot tell
+    /// which, so nothing is cut and the data behind it is not read. A scan
+    /// with a higher limit reads on.
+    Oversized,
     /// Damage that a crash does not explain; the data behind it is not read.
     Corrupt,
 }
@@ -84,6 +93,7 @@ impl OutcomeKind {
         match self {
             OutcomeKind::Clean => "clean",
             OutcomeKind::TornTail => "torn_tail",
+            OutcomeKind::Oversized => "oversized",
             OutcomeKind::Corrupt => "corrupt",
         }
     }
@@ -167,7 +177,7 @@ impl fmt::Display for StopCause {
 /// Where and why a scan stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanOutcome {
-    /// Clean, torn tail or corrupt.
+    /// Clean, torn tail, oversized or corrupt.
     pub kind: OutcomeKind,
     /// `None` when clean.
     pub cause: Option<StopCause>,
@@ -188,6 +198,18 @@ pub struct ScanOutcome {
 }
 
 impl ScanOutcome {
+    /// For an oversized stop, `(length field, limit)`: the length the frame
+    /// claims and the `max_payload` it is over.
+    pub fn oversized(&self) -> Option<(u32, u32)> {
+        match (&self.kind, &self.cause) {
+            (
+                OutcomeKind::Oversized,
+                Some(StopCause::Frame(FrameErrorKind::Oversized { length, max })),
+            ) => Some((*length, *max)),
+            _ => None,
+        }
+    }
+
     /// One line naming segment, offset and cause.
     pub fn describe(&self) -> String {
         let place = match &self.segment {
@@ -202,12 +224,9 @@ impl ScanOutcome {
                 "{place} (position {}): torn tail of {} bytes: {c}",
                 self.position, self.tail_bytes
             ),
-            // Past the reader's limit is not proof of damage: the message
-            // names the limit and how to raise it instead.
-            (
-                OutcomeKind::Corrupt,
-                Some(c @ StopCause::Frame(FrameErrorKind::Oversized { .. })),
-            ) => {
+            // Past the reader's limit is not proof of damage: the cause
+            // names the limit and how to raise it.
+            (OutcomeKind::Oversized, Some(c)) => {
                 format!("{place} (position {}): {c}", self.position)
             }
             (OutcomeKind::Corrupt, Some(c)) => {

@@ -1,5 +1,5 @@
-//! The recovery rule: is a bad frame a torn tail (cut it) or corruption
-//! (refuse)? `docs/recovery-rule.md` states it; [`classify_stop`] is its one
+//! The recovery rule: is a bad frame a torn tail (cut it), a frame longer
+//! than the reader's limit (refuse, name the limit) or corruption (refuse)? `docs/recovery-rule.md` states it; [`classify_stop`] is its one
 //! implementation. The scanner calls it at every bad frame, and everything
 //! else that must decide (the writer opening a directory, `aof verify`,
 //! `aof repair`) gets the verdict from a scan, so no two tools can disagree
@@ -13,16 +13,25 @@ use crate::scanner::{OutcomeKind, StopCause};
 /// What the bytes from a bad frame to the end of its segment are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailVerdict {
-    /// [`OutcomeKind::TornTail`] or [`OutcomeKind::Corrupt`], never clean.
+    /// [`OutcomeKind::TornTail`], [`OutcomeKind::Oversized`] or
+    /// [`OutcomeKind::Corrupt`], never clean.
     pub kind: OutcomeKind,
     /// Why.
     pub cause: StopCause,
     /// For a torn tail, the bytes from the bad frame to the end of the
-    /// segment (what a cut removes); 0 for corruption.
+    /// segment (what a cut removes); 0 otherwise.
     pub tail_bytes: u64,
 }
 
 impl TailVerdict {
+    fn oversized(cause: StopCause) -> Self {
+        TailVerdict {
+            kind: OutcomeKind::Oversized,
+            cause,
+            tail_bytes: 0,
+        }
+    }
+
     fn corrupt(cause: StopCause) -> Self {
         TailVerdict {
             kind: OutcomeKind::Corrupt,
@@ -57,6 +66,12 @@ impl TailVerdict {
 /// * A zero length field followed by nothing but zeros to the end of the
 ///   last segment is a torn tail (`zeroed_tail`): a file that grew without
 ///   its data reaching the disk. No valid frame has a zero length.
+/// * A length field above `max_payload` is oversized, in any segment, the
+///   live end of the last one included: a frame longer than this reader
+///   accepts is not damage (a writer with a higher limit, or one being
+///   appended now), and a damaged length is not told from it by its size,
+///   so it is neither cut nor called corrupt; a reader with a higher limit
+///   decides. `rest` is not read.
 /// * Everything else is corruption; `rest` is not read.
 pub fn classify_stop(
     error: &FrameErrorKind,
@@ -66,6 +81,9 @@ pub fn classify_stop(
     max_payload: u32,
 ) -> io::Result<TailVerdict> {
     match error {
+        FrameErrorKind::Oversized { .. } => {
+            Ok(TailVerdict::oversized(StopCause::Frame(error.clone())))
+        }
         FrameErrorKind::Torn { .. } if !is_last => {
             Ok(TailVerdict::corrupt(StopCause::TornMidLog(error.clone())))
         }

@@ -164,6 +164,16 @@ fn every_bit_flip_is_detected() {
                 assert_eq!(got.len(), ops.len() - 1);
                 continue;
             }
+            // A length flipped past the limit is reported as oversized (a
+            // frame this reader does not accept), never as clean or torn.
+            if report.outcome.kind == OutcomeKind::Oversized {
+                assert_eq!(
+                    report.outcome.cause.as_ref().unwrap().name(),
+                    "oversized_length"
+                );
+                assert!(got.len() < ops.len());
+                continue;
+            }
             assert_eq!(
                 report.outcome.kind,
                 OutcomeKind::Corrupt,
@@ -229,9 +239,52 @@ fn oversized_length_allocates_nothing_of_that_size() {
     };
     let (got, r) = scan_bytes(&data, opts);
     assert_eq!(got.len(), sample_ops().len());
-    assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!(r.outcome.kind, OutcomeKind::Oversized);
+    assert_eq!(r.outcome.kind.name(), "oversized");
     assert_eq!(r.outcome.cause.as_ref().unwrap().name(), "oversized_length");
+    assert_eq!(r.outcome.oversized(), Some((u32::MAX, 1024)));
     assert_eq!(r.outcome.position, *ends.last().unwrap());
+    assert_eq!(r.outcome.tail_bytes, 0);
+}
+
+/// A real frame longer than the limit stops the scan as oversized, naming
+/// the limit and how to raise it, never as corruption; the same bytes scan
+/// clean with the limit raised.
+#[test]
+fn a_frame_past_the_limit_is_oversized_and_reads_with_the_limit_raised() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    let longest = ends
+        .iter()
+        .scan(0u64, |prev, &end| {
+            let len = end - *prev - HEADER_LEN as u64;
+            *prev = end;
+            Some(len)
+        })
+        .max()
+        .unwrap() as u32;
+    let limit = longest - 1;
+    let opts = ScanOptions {
+        max_payload: limit,
+        ..Default::default()
+    };
+    let (got, r) = scan_bytes(&data, opts);
+    assert_eq!(r.outcome.kind, OutcomeKind::Oversized);
+    assert!(got.len() < ops.len());
+    let message = r.outcome.describe();
+    assert!(
+        message.contains(&format!("oversized (limit {limit})")),
+        "{message}"
+    );
+    assert!(message.contains("--max-payload"), "{message}");
+    assert!(!message.contains("corrupt"), "{message}");
+    let raised = ScanOptions {
+        max_payload: longest,
+        ..Default::default()
+    };
+    let (got, r) = scan_bytes(&data, raised);
+    assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+    assert_eq!(got.into_iter().map(|x| x.1).collect::<Vec<_>>(), ops);
 }
 
 fn write_segments(dir: &Path, pieces: &[(u64, &[u8])]) {

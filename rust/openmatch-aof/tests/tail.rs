@@ -11,7 +11,7 @@ use openmatch_aof::scanner::{OutcomeKind, ScanOptions, Scanner};
 use openmatch_aof::segment::segment_file_name;
 use openmatch_aof::state::State;
 use openmatch_aof::writer::{AofWriter, WriterError, WriterOptions};
-use openmatch_aof::{AofOperation, EpochId, EpochPhase};
+use openmatch_aof::{AofOperation, EpochId, EpochPhase, UserId};
 use proptest::prelude::*;
 
 fn op(i: u64) -> AofOperation {
@@ -78,6 +78,14 @@ fn writer_verdict(data: &[u8]) -> Verdict {
             assert_eq!(fs::read(&seg).unwrap(), data, "corruption is not cut");
             (OutcomeKind::Corrupt, offset)
         }
+        Err(WriterError::Oversized { offset, .. }) => {
+            assert_eq!(
+                fs::read(&seg).unwrap(),
+                data,
+                "an oversized frame is not cut"
+            );
+            (OutcomeKind::Oversized, offset)
+        }
         Err(e) => panic!("unexpected error opening the writer: {e}"),
     }
 }
@@ -100,6 +108,9 @@ fn writer_and_scanner_agree_on_every_kind_of_tail() {
     hides_frame.extend(frames(3, 2));
     let mut zero_then_data = vec![0u8; 50];
     zero_then_data.push(7);
+    let mut oversized_then_frames = (u32::MAX).to_le_bytes().to_vec();
+    oversized_then_frames.extend([0u8; 4]);
+    oversized_then_frames.extend(frames(3, 2));
     let cases: Vec<(&str, Vec<u8>, Verdict)> = vec![
         ("clean", vec![], (OutcomeKind::Clean, g)),
         (
@@ -124,10 +135,22 @@ fn writer_and_scanner_agree_on_every_kind_of_tail() {
             bad_crc,
             (OutcomeKind::Corrupt, g),
         ),
+        // A length over the limit at the live end (a long frame being
+        // appended): oversized, not a torn tail to cut.
         (
-            "oversized length",
+            "oversized length, payload partly there",
             vec![0xff; 12],
-            (OutcomeKind::Corrupt, g),
+            (OutcomeKind::Oversized, g),
+        ),
+        (
+            "oversized length, header only",
+            vec![0xff; HEADER_LEN],
+            (OutcomeKind::Oversized, g),
+        ),
+        (
+            "oversized length, frames after it",
+            oversized_then_frames,
+            (OutcomeKind::Oversized, g),
         ),
         (
             "length past end hiding frames",
@@ -140,6 +163,103 @@ fn writer_and_scanner_agree_on_every_kind_of_tail() {
         data.extend(&tail);
         assert_eq!(assert_same_verdict(&data, what), expected, "{what}");
     }
+}
+
+/// A real frame longer than the reader's limit, still being appended at
+/// the live end of the last segment: oversized for the scanner and the
+/// writer alike, named with its limit, and nothing is cut; at a limit that
+/// admits it, it is the torn tail it is.
+#[test]
+fn a_frame_past_the_limit_at_the_live_end_is_oversized_not_a_torn_tail() {
+    let good = frames(0, 3);
+    // Longer than the frames before it, which the lower limit still admits.
+    let long = AofOperation::BalanceUpdated(
+        UserId(uuid::Uuid::from_u128(9)),
+        "X".repeat(1000),
+        "1".parse().unwrap(),
+        "0".parse().unwrap(),
+    );
+    let mut next = Vec::new();
+    encode_frame_into(&long, &mut next).unwrap();
+    let payload = (next.len() - HEADER_LEN) as u32;
+    let mut data = good.clone();
+    data.extend(&next[..next.len() - 2]);
+    let small = payload - 1;
+    let r = Scanner::from_bytes(
+        data.clone(),
+        0,
+        ScanOptions {
+            max_payload: small,
+            ..ScanOptions::default()
+        },
+    )
+    .verify_frames()
+    .unwrap();
+    assert_eq!(r.outcome.kind, OutcomeKind::Oversized);
+    assert_eq!(r.outcome.offset, good.len() as u64);
+    assert_eq!(r.outcome.tail_bytes, 0);
+    assert_eq!(r.outcome.oversized(), Some((payload, small)));
+    let message = r.outcome.describe();
+    assert!(
+        message.contains(&format!("oversized (limit {small})")),
+        "{message}"
+    );
+    assert!(
+        message.contains("max_payload") && message.contains("--max-payload"),
+        "{message}"
+    );
+    assert!(!message.contains("corrupt"), "{message}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join(segment_file_name(0));
+    fs::write(&seg, &data).unwrap();
+    let opts = WriterOptions {
+        max_payload: small,
+        ..WriterOptions::default()
+    };
+    match AofWriter::open(dir.path(), opts) {
+        Err(e @ WriterError::Oversized { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("oversized (limit {small})")),
+                "{text}"
+            );
+            assert!(
+                text.contains("max_payload") && !text.contains("corrupt"),
+                "{text}"
+            );
+            match e {
+                WriterError::Oversized {
+                    path,
+                    offset,
+                    length,
+                    limit,
+                } => assert_eq!(
+                    (path, offset, length, limit),
+                    (seg.clone(), good.len() as u64, payload, small)
+                ),
+                _ => unreachable!(),
+            }
+        }
+        other => panic!("expected an oversized refusal, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), data, "nothing was cut");
+    let backups = fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".torn-")
+        })
+        .count();
+    assert_eq!(backups, 0, "no backup either: nothing was to be cut");
+    // At the default limit the same bytes are an interrupted append.
+    assert_eq!(
+        assert_same_verdict(&data, "torn at the default limit"),
+        (OutcomeKind::TornTail, good.len() as u64)
+    );
 }
 
 fn tail_strategy() -> impl Strategy<Value = Vec<u8>> {

@@ -730,8 +730,8 @@ fn policy_names_are_redis_names_and_parse_back() {
 }
 
 /// Opening checks the tail with the writer's own frame limit: a frame
-/// whose payload is past it is corruption to refuse, not a frame to keep
-/// appending after.
+/// whose payload is past it is refused as oversized (naming the limit, not
+/// as corruption), not a frame to keep appending after nor one to cut.
 #[test]
 fn opening_checks_frames_against_the_writers_own_payload_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -744,10 +744,15 @@ fn opening_checks_frames_against_the_writers_own_payload_limit() {
         max_payload: payload - 1,
         ..opts(FsyncPolicy::Always)
     };
-    assert!(matches!(
-        AofWriter::open(dir.path(), small),
-        Err(WriterError::Corrupt { .. })
-    ));
+    let seg = dir.path().join(segment_file_name(0));
+    let before = fs::read(&seg).unwrap();
+    match AofWriter::open(dir.path(), small) {
+        Err(WriterError::Oversized { offset, limit, .. }) => {
+            assert_eq!((offset, limit), (0, payload - 1));
+        }
+        other => panic!("expected an oversized refusal, got {other:?}"),
+    }
+    assert_eq!(fs::read(&seg).unwrap(), before, "nothing was cut");
     let exact = WriterOptions {
         max_payload: payload,
         ..opts(FsyncPolicy::Always)

@@ -31,7 +31,11 @@ pub fn frame_error(py: Python<'_>, e: &FrameError, path: Option<&str>) -> PyErr 
         Some(p) => format!("{p}: {e}"),
         None => e.to_string(),
     };
-    let args = (msg, e.offset, path.map(str::to_owned));
+    let path = path.map(str::to_owned);
+    if let FrameErrorKind::Oversized { length, max } = e.kind {
+        return oversized_error(py, msg, e.offset, path, length, max);
+    }
+    let args = (msg, e.offset, path);
     let err = match e.kind {
         FrameErrorKind::Torn { .. } => TornFrameError::new_err(args),
         FrameErrorKind::ChecksumMismatch { .. } => ChecksumMismatchError::new_err(args),
@@ -43,5 +47,27 @@ pub fn frame_error(py: Python<'_>, e: &FrameError, path: Option<&str>) -> PyErr 
     // The class carries a default cause; the instance names the precise one
     // (`zero_length` has no class of its own).
     let _ = err.value(py).setattr("cause", e.kind.name());
+    err
+}
+
+/// The Python exception for a length field above the reader's limit (a
+/// frame, a scan's stop, the writer's open): not a `CorruptFrameError`; it
+/// carries the length field and the limit, to raise.
+pub fn oversized_error(
+    py: Python<'_>,
+    msg: String,
+    offset: u64,
+    path: Option<String>,
+    length: u32,
+    limit: u32,
+) -> PyErr {
+    let err = OversizedFrameError::new_err((msg, offset, path));
+    let value = err.value(py);
+    let _ = value.setattr(
+        "cause",
+        FrameErrorKind::Oversized { length, max: limit }.name(),
+    );
+    let _ = value.setattr("length", length);
+    let _ = value.setattr("limit", limit);
     err
 }

@@ -66,8 +66,8 @@ pub(crate) fn journal_error(py: Python<'_>, e: JournalError) -> PyErr {
 }
 
 /// What a replay applied, as a dict: `from_position`, `position`,
-/// `operations`, `segments`, `outcome` ("clean", "torn_tail", "corrupt")
-/// and `message` (one line naming segment, offset and cause).
+/// `operations`, `segments`, `outcome` ("clean", "torn_tail", "oversized",
+/// "corrupt") and `message` (one line naming segment, offset and cause).
 fn replayed_dict<'py>(py: Python<'py>, r: &Replayed) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("from_position", r.from)?;

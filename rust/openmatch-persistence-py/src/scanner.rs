@@ -19,7 +19,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::errors::{
-    invalid_value, ChecksumMismatchError, CorruptFrameError, OversizedFrameError, TornFrameError,
+    invalid_value, oversized_error, ChecksumMismatchError, CorruptFrameError, TornFrameError,
     TrailingBytesError, UndecodablePayloadError,
 };
 use crate::model::Operation;
@@ -100,7 +100,7 @@ impl ScanReport {
     fn path(&self) -> &str {
         &self.origin
     }
-    /// `"clean"`, `"torn_tail"` or `"corrupt"`.
+    /// `"clean"`, `"torn_tail"`, `"oversized"` or `"corrupt"`.
     #[getter]
     fn outcome(&self) -> &'static str {
         self.report.outcome.kind.name()
@@ -112,6 +112,12 @@ impl ScanReport {
     #[getter]
     fn is_torn_tail(&self) -> bool {
         self.report.outcome.kind == OutcomeKind::TornTail
+    }
+    /// A length field above `max_payload`: not corruption; a scan with a
+    /// higher limit reads on.
+    #[getter]
+    fn is_oversized(&self) -> bool {
+        self.report.outcome.kind == OutcomeKind::Oversized
     }
     #[getter]
     fn is_corrupt(&self) -> bool {
@@ -195,7 +201,8 @@ impl ScanReport {
     }
 
     /// Raises the typed error for the stop: a `CorruptFrameError` (or its
-    /// subclass for the cause) when corrupt, a `TornFrameError` for a torn
+    /// subclass for the cause) when corrupt, an `OversizedFrameError` (with
+    /// `length` and `limit`) when oversized, a `TornFrameError` for a torn
     /// tail unless `allow_torn_tail`. The error's `offset` is the offset in
     /// its `path` (the segment).
     #[pyo3(signature = (*, allow_torn_tail = true))]
@@ -212,14 +219,17 @@ impl ScanReport {
             Some(_) => o.describe(),
             None => format!("{}: {}", self.origin, o.describe()),
         };
-        let args = (msg, o.offset, path.or_else(|| Some(self.origin.clone())));
+        let path = path.or_else(|| Some(self.origin.clone()));
+        if let Some((length, limit)) = o.oversized() {
+            let err = oversized_error(py, msg, o.offset, path, length, limit);
+            let _ = err.value(py).setattr("position", o.position);
+            return Err(err);
+        }
+        let args = (msg, o.offset, path);
         let err = match (o.kind, cause) {
             (OutcomeKind::TornTail, _) => TornFrameError::new_err(args),
             (_, StopCause::Frame(FrameErrorKind::ChecksumMismatch { .. })) => {
                 ChecksumMismatchError::new_err(args)
-            }
-            (_, StopCause::Frame(FrameErrorKind::Oversized { .. })) => {
-                OversizedFrameError::new_err(args)
             }
             (_, StopCause::Frame(FrameErrorKind::Undecodable { .. })) => {
                 UndecodablePayloadError::new_err(args)

@@ -16,7 +16,7 @@ use openmatch_aof::{AofOperation, FrameError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::errors::{frame_error, invalid_value, CorruptFrameError};
+use crate::errors::{frame_error, invalid_value, oversized_error, CorruptFrameError};
 use crate::model::Operation;
 
 pyo3::import_exception!(openmatch_persistence.errors, AofError);
@@ -55,6 +55,19 @@ pub(crate) fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
                 }
             }
         }
+        WriterError::Oversized {
+            path,
+            offset,
+            length,
+            limit,
+        } => oversized_error(
+            py,
+            msg,
+            offset,
+            Some(path.display().to_string()),
+            length,
+            limit,
+        ),
         WriterError::Scan(_) => AofError::new_err(msg),
         WriterError::Encode(_) | WriterError::Invalid(_) => invalid_value(msg),
     }

@@ -94,6 +94,26 @@ pub enum WriterError {
         /// What is wrong.
         cause: StopCause,
     },
+    /// A length field in the last segment is above
+    /// [`WriterOptions::max_payload`] ([`crate::tail::classify_stop`]): a
+    /// frame longer than this writer accepts, or a damaged length. Nothing
+    /// was cut; a writer opened with a higher limit reads on.
+    #[error(
+        "{}: offset {offset}: oversized (limit {limit}): the length field says {length} bytes; \
+         refusing to open, nothing was cut; if frames that long are real, open with a higher \
+         limit (WriterOptions::max_payload, max_payload=)",
+        path.display()
+    )]
+    Oversized {
+        /// The segment.
+        path: PathBuf,
+        /// Where the frame starts in the segment.
+        offset: u64,
+        /// Its length field.
+        length: u32,
+        /// The limit it is over.
+        limit: u32,
+    },
     /// The last segment could not be scanned.
     #[error("{0}")]
     Scan(#[from] ScanError),

@@ -1,8 +1,8 @@
 //! Opening a directory: find where the log ends, cut a torn tail, refuse
-//! corruption.
+//! corruption and frames longer than the writer's limit.
 //!
-//! Whether the bytes after the last good frame are a torn tail or
-//! corruption is the recovery rule ([`crate::tail::classify_stop`]); the
+//! Whether the bytes after the last good frame are a torn tail, an
+//! oversized frame or corruption is the recovery rule ([`crate::tail::classify_stop`]); the
 //! writer gets it from a scan of the last segment, so it cuts exactly what
 //! `aof verify` calls a torn tail and refuses what replay would refuse,
 //! including a checksummed payload that does not decode. A torn tail was
@@ -31,7 +31,8 @@ pub(crate) struct Tail {
 }
 
 /// Where the good frames of the segment at `path` end, and whether what
-/// follows them may be cut (`Ok`) or must not be (`Err(Corrupt)`).
+/// follows them may be cut (`Ok`) or must not be (`Err(Corrupt)`,
+/// `Err(Oversized)`).
 pub(crate) fn scan_tail(path: &Path, max_payload: u32) -> Result<u64, WriterError> {
     let opts = ScanOptions {
         max_payload,
@@ -44,6 +45,14 @@ pub(crate) fn scan_tail(path: &Path, max_payload: u32) -> Result<u64, WriterErro
     // segment.
     let report = Scanner::open(path, None, opts)?.verify_frames()?;
     let o = report.outcome;
+    if let Some((length, limit)) = o.oversized() {
+        return Err(WriterError::Oversized {
+            path: path.to_owned(),
+            offset: o.offset,
+            length,
+            limit,
+        });
+    }
     match (o.kind, o.cause) {
         (OutcomeKind::Corrupt, Some(cause)) => Err(WriterError::Corrupt {
             path: path.to_owned(),
@@ -53,6 +62,10 @@ pub(crate) fn scan_tail(path: &Path, max_payload: u32) -> Result<u64, WriterErro
         (OutcomeKind::Corrupt, None) => Err(WriterError::Scan(ScanError::Broken {
             path: path.display().to_string(),
             what: "a corrupt outcome without a cause",
+        })),
+        (OutcomeKind::Oversized, _) => Err(WriterError::Scan(ScanError::Broken {
+            path: path.display().to_string(),
+            what: "an oversized outcome without an oversized length",
         })),
         (OutcomeKind::Clean | OutcomeKind::TornTail, _) => Ok(o.offset),
     }
