@@ -188,6 +188,24 @@ def test_a_length_past_the_limit_stops_as_oversized_not_corruption_nothing_flush
     assert Path(segment).read_bytes() == bytes(data)  # never cut by the follower
 
 
+def test_the_followers_frame_limit_is_the_one_it_was_given(
+    engine_writer: Path, data_dir: Path
+) -> None:
+    # Frames longer than a follower's limit stop it as oversized at the
+    # first of them; the same log follows whole with a limit that fits.
+    start, _, ends, data = written_segment(engine_writer, data_dir)
+    limit = 16
+    starts = [0, *ends[:-1]]
+    first_long = next(b for b, e in zip(starts, ends, strict=True) if e - b - 8 > limit)
+    with Follower(data_dir, max_payload=limit) as follower:
+        with pytest.raises(om.OversizedFrameError, match=rf"oversized \(limit {limit}\)"):
+            for _ in range(3):
+                follower.poll()
+        assert follower.position == start + first_long
+    with Follower(data_dir) as follower:
+        catch_up(follower, start + len(data))
+
+
 def test_compaction_deletes_only_closed_covered_segments_then_resumes_from_the_image(
     engine_writer: Path, data_dir: Path
 ) -> None:

@@ -526,7 +526,11 @@ class _OpenReport(_ReplayReport):
     torn_tail_cut: int
 
 def replay(
-    state: State, path: str | os.PathLike[str], *, until: int | None = None
+    state: State,
+    path: str | os.PathLike[str],
+    *,
+    until: int | None = None,
+    max_payload: int = ...,
 ) -> _ReplayReport: ...
 
 @final

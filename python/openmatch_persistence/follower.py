@@ -123,6 +123,7 @@ class Follower:
         flush_interval: float = DEFAULT_INTERVAL,
         compaction: CompactionPolicy | None = None,
         adopt: bool = False,
+        max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
     ) -> None:
         schema = store_schema(database_url, schema)
         self.data_dir = Path(data_dir)
@@ -153,6 +154,10 @@ class Follower:
         # flushed (or the writer did it).
         self._durable = base.position
         self._poll_interval = poll_interval
+        # The reader's frame limit: raise it for an engine whose writer
+        # accepts longer frames, or its first such frame stops the follower
+        # as oversized.
+        self._max_payload = max_payload
         self._policy = compaction
         self._suspect: tuple[int, str] | None = None
         self._operations = 0
@@ -200,7 +205,7 @@ class Follower:
         segment and offset) for corruption, :class:`OversizedFrameError` for
         a frame longer than the reader's limit, ``LogViolationError`` for an
         operation that breaks the invariants."""
-        report = _core.replay(self._state, self.aof_dir)
+        report = _core.replay(self._state, self.aof_dir, max_payload=self._max_payload)
         self._operations += report["operations"]
         outcome = report["outcome"]
         if outcome not in ("corrupt", "oversized"):

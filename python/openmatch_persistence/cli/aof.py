@@ -28,6 +28,7 @@ from openmatch_persistence.cli.common import (
     CliError,
     add_database_url_argument,
     add_json_argument,
+    add_max_payload_argument,
 )
 from openmatch_persistence.errors import (
     AofError,
@@ -70,7 +71,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check lengths and checksums without decoding payloads (faster; no epochs)",
     )
-    _add_max_payload_argument(verify)
+    add_max_payload_argument(verify)
     add_json_argument(verify)
     verify.set_defaults(handler=cmd_verify)
 
@@ -111,12 +112,12 @@ def register(subparsers: Any) -> None:
         help="at the end of the log, wait for more (as another process appends) until "
         "interrupted; a torn tail is then an append in progress, not a warning",
     )
-    _add_max_payload_argument(dump)
+    add_max_payload_argument(dump)
     dump.set_defaults(handler=cmd_dump)
 
     stats = commands.add_parser("stats", help="segments, frames and operations per kind")
     stats.add_argument("path", help=path_help)
-    _add_max_payload_argument(stats)
+    add_max_payload_argument(stats)
     add_json_argument(stats)
     stats.set_defaults(handler=cmd_stats)
 
@@ -140,24 +141,6 @@ def register(subparsers: Any) -> None:
     encode.add_argument("jsonl", help="a file of JSON lines, one operation each ('-' for stdin)")
     encode.add_argument("out", help="the AOF file to write (must not exist)")
     encode.set_defaults(handler=cmd_encode)
-
-
-def _add_max_payload_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--max-payload",
-        type=_max_payload,
-        default=_core.DEFAULT_MAX_PAYLOAD_LEN,
-        metavar="BYTES",
-        help="the longest frame payload accepted (default %(default)s); a longer length "
-        "field stops the scan as 'oversized (limit N)': raise this if such frames are real",
-    )
-
-
-def _max_payload(text: str) -> int:
-    value = _position(text)
-    if not 1 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"a payload limit is 1..{0xFFFFFFFF}: {text}")
-    return value
 
 
 def _position(text: str) -> int:

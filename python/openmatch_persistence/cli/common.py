@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from openmatch_persistence import _core
 from openmatch_persistence.dsn import UNPARSABLE, is_sqlite_url, mask_dsn, scrub
 from openmatch_persistence.errors import OpenMatchPersistenceError, OversizedFrameError
 
@@ -51,6 +52,29 @@ def _url(text: str) -> str | None:
     # An empty URL means "none", as an empty OPENMATCH_DATABASE_URL does:
     # libpq would read "" as "every default" and connect somewhere unasked.
     return text.strip() or None
+
+
+def add_max_payload_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-payload``: the reader's frame limit, for every command that
+    reads a log another writer may have written with a higher one."""
+    parser.add_argument(
+        "--max-payload",
+        type=_max_payload,
+        default=_core.DEFAULT_MAX_PAYLOAD_LEN,
+        metavar="BYTES",
+        help="the longest frame payload accepted (default %(default)s); a longer length "
+        "field stops the scan as 'oversized (limit N)': raise this if such frames are real",
+    )
+
+
+def _max_payload(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
+    if not 1 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"a payload limit is 1..{0xFFFFFFFF}: {text}")
+    return value
 
 
 def add_database_url_argument(parser: argparse.ArgumentParser, *, default_help: str) -> None:

@@ -8,7 +8,11 @@ import argparse
 import sys
 from typing import Any
 
-from openmatch_persistence.cli.common import Stopped, add_database_url_argument
+from openmatch_persistence.cli.common import (
+    Stopped,
+    add_database_url_argument,
+    add_max_payload_argument,
+)
 from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.compaction import DEFAULT_MAX_BYTES, CompactionPolicy
 from openmatch_persistence.follower import DEFAULT_POLL_INTERVAL, Follower
@@ -55,6 +59,7 @@ def register(subparsers: Any) -> None:
         help="snapshot and delete covered closed segments once the AOF holds more "
         "(0: never; default %(default)s)",
     )
+    add_max_payload_argument(follow)
     follow.set_defaults(handler=cmd_follow)
 
 
@@ -71,6 +76,7 @@ def cmd_follow(args: argparse.Namespace) -> int:
         writer_fsync=None if args.writer_fsync == "unknown" else args.writer_fsync,
         poll_interval=args.poll_interval,
         compaction=policy,
+        max_payload=args.max_payload,
     )
     metrics = None
     try:

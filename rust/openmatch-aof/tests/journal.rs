@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use openmatch_aof::journal::{replay, Journal, JournalError};
+use openmatch_aof::journal::{replay, replay_with_limit, Journal, JournalError};
 use openmatch_aof::segment::list_segments;
 use openmatch_aof::state::{RetiredKind, State};
 use openmatch_aof::writer::{AofWriter, Fault, FsyncPolicy, WriterOptions};
@@ -291,6 +291,25 @@ fn a_poisoned_log_stops_replay_at_its_first_violation_and_until_stops_before_it(
         let e = replay(dir.path(), &mut state, Some(bad)).unwrap_err();
         assert!(matches!(e, JournalError::Unrecoverable { .. }), "{e}");
     }
+}
+
+#[test]
+fn replay_reads_frames_up_to_the_limit_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    for i in 1..=3 {
+        j.append(Op::OrderReceived(order(i, "5", 1))).unwrap();
+    }
+    j.close().unwrap();
+    // Under a limit shorter than its frames, the log stops at its first one
+    // as oversized, nothing applied; with the default it replays whole.
+    let mut state = State::new();
+    let r = replay_with_limit(dir.path(), &mut state, None, 16).unwrap();
+    assert_eq!(r.outcome.kind, scanner::OutcomeKind::Oversized);
+    assert_eq!((r.operations, state.position()), (0, 0));
+    let r = replay(dir.path(), &mut state, None).unwrap();
+    assert_eq!(r.outcome.kind, scanner::OutcomeKind::Clean);
+    assert_eq!((r.operations, state.position()), (3, log_bytes(dir.path())));
 }
 
 #[test]

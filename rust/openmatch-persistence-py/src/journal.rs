@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use openmatch_aof::codec::DEFAULT_MAX_PAYLOAD_LEN;
 use openmatch_aof::journal::{self as core, JournalError, Replayed};
 use openmatch_aof::writer::{Fault, FsyncPolicy, Gate, WriterOptions};
 use pyo3::prelude::*;
@@ -263,20 +264,22 @@ impl Journal {
 /// `LogViolationError` at the first operation that breaks an invariant
 /// (the state is then as it was just before it). Returns what the replay
 /// did (a dict: `from_position`, `position`, `operations`, `segments`,
-/// `outcome`, `message`); a torn tail or corruption is reported there,
-/// for the caller to judge.
+/// `outcome`, `message`); a torn tail, an oversized frame or corruption
+/// is reported there, for the caller to judge. `max_payload` is the
+/// reader's frame limit (raise it for a writer with a higher one).
 #[pyfunction]
-#[pyo3(signature = (state, path, *, until = None))]
+#[pyo3(signature = (state, path, *, until = None, max_payload = DEFAULT_MAX_PAYLOAD_LEN))]
 fn replay<'py>(
     py: Python<'py>,
     state: &Bound<'py, State>,
     path: PathBuf,
     until: Option<u64>,
+    max_payload: u32,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut guard = state.borrow_mut();
     let target = guard.owned_mut()?;
     let replayed = py
-        .detach(|| core::replay(&path, target, until))
+        .detach(|| core::replay_with_limit(&path, target, until, max_payload))
         .map_err(|e| journal_error(py, e))?;
     replayed_dict(py, &replayed)
 }

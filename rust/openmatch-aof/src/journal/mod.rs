@@ -66,7 +66,7 @@ mod replay;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-pub use replay::{replay, LogViolation, Replayed};
+pub use replay::{replay, replay_with_limit, LogViolation, Replayed};
 
 use crate::codec::{encode_batch_checked, BatchError, EncodeError};
 use crate::scanner::{OutcomeKind, ScanError};

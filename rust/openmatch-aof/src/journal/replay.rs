@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::codec::DEFAULT_MAX_PAYLOAD_LEN;
 use crate::scanner::{OutcomeKind, ScanOptions, ScanOutcome, Scanner};
 use crate::state::{State, Violation};
 
@@ -48,15 +49,32 @@ pub struct LogViolation {
 /// operation it refuses stops the replay as a [`LogViolation`], with the
 /// state as it was just before that operation. With `until`, the replay
 /// stops before the operation whose position is `until` (it must be one).
-/// A torn tail or corruption stops the scan; the caller decides what that
-/// means (see [`Replayed::outcome`]).
+/// A torn tail, an oversized frame or corruption stops the scan; the caller
+/// decides what that means (see [`Replayed::outcome`]).
 pub fn replay(
     path: &Path,
     state: &mut State,
     until: Option<u64>,
 ) -> Result<Replayed, JournalError> {
+    replay_with_limit(path, state, until, DEFAULT_MAX_PAYLOAD_LEN)
+}
+
+/// [`replay`] with the reader's frame limit raised (or lowered) to
+/// `max_payload` bytes: a log written by a writer with a higher
+/// [`crate::WriterOptions::max_payload`] stops a default replay as
+/// oversized, and replays whole with its limit.
+pub fn replay_with_limit(
+    path: &Path,
+    state: &mut State,
+    until: Option<u64>,
+    max_payload: u32,
+) -> Result<Replayed, JournalError> {
     let from = state.position();
-    let mut scanner = Scanner::open(path, Some(from), ScanOptions::default())?;
+    let options = ScanOptions {
+        max_payload,
+        ..ScanOptions::default()
+    };
+    let mut scanner = Scanner::open(path, Some(from), options)?;
     let mut operations = 0u64;
     let mut frame_start = from;
     let mut stopped_at_until = false;
