@@ -88,17 +88,10 @@ class _FollowedDir:
         self.path = aof_dir
 
     def sync_through(self, durable: int, position: int) -> None:
-        """fdatasyncs every segment holding bytes in ``[durable, position)``."""
-        segments = _core.list_segments(self.path)
-        for i, (start, path, _) in enumerate(segments):
-            end = segments[i + 1][0] if i + 1 < len(segments) else None
-            if start >= position or (end is not None and end <= durable):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+        """fdatasyncs every segment holding bytes in ``[durable, position)``
+        (``segment::sync_range``, beside the writer's own file-system
+        actions)."""
+        _core.sync_segments(self.path, durable, position)
 
     def delete_covered(self, covered: int) -> tuple[int, int]:
         """Deletes, oldest first and each durably, the segments whose

@@ -143,9 +143,48 @@ pub fn delete_covered(dir: &Path, covered: u64) -> io::Result<(usize, u64)> {
     Ok((count, bytes))
 }
 
+/// Makes durable the bytes `[from, to)` of the log in `dir`, which another
+/// process wrote (follow mode: the database may cover them only once they
+/// are durable): fdatasyncs, oldest first, each segment that holds some of
+/// them, and returns the starts of the segments synced. A closed segment
+/// ends where its successor starts; the last one may still grow, and is
+/// synced whenever the range reaches it. The writer made each segment's
+/// directory entry durable when it created it.
+pub fn sync_range(dir: &Path, from: u64, to: u64) -> io::Result<Vec<u64>> {
+    let segments = list_segments(dir)?;
+    let mut synced = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let end = segments.get(i + 1).map(|next| next.start);
+        if segment.start >= to || end.is_some_and(|end| end <= from) {
+            continue;
+        }
+        std::fs::File::open(&segment.path)?.sync_data()?;
+        synced.push(segment.start);
+    }
+    Ok(synced)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_syncs_exactly_the_segments_holding_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (start, len) in [(0u64, 100usize), (100, 150), (250, 10)] {
+            std::fs::write(dir.path().join(segment_file_name(start)), vec![1u8; len]).unwrap();
+        }
+        let sync = |from, to| sync_range(dir.path(), from, to).unwrap();
+        assert_eq!(sync(0, 0), Vec::<u64>::new());
+        assert_eq!(sync(0, 1), vec![0]);
+        assert_eq!(sync(0, 100), vec![0]);
+        assert_eq!(sync(99, 101), vec![0, 100]);
+        assert_eq!(sync(100, 250), vec![100]);
+        assert_eq!(sync(100, 251), vec![100, 250]);
+        // The last segment may have grown past what was listed.
+        assert_eq!(sync(300, 400), vec![250]);
+        assert_eq!(sync(0, u64::MAX), vec![0, 100, 250]);
+    }
 
     #[test]
     fn a_segment_is_covered_once_its_successor_starts_by_the_snapshot() {

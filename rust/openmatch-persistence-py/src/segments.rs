@@ -115,8 +115,27 @@ fn delete_covered_segments(py: Python<'_>, dir: PathBuf, covered: u64) -> PyResu
         })
 }
 
+/// fdatasyncs each segment of `dir` holding bytes of `[start, end)`
+/// (another process's log: follow mode), oldest first; returns their
+/// starts. The GIL is released while the disk works.
+#[pyfunction]
+fn sync_segments(py: Python<'_>, dir: PathBuf, start: u64, end: u64) -> PyResult<Vec<u64>> {
+    py.detach(|| segment::sync_range(&dir, start, end))
+        .map_err(|e| {
+            let msg = format!(
+                "{}: cannot make the log durable up to {end}: {e}",
+                dir.display()
+            );
+            match e.raw_os_error() {
+                Some(errno) => AofError::new_err((errno, msg)),
+                None => AofError::new_err(msg),
+            }
+        })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(delete_covered_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_segments, m)?)?;
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;
