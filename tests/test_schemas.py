@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +40,13 @@ def _scalar(database_url: str, query: str, *params: Any) -> Any:
     return row[0]
 
 
-def _schema_count(database_url: str) -> int:
-    return int(_scalar(database_url, "SELECT count(*) FROM pg_namespace"))
+def _schemas_named_like(database_url: str, name: str) -> int:
+    """Schemas whose name is ``name`` or any piece of it: other tests make
+    schemas of their own at the same time, so a count of all of them is no
+    evidence."""
+    pieces = [p for p in re.split(r"[^A-Za-z0-9_]+", name) if p]
+    query = "SELECT count(*) FROM pg_namespace WHERE nspname = %s OR nspname ILIKE ANY(%s)"
+    return int(_scalar(database_url, query, name, [f"%{p}%" for p in pieces if len(p) > 1]))
 
 
 @pytest.fixture
@@ -250,7 +256,7 @@ def test_cli_schema_flag_and_variable(
 def test_cli_refuses_a_hostile_schema_name(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = _schema_count(database_url)
+    assert _schemas_named_like(database_url, HOSTILE) == 0
     result = run_cli("migrate", "--database-url", database_url, "--schema", HOSTILE)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -260,5 +266,5 @@ def test_cli_refuses_a_hostile_schema_name(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a plain SQL identifier" in err[0]
     assert not data.exists()
-    assert _schema_count(database_url) == before
+    assert _schemas_named_like(database_url, HOSTILE) == 0
     assert _scalar(database_url, "SELECT to_regnamespace('x') IS NULL")
