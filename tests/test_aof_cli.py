@@ -346,6 +346,39 @@ def test_repair_refuses_an_oversized_frame_and_cuts_nothing(tmp_path: Path, mode
     assert sorted(p.name for p in tmp_path.iterdir()) == [seg.name]
 
 
+def test_repair_with_the_limit_raised_repairs_a_damaged_length(tmp_path: Path) -> None:
+    # A length damaged upwards is oversized under the default limit; with
+    # the limit raised past it, the scan sees frames inside the bytes it
+    # claims (length_past_end) and the repair cuts there, with a backup.
+    ops = sample_ops()
+    data = bytearray(om.encode_many(ops))
+    at = frame_ends(ops)[3]
+    data[at : at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
+    seg = tmp_path / seg_name(0)
+    seg.write_bytes(bytes(data))
+    assert run_cli("aof", "repair", "--yes", str(tmp_path)).returncode == 3
+    proc = run_cli("aof", "repair", "--yes", "--max-payload", "0xFFFFFFFF", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert seg.read_bytes() == bytes(data[:at])
+    backups = list(tmp_path.glob("*.bak"))
+    assert len(backups) == 1 and backups[0].read_bytes() == bytes(data[at:])
+
+
+def test_repair_with_the_limit_raised_leaves_a_real_long_frame_alone(tmp_path: Path) -> None:
+    ops = sample_ops()
+    data = om.encode_many(ops)
+    seg = tmp_path / seg_name(0)
+    seg.write_bytes(data)
+    limit = min(b - a for a, b in zip([0, *frame_ends(ops)], frame_ends(ops), strict=False)) - 9
+    assert (
+        run_cli("aof", "repair", "--yes", "--max-payload", str(limit), str(tmp_path)).returncode
+        == 3
+    )
+    proc = run_cli("aof", "repair", "--yes", str(tmp_path))
+    assert proc.returncode == 0 and "nothing to repair" in proc.stdout, proc.stdout + proc.stderr
+    assert seg.read_bytes() == data and list(tmp_path.iterdir()) == [seg]
+
+
 def test_repair_api_refuses_an_oversized_frame(tmp_path: Path) -> None:
     from openmatch_persistence.repair import plan_repair, repair
 

@@ -107,7 +107,7 @@ def _segment_files(path: Path) -> list[Path]:
     return [path / n for n in sorted(os.listdir(path)) if _SEGMENT_NAME.match(n)]
 
 
-def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int) -> int:
+def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int, max_payload: int) -> int:
     """Good frames behind the damaged one, in the same segment."""
     if report.cause not in _LENGTH_TRUSTED:
         return 0
@@ -119,14 +119,19 @@ def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int) -> int:
     skip = report.offset + _core.HEADER_LEN + int.from_bytes(header[:4], "little")
     if skip >= size:
         return 0
-    return _core.verify(seg, start=report.segment_start + skip).frames
+    return _core.verify(seg, start=report.segment_start + skip, max_payload=max_payload).frames
 
 
 def _start_of(segment: StrPath) -> int:
     return int(Path(segment).name[:20])
 
 
-def plan_repair(path: StrPath, *, checkpoint: int | None = None) -> RepairPlan:
+def plan_repair(
+    path: StrPath,
+    *,
+    checkpoint: int | None = None,
+    max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
+) -> RepairPlan:
     """Scans ``path`` (a segment file or an AOF directory) and says what a
     repair would remove; changes nothing.
 
@@ -138,14 +143,18 @@ def plan_repair(path: StrPath, *, checkpoint: int | None = None) -> RepairPlan:
     after the checkpoint (no snapshot holds its operations): that plan is
     refused with :class:`AofError` naming the segment.
 
-    A frame longer than the reader's limit is no damage to cut: the plan is
-    refused with :class:`OversizedFrameError` (the limit, and how to raise
-    it)."""
+    A length field above ``max_payload`` is no proof of damage (a writer
+    with a higher limit writes such frames): the plan is refused with
+    :class:`OversizedFrameError`. With the limit raised past it, the scan
+    reads on and says what the bytes are: a real frame (nothing to repair)
+    or damage, which is then repaired as any other."""
     root = Path(path)
-    report = _core.verify(root)
+    report = _core.verify(root, max_payload=max_payload)
     if report.is_oversized:
         raise OversizedFrameError(
-            f"{root}: refusing to repair: {report.message}; nothing was cut",
+            f"{root}: refusing to repair: {report.message}; nothing was cut. To see what it "
+            "is, repair with --max-payload above that length: a real frame then needs no "
+            "repair, and a damaged length is repaired like any other damage",
             report.offset,
             report.segment,
         )
@@ -160,21 +169,21 @@ def plan_repair(path: StrPath, *, checkpoint: int | None = None) -> RepairPlan:
     if gap and checkpoint is not None and _start_of(seg) <= checkpoint:
         for older in _segments_before(root, seg):
             parts.append(RemovedPart(str(older), 0, older.stat().st_size, removes_file=True))
-            intact += _core.verify(older).frames
+            intact += _core.verify(older, max_payload=max_payload).frames
         return RepairPlan(str(root), report, tuple(parts), 0, intact)
     if gap:
         # The segment that starts at the wrong position goes whole, with
         # everything after it; the log ends where the previous one ends.
         parts.append(RemovedPart(str(seg), 0, size, removes_file=True))
-        intact += _core.verify(seg).frames
+        intact += _core.verify(seg, max_payload=max_payload).frames
         damaged = 0
     else:
         parts.append(RemovedPart(str(seg), report.offset, size - report.offset, removes_file=False))
-        intact += _intact_frames_after(report, seg, size)
+        intact += _intact_frames_after(report, seg, size, max_payload)
         damaged = 0 if cause == "zeroed_tail" else 1
     for later in _segments_after(root, seg):
         parts.append(RemovedPart(str(later), 0, later.stat().st_size, removes_file=True))
-        intact += _core.verify(later).frames
+        intact += _core.verify(later, max_payload=max_payload).frames
     if checkpoint is not None:
         for part in parts:
             if part.removes_file and _start_of(part.segment) >= checkpoint:
@@ -221,23 +230,27 @@ def _locked(path: StrPath, why: str) -> _core.AofDirLock:
 
 
 def repair(
-    path: StrPath, *, plan: RepairPlan | None = None, checkpoint: int | None = None
+    path: StrPath,
+    *,
+    plan: RepairPlan | None = None,
+    checkpoint: int | None = None,
+    max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
 ) -> RepairResult:
     """Cuts ``path`` at its first bad frame after backing up what goes
-    (``checkpoint``: see :func:`plan_repair`).
+    (``checkpoint``, ``max_payload``: see :func:`plan_repair`).
 
     ``plan`` (from :func:`plan_repair`) is re-checked against a fresh scan:
     if the AOF changed since, the repair refuses rather than cut elsewhere.
     Raises :class:`WriterLockedError` while a writer has the AOF open.
     """
     with _locked(path, "repair"):
-        fresh = plan_repair(path, checkpoint=checkpoint)
+        fresh = plan_repair(path, checkpoint=checkpoint, max_payload=max_payload)
         if plan is not None and (fresh.parts != plan.parts):
             raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
         if not fresh.needed:
             return RepairResult(fresh, (), fresh.report)
         done = _remove(path, fresh.parts, "repair")
-        after = _core.verify(Path(path))
+        after = _core.verify(Path(path), max_payload=max_payload)
     return RepairResult(fresh, done, after, tuple(p.backup or "" for p in done))
 
 

@@ -134,6 +134,7 @@ def register(subparsers: Any) -> None:
         default_help="a data directory's own SQLite file; the checkpoint is read from it "
         "so that no segment a snapshot does not cover is deleted",
     )
+    add_max_payload_argument(rep)
     add_json_argument(rep)
     rep.set_defaults(handler=cmd_repair)
 
@@ -451,9 +452,9 @@ def _checkpoint(data_dir: Path, database_url: str | None) -> int | None:
 def cmd_repair(args: argparse.Namespace) -> int:
     path = _resolve(args.path)
     checkpoint = _checkpoint(Path(args.path), args.database_url)
-    plan = plan_repair(path, checkpoint=checkpoint)
+    plan = plan_repair(path, checkpoint=checkpoint, max_payload=args.max_payload)
     if args.json:
-        return _repair_json(path, plan, args.dry_run, checkpoint)
+        return _repair_json(path, plan, args.dry_run, checkpoint, args.max_payload)
     if not plan.needed:
         print(f"{path}: {describe(plan)[0]}")
         return EXIT_CLEAN
@@ -462,7 +463,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
         for line in describe(plan):
             print(f"  {line}")
         return _exit_code(plan.report)
-    result = repair(path, plan=plan, checkpoint=checkpoint)
+    result = repair(path, plan=plan, checkpoint=checkpoint, max_payload=args.max_payload)
     print(f"{path}: repaired")
     for line in describe(result.plan, result.removed):
         print(f"  {line}")
@@ -470,7 +471,9 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
 
 
-def _repair_json(path: Path, plan: Any, dry_run: bool, checkpoint: int | None) -> int:
+def _repair_json(
+    path: Path, plan: Any, dry_run: bool, checkpoint: int | None, max_payload: int
+) -> int:
     out: dict[str, Any] = {
         "path": str(path),
         "needed": plan.needed,
@@ -481,7 +484,7 @@ def _repair_json(path: Path, plan: Any, dry_run: bool, checkpoint: int | None) -
     if plan.needed and dry_run:
         code = _exit_code(plan.report)
     elif plan.needed:
-        result = repair(path, plan=plan, checkpoint=checkpoint)
+        result = repair(path, plan=plan, checkpoint=checkpoint, max_payload=max_payload)
         out["done"] = describe(result.plan, result.removed)
         out["after"] = result.after.to_dict()
         code = EXIT_CLEAN if result.after.is_clean else _exit_code(result.after)
