@@ -243,6 +243,12 @@ def error_line(exc: BaseException, *, dsn: str | None = None) -> tuple[str, int]
             message += f" ({hint})"
     elif isinstance(exc, OversizedFrameError):
         message, code = str(exc), EXIT_OVERSIZED
+        if "--max-payload" not in message:
+            # The writer's words name its API; the operator's way is here.
+            message += (
+                "; `aof verify --max-payload BYTES` shows what the frame is, and "
+                "`aof repair --max-payload BYTES` repairs a damaged length"
+            )
     elif isinstance(exc, OpenMatchPersistenceError):
         message = str(exc)
     elif _is_psycopg_error(exc):
