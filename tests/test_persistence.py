@@ -413,3 +413,23 @@ def test_aof_bytes_and_oldest_counts_every_segment(tmp_path: Path) -> None:
     segments = _core.list_segments(aof)
     assert len(segments) == 2
     assert aof_bytes_and_oldest(aof) == (sum(n for _, _, n in segments), 0)
+
+
+def test_deleting_covered_segments_logs_what_went(caplog: pytest.LogCaptureFixture) -> None:
+    # The operator's record of a compaction: how many segments and bytes
+    # went, and the position that covers them; nothing when nothing went.
+    from openmatch_persistence.compaction import delete_covered_segments
+
+    class Writer:
+        def __init__(self, result: tuple[int, int]) -> None:
+            self.result = result
+
+        def delete_covered(self, covered: int) -> tuple[int, int]:
+            return self.result
+
+    with caplog.at_level("INFO", logger="openmatch_persistence.compaction"):
+        assert delete_covered_segments(Writer((0, 0)), 900) == (0, 0)
+        assert caplog.records == []
+        assert delete_covered_segments(Writer((2, 300)), 900) == (2, 300)
+    [record] = caplog.records
+    assert "deleted 2 segment(s), 300 bytes, covered by position 900" in record.getMessage()
