@@ -3,6 +3,7 @@ with the SQLite store and the PostgreSQL one; crashes are real process kills."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -300,6 +301,14 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.recovery.snapshot_source == "rows"
         assert p.digest() == expected
+    # A checkpoint written before the state's clock was kept: the rows of
+    # the whole history (load_state), not their hot part.
+    store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, database, "UPDATE persistence_checkpoint SET clock_ns = NULL")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert (p.recovery.snapshot, p.recovery.replayed) == (end, 0)
+        assert p.digest() == expected
 
 
 def test_reading_the_state_while_other_threads_append_is_safe(tmp_path: Path) -> None:
@@ -433,3 +442,30 @@ def test_deleting_covered_segments_logs_what_went(caplog: pytest.LogCaptureFixtu
         assert delete_covered_segments(Writer((2, 300)), 900) == (2, 300)
     [record] = caplog.records
     assert "deleted 2 segment(s), 300 bytes, covered by position 900" in record.getMessage()
+
+
+def test_the_recovery_report_says_what_recovery_did() -> None:
+    # What `recover` prints and `recover --json` emits.
+    from openmatch_persistence.recovery import RecoveryReport
+
+    report = RecoveryReport(
+        snapshot=900, snapshot_source="rows", snapshot_epoch=7,
+        loaded={"orders": 3, "balances": 2}, replayed=40, replay_from=900, replay_to=1500,
+        torn_tail_cut=12, segments=2, orders=4, retired_ids=5, balances=6, epochs=8,
+        seconds=0.25,
+    )  # fmt: skip
+    assert report.describe().splitlines() == [
+        "snapshot: position 900 (epoch 7), from the database's rows: 3 orders, 2 balances",
+        "replayed: 40 operations, positions 900..1500 over 2 segment(s)",
+        "repaired: cut a torn tail of 12 bytes off the last segment",
+        "verified: 4 open orders, 5 ids in the window, 6 balances, 8 epochs consistent",
+        "took 0.250 s",
+    ]
+    assert report.to_dict()["loaded"] == {"orders": 3, "balances": 2}
+    assert report.to_dict()["torn_tail_cut"] == 12 and len(report.to_dict()) == 14
+    empty = dataclasses.replace(report, snapshot=None, torn_tail_cut=0)
+    assert empty.describe().splitlines()[0::2] == [
+        "snapshot: none loaded (replaying the AOF from its start)",
+        "repaired: nothing (no torn tail)",
+        "took 0.250 s",
+    ]
