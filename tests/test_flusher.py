@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ from test_store_support import (
 
 from openmatch_persistence import EpochPhase, OrderStatus
 from openmatch_persistence.errors import StoreError
-from openmatch_persistence.flusher import AsyncFlusher, Flusher
+from openmatch_persistence.flusher import AsyncFlusher, Flusher, FlusherStats
 from openmatch_persistence.store import ChangeBatch, ChangeSource, WriteResult
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
@@ -213,3 +214,103 @@ def test_a_failed_batch_goes_back_with_its_clock_and_closed_epochs(sqlite_store:
     assert (retried.position, retried.clock_ns, retried.closed_epochs_through) == (300, 7_000, 4)
     checkpoint = sqlite_store.checkpoint()
     assert (checkpoint.clock_ns, checkpoint.closed_epochs_through) == (7_000, 4)
+
+
+def test_a_batch_put_back_never_moves_the_position_or_the_oldest_change_forward() -> None:
+    # restore() keeps, of the failed batch and the takes since, the newest
+    # position (with its clock) and the oldest change's time.
+    from openmatch_persistence.flusher import _Pending
+
+    def pending(position: int, clock: int, now: float, rows: bool = True) -> _Pending:
+        p = _Pending()
+        taken = _Taken(position, clock, clock // 1000)
+        if rows:
+            taken.orders.append(make_order())
+        p.add(taken, now)
+        return p
+
+    newer = pending(500, 9_000, now=20.0)
+    newer.restore(pending(300, 7_000, now=10.0))
+    assert (newer.position, newer.clock_ns, newer.closed_epochs_through) == (500, 9_000, 9)
+    assert newer.since == 10.0 and len(newer) == 2
+
+    # Nothing taken since the failure: the batch comes back whole.
+    empty = _Pending()
+    empty.restore(pending(300, 7_000, now=10.0))
+    assert (empty.taken, empty.position, empty.clock_ns, empty.since) == (True, 300, 7_000, 10.0)
+
+    # A failed batch with no rows (only a position) has no oldest change.
+    later = pending(500, 9_000, now=20.0)
+    later.restore(pending(300, 7_000, now=10.0, rows=False))
+    assert (later.position, later.since) == (500, 20.0)
+    nothing = _Pending()
+    nothing.restore(_Pending())
+    assert (nothing.taken, nothing.position, nothing.since) == (False, 0, None)
+
+
+def test_stats_count_every_stage_of_a_flush(sqlite_store: Any) -> None:
+    state = FakeState()
+    clock = FakeClock()
+    flaky = FlakyStore(sqlite_store, failures=0)
+    flusher = Flusher(flaky, state, backoff_min=0.5, backoff_max=0.75, clock=clock)
+    fresh = flusher.stats()
+    assert fresh == FlusherStats(
+        flushed_position=None, taken_position=None, pending_rows=0, aof_bytes_behind=0,
+        seconds_behind=0.0, flushes=0, rows_written=0, failures=0, consecutive_failures=0,
+        last_error=None, orphan_trades=0,
+    )  # fmt: skip
+
+    state.put_order(make_order())
+    state.put_order(make_order())
+    flusher.collect()
+    clock.now += 2.5
+    assert flusher.stats() == replace(
+        fresh, taken_position=200, pending_rows=2, aof_bytes_behind=200, seconds_behind=2.5
+    )
+    # While a batch is written it is still behind (and counted).
+    seen: list[FlusherStats] = []
+    write = sqlite_store.write_changes
+
+    def watched(batch: ChangeBatch) -> WriteResult:
+        seen.append(flusher.stats())
+        result: WriteResult = write(batch)
+        return result
+
+    flaky.store = type("Watched", (), {"write_changes": staticmethod(watched)})()
+    flusher.write_pending()
+    assert seen == [
+        replace(fresh, taken_position=200, pending_rows=2, aof_bytes_behind=200, seconds_behind=2.5)
+    ]
+    done = replace(fresh, flushed_position=200, taken_position=200, flushes=1, rows_written=2)
+    assert flusher.stats() == done
+
+    # A trade naming orders the database does not have; then an outage.
+    taker, maker = make_order(), make_order()
+    state.put_trade(make_trade(taker, maker))
+    flusher.flush()
+    assert flusher.stats() == replace(done, flushed_position=300, taken_position=300, flushes=2,
+                                      rows_written=3, orphan_trades=1)  # fmt: skip
+    flaky.failures = 2
+    state.put_order(taker)
+    for attempt, backoff in ((1, 0.5), (2, 0.75)):  # doubled, up to the maximum
+        with pytest.raises(StoreError):
+            flusher.flush()
+        failed = flusher.stats()
+        assert (failed.failures, failed.consecutive_failures) == (attempt, attempt)
+        assert (failed.taken_position, failed.aof_bytes_behind, failed.pending_rows) == (
+            400,
+            100,
+            1,
+        )
+        assert failed.last_error == "database unreachable (simulated)"
+        assert not flusher.due()
+        clock.now += backoff - 0.01
+        assert not flusher.due()
+        clock.now += 0.01
+        assert flusher.due()
+    flusher.flush()
+    recovered = flusher.stats()
+    assert (recovered.consecutive_failures, recovered.failures, recovered.flushed_position) == (
+        0, 2, 400,
+    )  # fmt: skip
+    assert recovered.last_error == "database unreachable (simulated)"  # the last one seen
