@@ -4,6 +4,7 @@ ordered by position, and keep trades with unknown orders apart."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from openmatch_persistence import (
     TradeExecuted,
     encode,
 )
-from openmatch_persistence.errors import StoreError
+from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
+from openmatch_persistence.store.base import DatabaseIdentity, StateImage
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -279,3 +281,72 @@ def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
     assert {o.id for o in hot.orders} == {o.id for o in open_orders}
     assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
     assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))
+
+
+def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    sqlite3.connect(path).close()
+    path.chmod(0o640)
+
+    def refuse(self: Path, mode: int) -> None:
+        raise PermissionError("not the owner")
+
+    monkeypatch.setattr(Path, "chmod", refuse)
+    with caplog.at_level("WARNING", logger="openmatch_persistence.store.sqlite"):
+        with SqliteStore(path) as store:
+            store.migrate()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is readable by others (mode 640) and could not be made owner-only: not the owner"
+    ]
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(sqlite_store: SqliteStore) -> None:
+    assert sqlite_store.load_image() is None
+    sqlite_store.write_image(500, 7, b"five")
+    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
+    sqlite_store.write_image(400, 6, b"four")  # older than the one kept: dropped
+    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
+    sqlite_store.write_image(500, 8, b"again")  # the same position: replaced
+    assert sqlite_store.load_image() == StateImage(500, 8, b"again", None)
+
+    # An unclaimed database holding a snapshot is adopted only when asked;
+    # the claim stamps what it holds.
+    ours = uuid.UUID(int=5)
+    with pytest.raises(IdentityMismatchError):
+        sqlite_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
+    assert sqlite_store.identity() is None
+    assert sqlite_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
+    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
+    assert sqlite_store.load_image() == StateImage(500, 8, b"again", ours)
+    sqlite_store.write_image(600, None, b"six")
+    assert sqlite_store.load_image() == StateImage(600, None, b"six", ours)
+    # The same data directory, moved: the claim follows it.
+    assert sqlite_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
+    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
+    with pytest.raises(IdentityMismatchError):
+        sqlite_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
+
+
+def test_an_empty_database_is_claimed_as_new_and_stamps_its_first_flush() -> None:
+    with SqliteStore(":memory:") as store:
+        store.migrate()
+        ours = uuid.UUID(int=7)
+        assert store.claim(ours, "/data/c", adopt=False, claimed_as="adopted") == "new"
+        store.write_changes(ChangeBatch(orders=[make_order()], position=100))
+        checkpoint = store.checkpoint()
+        assert checkpoint is not None and checkpoint.data_dir_id == ours
+
+
+def test_a_state_image_that_is_no_blob_or_cannot_be_read_is_a_store_error(
+    sqlite_store: SqliteStore,
+) -> None:
+    sqlite_store.write_image(500, 7, b"five")
+    sqlite_store.execute("UPDATE persistence_state_image SET data = 'text'")
+    with pytest.raises(StoreError, match="the state image is str, not a blob"):
+        sqlite_store.load_image()
+    with SqliteStore(":memory:") as unmigrated:
+        with pytest.raises(StoreError, match="cannot read the state image: no such table"):
+            unmigrated.load_image()
