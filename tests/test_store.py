@@ -350,3 +350,31 @@ def test_a_state_image_that_is_no_blob_or_cannot_be_read_is_a_store_error(
     with SqliteStore(":memory:") as unmigrated:
         with pytest.raises(StoreError, match="cannot read the state image: no such table"):
             unmigrated.load_image()
+
+
+def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -> None:
+    # The columns recovery does not read back (it uses the _ns and exact
+    # decimal columns): a person's or another program's view of the state.
+    user = uuid.UUID(int=3)
+    sqlite_store.write_changes(
+        ChangeBatch(
+            balances=[make_balance(user_id=user, asset="BTC", available=Decimal("0.10"),
+                                   frozen=Decimal("2.5E+1"))],
+            epochs=[make_epoch(epoch_id=1, phase=EpochPhase.FINALIZE, trade_count=2,
+                               completed_at=T0 + 7), make_epoch(epoch_id=2)],
+            position=100,
+        )
+    )  # fmt: skip
+    [balance] = sqlite_store.execute(
+        "SELECT user_id, asset, available, frozen, available_scale, frozen_scale FROM balances"
+    )
+    assert tuple(balance) == (str(user), "BTC", "0.10", "25", 2, 0)
+    epochs = sqlite_store.execute(
+        "SELECT epoch_id, phase, trade_count, started_at, completed_at, started_at_ns,"
+        " completed_at_ns FROM epochs ORDER BY epoch_id"
+    )
+    started = "2026-02-27T21:35:25.123456789Z"
+    assert [tuple(r) for r in epochs] == [
+        (1, "FINALIZE", 2, started, "2026-02-27T21:35:25.123456796Z", T0, T0 + 7),
+        (2, "SEAL", 0, started, None, T0, None),
+    ]
