@@ -162,6 +162,36 @@ def test_async_flusher(any_store: Any) -> None:
     asyncio.run(main())
 
 
+def test_the_async_flusher_runs_one_task_and_flushes_what_is_left_when_stopped(
+    sqlite_store: Any,
+) -> None:
+    state = FakeState()
+
+    def tasks() -> set[str]:
+        return {t.get_name() for t in asyncio.all_tasks()}
+
+    async def main() -> None:
+        flusher = AsyncFlusher(sqlite_store, state, interval=60.0)
+        assert flusher.flusher.interval == 60.0
+        await flusher.start()
+        with pytest.raises(RuntimeError, match=r"^the flusher is already running$"):
+            await flusher.start()
+        assert "openmatch-flusher" in tasks()
+        for _ in range(1000):  # its first cycle runs at once (an empty log's position)
+            if flusher.stats().flushes:
+                break
+            await asyncio.sleep(0.01)
+        assert flusher.stats().flushes == 1
+        state.put_order(make_order())
+        await flusher.stop()  # the next cycle is a minute away: the final flush writes it
+        assert_store_holds(sqlite_store, state)
+        assert "openmatch-flusher" not in tasks()
+        await flusher.start()  # a stopped flusher starts again
+        await flusher.stop(final_flush=False)
+
+    asyncio.run(main())
+
+
 def test_stop_reports_a_final_flush_that_failed(sqlite_store: Any) -> None:
     state = FakeState()
     flusher = Flusher(FlakyStore(sqlite_store, failures=1000), state, interval=0.01)
@@ -243,6 +273,10 @@ def test_a_batch_put_back_never_moves_the_position_or_the_oldest_change_forward(
     later = pending(500, 9_000, now=20.0)
     later.restore(pending(300, 7_000, now=10.0, rows=False))
     assert (later.position, later.since) == (500, 20.0)
+    # A first flush of an empty log (position 0) that failed is retried.
+    start = _Pending()
+    start.restore(pending(0, 0, now=1.0, rows=False))
+    assert (start.taken, start.position) == (True, 0)
     nothing = _Pending()
     nothing.restore(_Pending())
     assert (nothing.taken, nothing.position, nothing.since) == (False, 0, None)
