@@ -348,3 +348,28 @@ def test_stats_count_every_stage_of_a_flush(sqlite_store: Any) -> None:
         0, 2, 400,
     )  # fmt: skip
     assert recovered.last_error == "database unreachable (simulated)"  # the last one seen
+
+
+def test_lag_is_the_age_of_the_oldest_change_while_the_database_takes_writes(
+    sqlite_store: Any,
+) -> None:
+    # Appends hold back on lag_over: a database that fails is not "behind"
+    # (the AOF keeps everything), one that is slow is.
+    state = FakeState()
+    clock = FakeClock()
+    flaky = FlakyStore(sqlite_store, failures=0)
+    flusher = Flusher(flaky, state, backoff_min=0.0, clock=clock)
+    assert not flusher.lag_over(0.0)  # nothing taken
+    state.put_order(make_order())
+    flusher.collect()
+    clock.now += 5.0
+    state.put_order(make_order())
+    flusher.collect()  # newer changes do not make the oldest younger
+    assert flusher.lag_over(4.9) and not flusher.lag_over(5.0)
+    flaky.failures = 1
+    with pytest.raises(StoreError):
+        flusher.write_pending()
+    assert not flusher.lag_over(0.0)  # failing, not behind
+    assert flusher.stats().seconds_behind == 5.0
+    flusher.write_pending()
+    assert not flusher.lag_over(0.0) and flusher.stats().seconds_behind == 0.0
