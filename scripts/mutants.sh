@@ -2,7 +2,7 @@
 # Mutation testing of the durability core, on demand (docs/mutation-testing.md).
 #
 #   bash scripts/mutants.sh rust [FILE...]      cargo-mutants over rust/openmatch-aof
-#   bash scripts/mutants.sh python [MODULE...]  mutmut over the Python stores,
+#   bash scripts/mutants.sh python [MODULE|MUTANT...]  mutmut over the Python stores,
 #                                               flusher, recovery, compaction
 #   bash scripts/mutants.sh sample              the small fast sample (CI)
 #
@@ -94,13 +94,15 @@ PY_DESELECT=(
 )
 
 python() {
-    # Every module is mutated; the arguments (modules, as in PY_MODULES)
-    # choose which of their mutants run now. The stage is kept between runs
+    # Every module is mutated; the arguments (modules, as in PY_MODULES, or
+    # mutant names and globs of them) choose which mutants run now. The stage is kept between runs
     # (its results stand until a run names them again) unless MUTMUT_FRESH=1.
     local globs=()
     for m in "$@"; do
-        m=${m%.py}
-        globs+=("openmatch_persistence.${m//\//.}.*")
+        case $m in
+            *.py) m=${m%.py}; globs+=("openmatch_persistence.${m//\//.}.*") ;;
+            *) globs+=("$m") ;;  # a mutant's name (mutmut results), or a glob of names
+        esac
     done
     # mutmut imports the mutated package from mutants/src: a staging copy
     # with the package under src/, and the built _core from the installed wheel.

@@ -373,3 +373,61 @@ def test_lag_is_the_age_of_the_oldest_change_while_the_database_takes_writes(
     assert flusher.stats().seconds_behind == 5.0
     flusher.write_pending()
     assert not flusher.lag_over(0.0) and flusher.stats().seconds_behind == 0.0
+
+
+def test_the_log_says_what_a_flush_did_with_its_numbers(
+    sqlite_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The operator's record: failures with their attempt, backoff and lag,
+    # the recovery, orphaned trades by id, batches dropped as stale.
+    state = FakeState()
+    clock = FakeClock()
+    flaky = FlakyStore(sqlite_store, failures=0)
+    flusher = Flusher(flaky, state, backoff_min=0.5, clock=clock)
+    taker, maker = make_order(), make_order()
+    trade = make_trade(taker, maker)
+    with caplog.at_level(logging.INFO, "openmatch_persistence.flusher"):
+        state.put_trade(trade)
+        flusher.flush()
+        flaky.failures = 1
+        state.put_order(taker)
+        flusher.collect()
+        clock.now += 2.0
+        with pytest.raises(StoreError):
+            flusher.write_pending()
+        flusher.flush()
+        sqlite_store.write_changes(ChangeBatch(position=10**6))  # a newer checkpoint
+        state.put_order(maker)
+        stale = flusher.flush()
+    assert stale is not None and stale.stale
+    assert [r.getMessage() for r in caplog.records] == [
+        "consistency: 1 trades at AOF position 100 name orders the database does not have; "
+        f"kept in orphan_trades: {trade.id}",
+        "flush to AOF position 200 failed (attempt 1, next in 0.5 s): database unreachable "
+        "(simulated); the database is 1 rows / 100 AOF bytes / 2.0 s behind",
+        "flush recovered after 1 failed attempts: the database is at AOF position 200",
+        "dropped changes at AOF position 300: the database's checkpoint is newer",
+    ]
+
+
+def test_a_store_that_fails_with_another_error_raises_a_store_error(sqlite_store: Any) -> None:
+    class Broken:
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def write_changes(self, batch: ChangeBatch) -> WriteResult:
+            raise self.error
+
+    state = FakeState()
+    state.put_order(make_order())
+    cause = RuntimeError("driver bug")
+    flusher = Flusher(Broken(cause), state)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match=r"^flush to AOF position 100 failed: driver bug$") as e:
+        flusher.flush()
+    assert e.value.__cause__ is cause
+    # An interrupt is no database error: it goes through as it is.
+    state.put_order(make_order())
+    flusher = Flusher(Broken(KeyboardInterrupt()), state)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        flusher.flush()
+    assert flusher.stats().failures == 1 and flusher.stats().pending_rows == 1
