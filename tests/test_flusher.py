@@ -192,6 +192,34 @@ def test_the_async_flusher_runs_one_task_and_flushes_what_is_left_when_stopped(
     asyncio.run(main())
 
 
+def test_both_faces_keep_flushing_until_stopped_and_run_once(sqlite_store: Any) -> None:
+    state = FakeState()
+
+    def caught_up(flusher: Flusher | AsyncFlusher) -> bool:
+        return flusher.stats().flushed_position == state.position
+
+    async def main() -> None:
+        async with AsyncFlusher(sqlite_store, state, interval=0.01) as flusher:
+            for _ in range(3):  # each by a cycle of its own, not by stop's flush
+                state.put_order(make_order())
+                for _ in range(1000):
+                    if caught_up(flusher):
+                        break
+                    await asyncio.sleep(0.01)
+                assert caught_up(flusher)
+
+    asyncio.run(main())
+    with Flusher(sqlite_store, state, interval=0.01) as threaded:
+        with pytest.raises(RuntimeError, match=r"^the flusher is already running$"):
+            threaded.start()
+        state.put_order(make_order())
+        for _ in range(1000):
+            if caught_up(threaded):
+                break
+            threading.Event().wait(0.01)
+        assert caught_up(threaded)
+
+
 def test_stop_reports_a_final_flush_that_failed(sqlite_store: Any) -> None:
     state = FakeState()
     flusher = Flusher(FlakyStore(sqlite_store, failures=1000), state, interval=0.01)
