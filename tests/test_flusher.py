@@ -21,7 +21,7 @@ from test_store_support import (
 )
 
 from openmatch_persistence import EpochPhase, OrderStatus
-from openmatch_persistence.errors import StoreError
+from openmatch_persistence.errors import StoreError, WriterFailedError
 from openmatch_persistence.flusher import AsyncFlusher, Flusher, FlusherStats
 from openmatch_persistence.store import ChangeBatch, ChangeSource, WriteResult
 
@@ -212,6 +212,10 @@ def test_both_faces_keep_flushing_until_stopped_and_run_once(sqlite_store: Any) 
     with Flusher(sqlite_store, state, interval=0.01) as threaded:
         with pytest.raises(RuntimeError, match=r"^the flusher is already running$"):
             threaded.start()
+        # Named for a thread dump; a daemon, so a program that never closes
+        # its Persistence can still exit.
+        [thread] = [t for t in threading.enumerate() if t.name == "openmatch-flusher"]
+        assert thread.daemon
         state.put_order(make_order())
         for _ in range(1000):
             if caught_up(threaded):
@@ -459,3 +463,41 @@ def test_a_store_that_fails_with_another_error_raises_a_store_error(sqlite_store
     with pytest.raises(KeyboardInterrupt):
         flusher.flush()
     assert flusher.stats().failures == 1 and flusher.stats().pending_rows == 1
+
+
+def test_a_cycle_waits_at_most_an_interval_and_stops_only_for_a_failed_writer(
+    sqlite_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = FakeState()
+    clock = FakeClock()
+    flaky = FlakyStore(sqlite_store, failures=1)
+    flusher = Flusher(flaky, state, interval=0.5, backoff_min=1.0, clock=clock)
+    state.put_order(make_order())
+    wait = flusher.cycle()  # the database fails: retried after the backoff
+    assert wait is not None and 0.0 <= wait <= 0.5
+    assert len(flaky.batches) == 1 and flusher.stats().failures == 1
+    state.put_order(make_order())
+    flusher.cycle()  # backing off: collects, does not write
+    assert len(flaky.batches) == 1 and flusher.stats().pending_rows == 2
+    clock.now += 1.0
+    flusher.cycle()
+    assert flusher.stats().flushed_position == state.position
+
+    class Failing:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def take_changes(self) -> Any:
+            raise self.error
+
+    with caplog.at_level(logging.ERROR, "openmatch_persistence.flusher"):
+        bug = Flusher(sqlite_store, Failing(RuntimeError("a bug")), interval=0.5)
+        wait = bug.cycle()  # logged, and tried again
+        assert wait is not None and 0.0 <= wait <= 0.5
+        failed = Flusher(sqlite_store, Failing(WriterFailedError("fsync failed")))
+        assert failed.cycle() is None  # no change may reach the database any more
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage(), r.exc_info is not None) for r in errors] == [
+        ("flusher cycle failed; retrying", True),
+        ("flusher stopped: fsync failed", False),
+    ]
