@@ -501,3 +501,11 @@ def test_a_cycle_waits_at_most_an_interval_and_stops_only_for_a_failed_writer(
         ("flusher cycle failed; retrying", True),
         ("flusher stopped: fsync failed", False),
     ]
+
+
+def test_a_flusher_needs_a_positive_interval_and_is_due_until_it_fails(sqlite_store: Any) -> None:
+    for interval in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"^interval must be positive$"):
+            Flusher(sqlite_store, FakeState(), interval=interval)
+    # Due from the start, whatever the clock reads.
+    assert Flusher(sqlite_store, FakeState(), clock=lambda: 0.0).due()
