@@ -271,7 +271,10 @@ def test_a_value_the_schema_cannot_hold_is_refused_before_the_append(tmp_path: P
 
 
 def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
-    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
+    tmp_path: Path,
+    database: str | None,
+    store_sql: Callable[[Path, str | None, str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ops = take(2500, seed=13)
     with Persistence.open(tmp_path, database_url=database, compaction=NO_COMPACTION) as p:
@@ -288,14 +291,17 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
     assert image_at < end
     # A damaged image is refused and the rows are used instead.
     flip = "UPDATE persistence_state_image SET data = " + (
-        "substr(data, 1, 20) || x'00' || substr(data, 22)"
+        # (SQLite's || makes text: cast back, or the image is unreadable, not damaged)
+        "CAST(substr(data, 1, 20) || x'00' || substr(data, 22) AS BLOB)"
         if database is None
         else "overlay(data placing '\\x00'::bytea from 21 for 1)"
     )
     store_sql(tmp_path, database, flip)
-    with Persistence.open(tmp_path, database_url=database) as p:
-        assert p.recovery.snapshot_source == "rows"
-        assert p.digest() == expected
+    with caplog.at_level("WARNING", "openmatch_persistence.recovery"):
+        with Persistence.open(tmp_path, database_url=database) as p:
+            assert p.recovery.snapshot_source == "rows"
+            assert p.digest() == expected
+    assert f"state image at position {end} is damaged, using the rows: " in caplog.text
     # No image at all: the rows again.
     store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
     with Persistence.open(tmp_path, database_url=database) as p:
@@ -309,6 +315,22 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
         assert p.recovery.snapshot_source == "rows"
         assert (p.recovery.snapshot, p.recovery.replayed) == (end, 0)
         assert p.digest() == expected
+
+
+def test_an_unreadable_state_image_leaves_the_rows_to_recover_from(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    ops = take(300, seed=5)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    store_sql(tmp_path, None, "UPDATE persistence_state_image SET data = 'not a blob'")
+    with caplog.at_level("WARNING", "openmatch_persistence.recovery"):
+        with Persistence.open(tmp_path) as p:
+            assert p.recovery.snapshot_source == "rows" and p.recovery.replayed == 0
+            assert p.digest() == replay_digest(ops)
+    assert "cannot read the state image, using the rows: " in caplog.text
+    assert "the state image is str, not a blob" in caplog.text
 
 
 def test_reading_the_state_while_other_threads_append_is_safe(tmp_path: Path) -> None:
