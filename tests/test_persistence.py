@@ -23,7 +23,8 @@ from faultkit import NO_COMPACTION, replay_digest, victim_stream
 import openmatch_persistence as om
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
-from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
+from openmatch_persistence.store.sqlite import SqliteStore
 from openmatch_persistence.workload import take
 
 
@@ -491,3 +492,40 @@ def test_the_recovery_report_says_what_recovery_did() -> None:
         "repaired: nothing (no torn tail)",
         "took 0.250 s",
     ]
+
+
+def test_recovery_reports_its_snapshot_replay_repair_and_counts(tmp_path: Path) -> None:
+    ops = take(400, seed=6)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops[:300])
+        closed_at = p.position
+        base = p.state
+        at_close = {"orders": base.order_count, "retired_ids": base.retired_id_count,
+                    "balances": base.balance_count, "epochs": base.epoch_count}  # fmt: skip
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        image = store.load_image()
+    assert image is not None and image.position == closed_at and image.epoch_id is not None
+    # Operations after the snapshot, as another writer left them, and a torn tail.
+    writer = _core.AofWriter(tmp_path / "aof")
+    writer.rotate()
+    end = writer.append_many(ops[300:])
+    writer.close()
+    segment = sorted((tmp_path / "aof").glob("*.aof"))[-1]
+    with open(segment, "ab") as f:
+        f.write(om.encode(ops[0])[:-3])
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        state = p.state
+        report = dataclasses.replace(p.recovery, seconds=0.0)
+        assert report == om.RecoveryReport(
+            snapshot=closed_at, snapshot_source="image", snapshot_epoch=image.epoch_id,
+            loaded=at_close, replayed=100, replay_from=closed_at, replay_to=end,
+            torn_tail_cut=len(om.encode(ops[0])) - 3, segments=1,
+            orders=state.order_count, retired_ids=state.retired_id_count,
+            balances=state.balance_count, epochs=state.epoch_count, seconds=0.0,
+        )  # fmt: skip
+        assert p.position == end
+    with Persistence.open(tmp_path, ignore_snapshot=True) as p:
+        assert (p.recovery.snapshot, p.recovery.snapshot_source, p.recovery.loaded) == (
+            None, None, {},
+        )  # fmt: skip
+        assert (p.recovery.replayed, p.recovery.replay_from, p.recovery.segments) == (400, 0, 2)
