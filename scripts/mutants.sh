@@ -117,6 +117,11 @@ python() {
     {
         echo "[mutmut]"
         echo "source_paths = src/openmatch_persistence"
+        # A mutant that stops the flusher's thread makes appends wait for it
+        # forever, asleep: mutmut's CPU limit never fires, and its wall limit
+        # is half of it, (tests' time + 1 s) x 15 x 2. Three times the
+        # tests' time is plenty on a quiet machine, not minutes per hang.
+        echo "timeout_multiplier = ${MUTMUT_TIMEOUT_MULTIPLIER:-3}"
         printf 'only_mutate =\n'
         for m in "${PY_MODULES[@]}"; do printf '    src/openmatch_persistence/%s\n' "$m"; done
         printf 'pytest_add_cli_args_test_selection =\n'
