@@ -222,6 +222,30 @@ def test_both_faces_keep_flushing_until_stopped_and_run_once(sqlite_store: Any) 
                 break
             threading.Event().wait(0.01)
         assert caught_up(threaded)
+    assert not thread.is_alive()  # stop joined it
+    threaded.start()  # and a stopped flusher starts again
+    threaded.stop()
+
+
+def test_stop_gives_up_waiting_for_a_stuck_cycle_after_its_timeout(sqlite_store: Any) -> None:
+    # close() must return (the AOF has everything) even when a flush hangs.
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        def write_changes(self, batch: ChangeBatch) -> WriteResult:
+            entered.set()
+            release.wait()
+            result: WriteResult = sqlite_store.write_changes(batch)
+            return result
+
+    state = FakeState()
+    state.put_order(make_order())
+    flusher = Flusher(Stuck(), state, interval=0.01)  # type: ignore[arg-type]
+    flusher.start()
+    assert entered.wait(60)
+    flusher.stop(final_flush=False, timeout=0.05)  # returns, the cycle still stuck
+    assert not release.is_set()
+    release.set()
 
 
 def test_stop_reports_a_final_flush_that_failed(sqlite_store: Any) -> None:
