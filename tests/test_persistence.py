@@ -529,3 +529,19 @@ def test_recovery_reports_its_snapshot_replay_repair_and_counts(tmp_path: Path) 
             None, None, {},
         )  # fmt: skip
         assert (p.recovery.replayed, p.recovery.replay_from, p.recovery.segments) == (400, 0, 2)
+
+
+def test_snapshot_rows_that_break_an_invariant_are_refused_at_recovery(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None]
+) -> None:
+    ops = take(300, seed=5)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    store_sql(tmp_path, None, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, None, "UPDATE orders SET remaining_qty = '1000000' WHERE id = (SELECT id"
+              " FROM orders WHERE status IN ('ACTIVE', 'PARTIALLY_FILLED') LIMIT 1)")  # fmt: skip
+    with pytest.raises(om.RecoveryError, match=r"^the recovered state is inconsistent: remaining_"):
+        Persistence.open(tmp_path)
+    # The log itself is whole: without the snapshot it recovers.
+    with Persistence.open(tmp_path, ignore_snapshot=True) as p:
+        assert p.digest() == replay_digest(ops)
