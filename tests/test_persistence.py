@@ -25,6 +25,8 @@ import openmatch_persistence as om
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
 from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
+from openmatch_persistence.recovery import recover
+from openmatch_persistence.store.base import HotRows, LoadedState
 from openmatch_persistence.store.sqlite import SqliteStore
 from openmatch_persistence.workload import take
 
@@ -167,7 +169,7 @@ def test_close_lets_a_started_background_compaction_finish(
 
 
 def test_compaction_deletes_covered_segments_and_recovery_still_matches(
-    tmp_path: Path, database: str | None
+    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
 ) -> None:
     ops = take(3000, seed=9)
     policy = CompactionPolicy(max_bytes=64 * 1024, max_age=None)
@@ -187,6 +189,11 @@ def test_compaction_deletes_covered_segments_and_recovery_still_matches(
         om.RecoveryError, match=re.escape(f"--ignore-snapshot was given, but {removed}")
     ):
         Persistence.open(tmp_path, database_url=database, ignore_snapshot=True)
+    # An image from before the AOF's start cannot be continued: the rows are.
+    store_sql(tmp_path, database, "UPDATE persistence_state_image SET aof_position = 0")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert p.digest() == digest
 
 
 CRASH_IN_COMPACTION = textwrap.dedent(
@@ -306,7 +313,9 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
         with Persistence.open(tmp_path, database_url=database) as p:
             assert p.recovery.snapshot_source == "rows"
             assert p.digest() == expected
-    assert f"state image at position {end} is damaged, using the rows: " in caplog.text
+    assert f"state image at position {end} is damaged, using the rows: state image checksum" in (
+        caplog.text
+    )
     # No image at all: the rows again.
     store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
     with Persistence.open(tmp_path, database_url=database) as p:
@@ -528,6 +537,16 @@ def test_recovery_reports_its_snapshot_replay_repair_and_counts(tmp_path: Path) 
             balances=state.balance_count, epochs=state.epoch_count, seconds=0.0,
         )  # fmt: skip
         assert p.position == end
+    # From the rows: the checkpoint's position and epoch.
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        store.execute("DELETE FROM persistence_state_image")
+        checkpoint = store.checkpoint()
+    assert checkpoint is not None and checkpoint.epoch_id != image.epoch_id
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        assert (p.recovery.snapshot_source, p.recovery.snapshot_epoch) == (
+            "rows", checkpoint.epoch_id,
+        )  # fmt: skip
+        assert p.recovery.snapshot == checkpoint.position == end
     with Persistence.open(tmp_path, ignore_snapshot=True) as p:
         assert (p.recovery.snapshot, p.recovery.snapshot_source, p.recovery.loaded) == (
             None, None, {},
@@ -549,3 +568,44 @@ def test_snapshot_rows_that_break_an_invariant_are_refused_at_recovery(
     # The log itself is whole: without the snapshot it recovers.
     with Persistence.open(tmp_path, ignore_snapshot=True) as p:
         assert p.digest() == replay_digest(ops)
+
+
+@pytest.mark.parametrize("table", ["persistence_state_image", "persistence_checkpoint"])
+def test_a_snapshot_stamped_for_another_data_directory_is_refused(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None], table: str
+) -> None:
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(take(50, seed=3))
+    other = uuid.UUID(int=9)
+    if table == "persistence_checkpoint":
+        store_sql(tmp_path, None, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, None, f"UPDATE {table} SET data_dir_id = '{other}'")
+    what = "state image" if table == "persistence_state_image" else "checkpoint"
+    with pytest.raises(om.IdentityMismatchError, match=f"database's {what} was written for "
+                       f"data directory id {other}, not this one"):  # fmt: skip
+        Persistence.open(tmp_path)
+
+
+def test_recovery_from_rows_reads_their_hot_part_not_the_whole_history(tmp_path: Path) -> None:
+    ops = take(300, seed=4)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    calls: list[str] = []
+
+    class Spy(SqliteStore):
+        def load_state(self) -> LoadedState:
+            calls.append("load_state")
+            return super().load_state()
+
+        def load_hot_state(self) -> HotRows | None:
+            calls.append("load_hot_state")
+            return super().load_hot_state()
+
+    with Spy(tmp_path / SQLITE_FILENAME) as store:
+        store.execute("DELETE FROM persistence_state_image")
+        journal, report = recover(tmp_path / "aof", store)
+        try:
+            assert report.snapshot_source == "rows" and journal.state.digest() == replay_digest(ops)
+        finally:
+            journal.close()
+    assert calls == ["load_hot_state"]
