@@ -507,7 +507,9 @@ def test_the_recovery_report_says_what_recovery_did() -> None:
     ]
 
 
-def test_recovery_reports_its_snapshot_replay_repair_and_counts(tmp_path: Path) -> None:
+def test_recovery_reports_its_snapshot_replay_repair_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ops = take(400, seed=6)
     with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
         p.append_many(ops[:300])
@@ -526,7 +528,14 @@ def test_recovery_reports_its_snapshot_replay_repair_and_counts(tmp_path: Path) 
     segment = sorted((tmp_path / "aof").glob("*.aof"))[-1]
     with open(segment, "ab") as f:
         f.write(om.encode(ops[0])[:-3])
-    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+    before = time.monotonic()
+    with caplog.at_level("INFO", "openmatch_persistence.recovery"):
+        p = Persistence.open(tmp_path, compaction=NO_COMPACTION)
+    with p:
+        assert 0.0 <= p.recovery.seconds <= time.monotonic() - before
+        assert [r.getMessage() for r in caplog.records] == [
+            f"recovered {tmp_path / 'aof'}: " + p.recovery.describe().replace("\n", "; ")
+        ]
         state = p.state
         report = dataclasses.replace(p.recovery, seconds=0.0)
         assert report == om.RecoveryReport(
