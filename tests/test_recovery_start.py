@@ -99,3 +99,9 @@ def test_a_snapshot_of_another_data_directory_is_refused(
 
 def test_ignoring_the_snapshot_does_not_look_at_whose_it_is() -> None:
     assert start(0, snap(500, THEIRS), None, ignore_snapshot=True) == Start(None)
+
+
+def test_by_default_the_snapshot_is_used_and_nobody_s_is_refused() -> None:
+    assert decide_start(
+        aof_dir=AOF, aof_start=0, image=snap(500, THEIRS), checkpoint=None
+    ) == Start("image", 500, 7)
