@@ -93,8 +93,9 @@ def test_snapshots_older_than_the_aof_name_an_older_backup() -> None:
 def test_a_snapshot_of_another_data_directory_is_refused(
     image: SeenSnapshot | None, checkpoint: SeenSnapshot | None
 ) -> None:
-    with pytest.raises(IdentityMismatchError, match=str(THEIRS)):
+    with pytest.raises(IdentityMismatchError, match=str(THEIRS)) as refused:
         start(0, image, checkpoint)
+    assert (refused.value.data_dir_id, refused.value.database_id) == (OURS, THEIRS)
 
 
 def test_ignoring_the_snapshot_does_not_look_at_whose_it_is() -> None:
