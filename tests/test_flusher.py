@@ -533,3 +533,14 @@ def test_a_flusher_needs_a_positive_interval_and_is_due_until_it_fails(sqlite_st
             Flusher(sqlite_store, FakeState(), interval=interval)
     # Due from the start, whatever the clock reads.
     assert Flusher(sqlite_store, FakeState(), clock=lambda: 0.0).due()
+
+
+def test_nothing_new_writes_nothing(sqlite_store: Any) -> None:
+    state = FakeState()
+    flusher = Flusher(sqlite_store, state)
+    assert flusher.write_pending() is None  # nothing taken yet
+    assert sqlite_store.checkpoint() is None
+    state.put_order(make_order())
+    assert flusher.flush() is not None
+    assert flusher.flush() is None  # the same position, no rows: no transaction
+    assert flusher.stats().flushes == 1
