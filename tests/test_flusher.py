@@ -342,7 +342,7 @@ def test_stats_count_every_stage_of_a_flush(sqlite_store: Any) -> None:
     state = FakeState()
     clock = FakeClock()
     flaky = FlakyStore(sqlite_store, failures=0)
-    flusher = Flusher(flaky, state, backoff_min=0.5, backoff_max=0.75, clock=clock)
+    flusher = Flusher(flaky, state, backoff_min=0.5, backoff_max=1.5, clock=clock)
     fresh = flusher.stats()
     assert fresh == FlusherStats(
         flushed_position=None, taken_position=None, pending_rows=0, aof_bytes_behind=0,
@@ -380,9 +380,9 @@ def test_stats_count_every_stage_of_a_flush(sqlite_store: Any) -> None:
     flusher.flush()
     assert flusher.stats() == replace(done, flushed_position=300, taken_position=300, flushes=2,
                                       rows_written=3, orphan_trades=1)  # fmt: skip
-    flaky.failures = 2
+    flaky.failures = 3
     state.put_order(taker)
-    for attempt, backoff in ((1, 0.5), (2, 0.75)):  # doubled, up to the maximum
+    for attempt, backoff in ((1, 0.5), (2, 1.0), (3, 1.5)):  # doubled, up to the maximum
         with pytest.raises(StoreError):
             flusher.flush()
         failed = flusher.stats()
@@ -394,16 +394,17 @@ def test_stats_count_every_stage_of_a_flush(sqlite_store: Any) -> None:
         )
         assert failed.last_error == "database unreachable (simulated)"
         assert not flusher.due()
-        clock.now += backoff - 0.01
+        clock.now += backoff - 0.25
         assert not flusher.due()
-        clock.now += 0.01
+        clock.now += 0.25
         assert flusher.due()
     flusher.flush()
     recovered = flusher.stats()
     assert (recovered.consecutive_failures, recovered.failures, recovered.flushed_position) == (
-        0, 2, 400,
+        0, 3, 400,
     )  # fmt: skip
     assert recovered.last_error == "database unreachable (simulated)"  # the last one seen
+    assert recovered.orphan_trades == 1  # counted once, kept after flushes without any
 
 
 def test_lag_is_the_age_of_the_oldest_change_while_the_database_takes_writes(
@@ -531,8 +532,21 @@ def test_a_flusher_needs_a_positive_interval_and_is_due_until_it_fails(sqlite_st
     for interval in (0.0, -1.0):
         with pytest.raises(ValueError, match=r"^interval must be positive$"):
             Flusher(sqlite_store, FakeState(), interval=interval)
-    # Due from the start, whatever the clock reads.
-    assert Flusher(sqlite_store, FakeState(), clock=lambda: 0.0).due()
+    # Due from the start, whatever the clock reads, and again after a
+    # failure's backoff and a success.
+    clock = FakeClock()
+    clock.now = 0.0
+    state = FakeState()
+    flaky = FlakyStore(sqlite_store, failures=1)
+    flusher = Flusher(flaky, state, backoff_min=0.25, clock=clock)
+    assert flusher.due()
+    state.put_order(make_order())
+    with pytest.raises(StoreError):
+        flusher.flush()
+    assert not flusher.due()
+    clock.now = 0.25
+    flusher.flush()
+    assert flusher.due()
 
 
 def test_nothing_new_writes_nothing(sqlite_store: Any) -> None:
