@@ -248,3 +248,6 @@ def test_until_moves_the_tail_it_names_and_never_what_the_snapshot_covers(
     # an operation the snapshot covers can go too.
     earlier = cut_log_until(tmp_path, start, ignore_snapshot=True)
     assert earlier.position < start == earlier.until
+    # From an empty state, at position 0: only 0 itself is covered.
+    with pytest.raises(om.RecoveryError, match="--until 1: no operation has that position"):
+        cut_log_until(tmp_path, 1, ignore_snapshot=True)
