@@ -378,3 +378,22 @@ def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -
         (1, "FINALIZE", 2, started, "2026-02-27T21:35:25.123456796Z", T0, T0 + 7),
         (2, "SEAL", 0, started, None, T0, None),
     ]
+
+
+def test_trades_whose_orders_are_known_stay_out_of_orphans_past_one_query(
+    sqlite_store: SqliteStore,
+) -> None:
+    # The orders are looked up 500 ids a query: 1,002 ids take three.
+    orders = [make_order() for _ in range(1002)]
+    sqlite_store.write_changes(ChangeBatch(orders=orders, position=100))
+    trades = [make_trade(orders[i], orders[i + 1]) for i in range(0, 1002, 2)]
+    result = sqlite_store.write_changes(ChangeBatch(trades=trades, position=200))
+    assert result.orphan_trade_ids == ()
+    assert len(sqlite_store.load_state().trades) == 501
+
+
+def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None:
+    sqlite_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
+    sqlite_store.execute("UPDATE epochs SET phase = 'BOGUS'")
+    with pytest.raises(StoreError, match=r"^epochs row 4: phase: unknown value 'BOGUS'"):
+        sqlite_store.load_state()
