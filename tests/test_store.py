@@ -359,7 +359,7 @@ def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -
     sqlite_store.write_changes(
         ChangeBatch(
             balances=[make_balance(user_id=user, asset="BTC", available=Decimal("0.10"),
-                                   frozen=Decimal("1E+2"))],
+                                   frozen=Decimal("0.00000001"))],
             epochs=[make_epoch(epoch_id=1, phase=EpochPhase.FINALIZE, trade_count=2,
                                completed_at=T0 + 7), make_epoch(epoch_id=2)],
             position=100,
@@ -368,7 +368,7 @@ def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -
     [balance] = sqlite_store.execute(
         "SELECT user_id, asset, available, frozen, available_scale, frozen_scale FROM balances"
     )
-    assert tuple(balance) == (str(user), "BTC", "0.10", "100", 2, 0)
+    assert tuple(balance) == (str(user), "BTC", "0.10", "0.00000001", 2, 8)
     epochs = sqlite_store.execute(
         "SELECT epoch_id, phase, trade_count, started_at, completed_at, started_at_ns,"
         " completed_at_ns FROM epochs ORDER BY epoch_id"
