@@ -397,3 +397,27 @@ def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None
     sqlite_store.execute("UPDATE epochs SET phase = 'BOGUS'")
     with pytest.raises(StoreError, match=r"^epochs row 4: phase: unknown value 'BOGUS'"):
         sqlite_store.load_state()
+
+
+def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SqliteStore(":memory:") as unmigrated:
+        with pytest.raises(StoreError, match=r"^:memory:: claiming the database: no such table"):
+            unmigrated.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+        with pytest.raises(StoreError, match=r"^:memory:: state image at position 5: no such"):
+            unmigrated.write_image(5, None, b"x")
+    # Another data directory's database: refused before the image is written.
+    sqlite_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+    sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
+    with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
+        sqlite_store.write_image(5, None, b"x")
+    monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
+    with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
+        SqliteStore(":memory:").write_image(5, None, b"xyz")
+
+
+def test_the_state_image_records_when_it_was_written_in_utc(sqlite_store: SqliteStore) -> None:
+    sqlite_store.write_image(5, None, b"x")
+    [(written_at,)] = sqlite_store.execute("SELECT written_at FROM persistence_state_image")
+    assert written_at.endswith("+00:00")
