@@ -315,7 +315,7 @@ def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(sqlite_store: Sq
     # An unclaimed database holding a snapshot is adopted only when asked;
     # the claim stamps what it holds.
     ours = uuid.UUID(int=5)
-    with pytest.raises(IdentityMismatchError):
+    with pytest.raises(IdentityMismatchError, match=r"the database sqlite::memory: holds a"):
         sqlite_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
     assert sqlite_store.identity() is None
     assert sqlite_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
