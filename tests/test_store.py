@@ -417,7 +417,9 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
         SqliteStore(":memory:").write_image(5, None, b"xyz")
 
 
-def test_the_state_image_records_when_it_was_written_in_utc(sqlite_store: SqliteStore) -> None:
+def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteStore) -> None:
+    sqlite_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
     sqlite_store.write_image(5, None, b"x")
     [(written_at,)] = sqlite_store.execute("SELECT written_at FROM persistence_state_image")
-    assert written_at.endswith("+00:00")
+    [(claimed_at,)] = sqlite_store.execute("SELECT claimed_at FROM persistence_identity")
+    assert written_at.endswith("+00:00") and claimed_at.endswith("+00:00")
