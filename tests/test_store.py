@@ -293,8 +293,13 @@ def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
     def refuse(self: Path, mode: int) -> None:
         raise PermissionError("not the owner")
 
+    private = tmp_path / "private.sqlite3"
+    sqlite3.connect(private).close()
+    private.chmod(0o600)
     monkeypatch.setattr(Path, "chmod", refuse)
     with caplog.at_level("WARNING", logger="openmatch_persistence.store.sqlite"):
+        with SqliteStore(private):
+            pass  # owner-only already: left alone
         with SqliteStore(path) as store:
             store.migrate()
     assert [r.getMessage() for r in caplog.records] == [
