@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing of the durability core, on demand (docs/mutation-testing.md).
 #
-#   bash scripts/mutants.sh rust [FILE...]      cargo-mutants over rust/openmatch-aof
-#   bash scripts/mutants.sh python [MODULE|MUTANT...]  mutmut over the Python stores,
-#                                               flusher, recovery, compaction
-#   bash scripts/mutants.sh sample              the small fast sample (CI)
+#   bash scripts/mutants.sh rust [FILE...]              cargo-mutants over rust/openmatch-aof
+#   bash scripts/mutants.sh python [MODULE|MUTANT...]   mutmut over the SQLite store,
+#                                                       flusher, recovery, compaction
+#   bash scripts/mutants.sh sample                      the small fast sample (CI)
 #
 # Needs cargo-mutants (`cargo install --locked cargo-mutants`) and mutmut
 # (`.venv/bin/pip install mutmut`). One job at a time (the machine is shared;
@@ -95,8 +95,9 @@ PY_DESELECT=(
 
 python() {
     # Every module is mutated; the arguments (modules, as in PY_MODULES, or
-    # mutant names and globs of them) choose which mutants run now. The stage is kept between runs
-    # (its results stand until a run names them again) unless MUTMUT_FRESH=1.
+    # mutant names and globs of them) choose which mutants run now. The
+    # stage is kept between runs (its results stand until a run names them
+    # again) unless MUTMUT_FRESH=1.
     local globs=()
     for m in "$@"; do
         case $m in
