@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing of the durability core, on demand (docs/mutation-testing.md).
 #
-#   bash scripts/mutants.sh rust [FILE...]      cargo-mutants over rust/openmatch-aof
-#   bash scripts/mutants.sh python [MODULE...]  mutmut over the Python stores,
-#                                               flusher, recovery, compaction
-#   bash scripts/mutants.sh sample              the small fast sample (CI)
+#   bash scripts/mutants.sh rust [FILE...]              cargo-mutants over rust/openmatch-aof
+#   bash scripts/mutants.sh python [MODULE|MUTANT...]   mutmut over the SQLite store,
+#                                                       flusher, recovery, compaction
+#   bash scripts/mutants.sh sample                      the small fast sample (CI)
 #
 # Needs cargo-mutants (`cargo install --locked cargo-mutants`) and mutmut
 # (`.venv/bin/pip install mutmut`). One job at a time (the machine is shared;
@@ -70,39 +70,72 @@ rust() {
     return $status
 }
 
-# The Python modules and the tests that exercise them (PostgreSQL-only tests
-# are left out: the modules under test here are the SQLite store and what is
-# shared).
-PY_MODULES=(store/sqlite.py store/base.py flusher.py recovery.py compaction.py)
+# The Python modules and the tests that exercise them, in process (mutmut
+# sees only what runs in its own interpreter: a test that runs the CLI in a
+# subprocess kills nothing). Each mutant runs only the tests that reached
+# its function, fastest first, so more files cost a longer first (stats)
+# pass, not longer mutants. SQLite only: the PostgreSQL tests (marked
+# `postgres`, and the `[postgres]` cases of the stores' shared tests) are
+# left out, so store/postgres.py is not mutated here; so are tests
+# that spend their time outside the mutated code (a 20 s timing test of the
+# flusher's back-pressure, kill -9 children, a mypy run).
+PY_MODULES=(compaction.py recovery.py flusher.py store/sqlite.py store/base.py)
 PY_TESTS=(
     tests/test_store.py tests/test_store_rows.py tests/test_store_validate.py
     tests/test_flusher.py tests/test_flusher_state.py tests/test_recovery_start.py
     tests/test_persistence.py tests/test_faults_store.py tests/test_faults_io.py
+    tests/test_async_persistence.py tests/test_journal.py tests/test_identity.py tests/test_cli.py
+)
+PY_DESELECT=(
+    tests/test_persistence.py::test_appends_wait_for_a_slow_flusher_but_not_for_a_failing_database
+    tests/test_async_persistence.py::test_kill_9_under_asyncio_load_loses_nothing_acknowledged
+    tests/test_async_persistence.py::test_user_code_of_the_whole_api_type_checks_strictly
+    tests/test_cli.py::test_an_sqlite_file_locked_by_another_process_fails_at_once
 )
 
 python() {
-    local modules=("$@")
-    [ ${#modules[@]} -gt 0 ] || modules=("${PY_MODULES[@]}")
+    # Every module is mutated; the arguments (modules, as in PY_MODULES, or
+    # mutant names and globs of them) choose which mutants run now. The
+    # stage is kept between runs (its results stand until a run names them
+    # again) unless MUTMUT_FRESH=1.
+    local globs=()
+    for m in "$@"; do
+        case $m in
+            *.py) m=${m%.py}; globs+=("openmatch_persistence.${m//\//.}.*") ;;
+            *) globs+=("$m") ;;  # a mutant's name (mutmut results), or a glob of names
+        esac
+    done
     # mutmut imports the mutated package from mutants/src: a staging copy
-    # with the package under src/ (the built _core included).
+    # with the package under src/, and the built _core from the installed wheel.
     local stage=${MUTMUT_STAGE:-$root/target/mutmut}
-    rm -rf "$stage"
+    [ "${MUTMUT_FRESH:-0}" = 1 ] && rm -rf "$stage"
     mkdir -p "$stage/src"
-    cp -r python/openmatch_persistence "$stage/src/"
-    cp -r tests "$stage/tests"
+    rsync -a --delete python/openmatch_persistence "$stage/src/"
+    cp "$(.venv/bin/python -c 'import openmatch_persistence._core as c; print(c.__file__)')" \
+        "$stage/src/openmatch_persistence/"
+    rsync -a --delete tests "$stage/"
     cp pyproject.toml "$stage/"
     {
         echo "[mutmut]"
         echo "source_paths = src/openmatch_persistence"
+        # A mutant that stops the flusher's thread makes appends wait for it
+        # forever, asleep: mutmut's CPU limit never fires, and its wall limit
+        # is half of it, (tests' time + 1 s) x 15 x 2. Three times the
+        # tests' time is plenty on a quiet machine, not minutes per hang.
+        echo "timeout_multiplier = ${MUTMUT_TIMEOUT_MULTIPLIER:-3}"
         printf 'only_mutate =\n'
-        for m in "${modules[@]}"; do printf '    src/openmatch_persistence/%s\n' "$m"; done
+        for m in "${PY_MODULES[@]}"; do printf '    src/openmatch_persistence/%s\n' "$m"; done
         printf 'pytest_add_cli_args_test_selection =\n'
         for t in "${PY_TESTS[@]}"; do printf '    %s\n' "$t"; done
-        printf 'pytest_add_cli_args =\n    -m\n    not postgres and not slow and not soak\n'
+        printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -m\n    not postgres and not slow and not soak\n    -k\n    not postgres\n'
+        for t in "${PY_DESELECT[@]}"; do printf '    --deselect\n    %s\n' "$t"; done
     } > "$stage/setup.cfg"
     sed -i '/^\[tool.mutmut\]/,/^\[/d' "$stage/pyproject.toml"
-    (cd "$stage" && mutmut run --max-children "${MUTMUT_CHILDREN:-1}" && mutmut results) \
-        | tee "$root/target/mutmut.log"
+    # mutmut maps only *new* tests to the functions they reach; a changed
+    # test would keep its old map. Stats cost one pass of the tests: redo them.
+    rm -f "$stage/mutants/mutmut-stats.json"
+    (cd "$stage" && nice -n 10 mutmut run --max-children "${MUTMUT_CHILDREN:-1}" "${globs[@]}" \
+        && mutmut results) | tee "$root/target/mutmut.log"
 }
 
 sample() {

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from faultkit import NO_COMPACTION, replay_digest, run_cli, victim_stream
 
 import openmatch_persistence as om
 from openmatch_persistence import _core
-from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence, cut_log_until
+from openmatch_persistence.recovery import cut_until
+from openmatch_persistence.store.sqlite import SqliteStore
 
 
 def aof_bytes(data_dir: Path) -> int:
@@ -214,3 +217,37 @@ def test_a_log_that_breaks_an_invariant_is_refused_and_until_is_the_way_out(
         assert p.state.order(oid(3)) is None  # after the cut: in the backup
     status = run_cli("status", str(tmp_path), "--json")
     assert status.returncode == 0 and backups[0].name in status.stdout
+
+
+def test_until_moves_the_tail_it_names_and_never_what_the_snapshot_covers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In process (the CLI test above runs it in a child): what the report says.
+    bad, start = _poison(tmp_path)
+    size = aof_bytes(tmp_path)
+    with pytest.raises(om.RecoveryError, match=f"--until {start}: .* covers position {start}"):
+        cut_log_until(tmp_path, start)  # the clean close's snapshot is at `start`
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store, pytest.raises(om.IdentityMismatchError):
+        cut_until(tmp_path / "aof", store, bad, data_dir_id=uuid.uuid4())
+    assert aof_bytes(tmp_path) == size
+
+    with caplog.at_level("WARNING", logger="openmatch_persistence.recovery"):
+        cut = cut_log_until(tmp_path, bad)
+    [logged] = [r.getMessage() for r in caplog.records if r.name.endswith("recovery")]
+    assert logged.startswith(f"cut {tmp_path / 'aof'} at position {start} (--until {bad}): 1 ")
+    assert (cut.until, cut.position, cut.bytes) == (bad, start, size - start)
+    assert aof_bytes(tmp_path) == start
+    [part] = cut.removed
+    assert part.backup is not None and Path(part.backup).stat().st_size == size - start
+    lines = cut.describe().splitlines()
+    assert f"position {bad} " in lines[0] and f"({size - start} bytes)" in lines[0]
+    assert lines[0].endswith(f"ends at {start}")
+    assert lines[1:] == [f"  {part.segment} -> {part.backup}"]
+
+    # Without the snapshot, the state is rebuilt from the log's start, so
+    # an operation the snapshot covers can go too.
+    earlier = cut_log_until(tmp_path, start, ignore_snapshot=True)
+    assert earlier.position < start == earlier.until
+    # From an empty state, at position 0: only 0 itself is covered.
+    with pytest.raises(om.RecoveryError, match="--until 1: no operation has that position"):
+        cut_log_until(tmp_path, 1, ignore_snapshot=True)

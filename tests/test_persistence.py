@@ -3,9 +3,11 @@ with the SQLite store and the PostgreSQL one; crashes are real process kills."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,7 +24,10 @@ from faultkit import NO_COMPACTION, replay_digest, victim_stream
 import openmatch_persistence as om
 from openmatch_persistence import _core
 from openmatch_persistence.compaction import CompactionPolicy
-from openmatch_persistence.persistence import Persistence
+from openmatch_persistence.persistence import SQLITE_FILENAME, Persistence
+from openmatch_persistence.recovery import recover
+from openmatch_persistence.store.base import HotRows, LoadedState
+from openmatch_persistence.store.sqlite import SqliteStore
 from openmatch_persistence.workload import take
 
 
@@ -164,7 +169,7 @@ def test_close_lets_a_started_background_compaction_finish(
 
 
 def test_compaction_deletes_covered_segments_and_recovery_still_matches(
-    tmp_path: Path, database: str | None
+    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
 ) -> None:
     ops = take(3000, seed=9)
     policy = CompactionPolicy(max_bytes=64 * 1024, max_age=None)
@@ -179,8 +184,16 @@ def test_compaction_deletes_covered_segments_and_recovery_still_matches(
     assert digest == replay_digest(ops)
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.digest() == digest
-    with pytest.raises(om.RecoveryError, match="compaction removed the AOF"):
+    removed = f"compaction removed the AOF before position {starts[0]} in {tmp_path / 'aof'}:"
+    with pytest.raises(
+        om.RecoveryError, match=re.escape(f"--ignore-snapshot was given, but {removed}")
+    ):
         Persistence.open(tmp_path, database_url=database, ignore_snapshot=True)
+    # An image from before the AOF's start cannot be continued: the rows are.
+    store_sql(tmp_path, database, "UPDATE persistence_state_image SET aof_position = 0")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert p.digest() == digest
 
 
 CRASH_IN_COMPACTION = textwrap.dedent(
@@ -270,7 +283,10 @@ def test_a_value_the_schema_cannot_hold_is_refused_before_the_append(tmp_path: P
 
 
 def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
-    tmp_path: Path, database: str | None, store_sql: Callable[[Path, str | None, str], None]
+    tmp_path: Path,
+    database: str | None,
+    store_sql: Callable[[Path, str | None, str], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ops = take(2500, seed=13)
     with Persistence.open(tmp_path, database_url=database, compaction=NO_COMPACTION) as p:
@@ -287,19 +303,48 @@ def test_snapshot_image_rows_and_damage_all_recover_the_same_state(
     assert image_at < end
     # A damaged image is refused and the rows are used instead.
     flip = "UPDATE persistence_state_image SET data = " + (
-        "substr(data, 1, 20) || x'00' || substr(data, 22)"
+        # (SQLite's || makes text: cast back, or the image is unreadable, not damaged)
+        "CAST(substr(data, 1, 20) || x'00' || substr(data, 22) AS BLOB)"
         if database is None
         else "overlay(data placing '\\x00'::bytea from 21 for 1)"
     )
     store_sql(tmp_path, database, flip)
-    with Persistence.open(tmp_path, database_url=database) as p:
-        assert p.recovery.snapshot_source == "rows"
-        assert p.digest() == expected
+    with caplog.at_level("WARNING", "openmatch_persistence.recovery"):
+        with Persistence.open(tmp_path, database_url=database) as p:
+            assert p.recovery.snapshot_source == "rows"
+            assert p.digest() == expected
+    assert f"state image at position {end} is damaged, using the rows: state image checksum" in (
+        caplog.text
+    )
     # No image at all: the rows again.
     store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
     with Persistence.open(tmp_path, database_url=database) as p:
         assert p.recovery.snapshot_source == "rows"
         assert p.digest() == expected
+    # A checkpoint written before the state's clock was kept: the rows of
+    # the whole history (load_state), not their hot part.
+    store_sql(tmp_path, database, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, database, "UPDATE persistence_checkpoint SET clock_ns = NULL")
+    with Persistence.open(tmp_path, database_url=database) as p:
+        assert p.recovery.snapshot_source == "rows"
+        assert (p.recovery.snapshot, p.recovery.replayed) == (end, 0)
+        assert p.digest() == expected
+
+
+def test_an_unreadable_state_image_leaves_the_rows_to_recover_from(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    ops = take(300, seed=5)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    store_sql(tmp_path, None, "UPDATE persistence_state_image SET data = 'not a blob'")
+    with caplog.at_level("WARNING", "openmatch_persistence.recovery"):
+        with Persistence.open(tmp_path) as p:
+            assert p.recovery.snapshot_source == "rows" and p.recovery.replayed == 0
+            assert p.digest() == replay_digest(ops)
+    assert "cannot read the state image, using the rows: " in caplog.text
+    assert "the state image is str, not a blob" in caplog.text
 
 
 def test_reading_the_state_while_other_threads_append_is_safe(tmp_path: Path) -> None:
@@ -413,3 +458,163 @@ def test_aof_bytes_and_oldest_counts_every_segment(tmp_path: Path) -> None:
     segments = _core.list_segments(aof)
     assert len(segments) == 2
     assert aof_bytes_and_oldest(aof) == (sum(n for _, _, n in segments), 0)
+
+
+def test_deleting_covered_segments_logs_what_went(caplog: pytest.LogCaptureFixture) -> None:
+    # The operator's record of a compaction: how many segments and bytes
+    # went, and the position that covers them; nothing when nothing went.
+    from openmatch_persistence.compaction import delete_covered_segments
+
+    class Writer:
+        def __init__(self, result: tuple[int, int]) -> None:
+            self.result = result
+
+        def delete_covered(self, covered: int) -> tuple[int, int]:
+            return self.result
+
+    with caplog.at_level("INFO", logger="openmatch_persistence.compaction"):
+        assert delete_covered_segments(Writer((0, 0)), 900) == (0, 0)
+        assert caplog.records == []
+        assert delete_covered_segments(Writer((2, 300)), 900) == (2, 300)
+    [record] = caplog.records
+    assert "deleted 2 segment(s), 300 bytes, covered by position 900" in record.getMessage()
+
+
+def test_the_recovery_report_says_what_recovery_did() -> None:
+    # What `recover` prints and `recover --json` emits.
+    from openmatch_persistence.recovery import RecoveryReport
+
+    report = RecoveryReport(
+        snapshot=900, snapshot_source="rows", snapshot_epoch=7,
+        loaded={"orders": 3, "balances": 2}, replayed=40, replay_from=900, replay_to=1500,
+        torn_tail_cut=12, segments=2, orders=4, retired_ids=5, balances=6, epochs=8,
+        seconds=0.25,
+    )  # fmt: skip
+    assert report.describe().splitlines() == [
+        "snapshot: position 900 (epoch 7), from the database's rows: 3 orders, 2 balances",
+        "replayed: 40 operations, positions 900..1500 over 2 segment(s)",
+        "repaired: cut a torn tail of 12 bytes off the last segment",
+        "verified: 4 open orders, 5 ids in the window, 6 balances, 8 epochs consistent",
+        "took 0.250 s",
+    ]
+    assert report.to_dict()["loaded"] == {"orders": 3, "balances": 2}
+    assert report.to_dict()["torn_tail_cut"] == 12 and len(report.to_dict()) == 14
+    empty = dataclasses.replace(report, snapshot=None, torn_tail_cut=0)
+    assert empty.describe().splitlines()[0::2] == [
+        "snapshot: none loaded (replaying the AOF from its start)",
+        "repaired: nothing (no torn tail)",
+        "took 0.250 s",
+    ]
+
+
+def test_recovery_reports_its_snapshot_replay_repair_and_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ops = take(400, seed=6)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops[:300])
+        closed_at = p.position
+        base = p.state
+        at_close = {"orders": base.order_count, "retired_ids": base.retired_id_count,
+                    "balances": base.balance_count, "epochs": base.epoch_count}  # fmt: skip
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        image = store.load_image()
+    assert image is not None and image.position == closed_at and image.epoch_id is not None
+    # Operations after the snapshot, as another writer left them, and a torn tail.
+    writer = _core.AofWriter(tmp_path / "aof")
+    writer.rotate()
+    end = writer.append_many(ops[300:])
+    writer.close()
+    segment = sorted((tmp_path / "aof").glob("*.aof"))[-1]
+    with open(segment, "ab") as f:
+        f.write(om.encode(ops[0])[:-3])
+    before = time.monotonic()
+    with caplog.at_level("INFO", "openmatch_persistence.recovery"):
+        p = Persistence.open(tmp_path, compaction=NO_COMPACTION)
+    with p:
+        assert 0.0 <= p.recovery.seconds <= time.monotonic() - before
+        assert [r.getMessage() for r in caplog.records] == [
+            f"recovered {tmp_path / 'aof'}: " + p.recovery.describe().replace("\n", "; ")
+        ]
+        state = p.state
+        report = dataclasses.replace(p.recovery, seconds=0.0)
+        assert report == om.RecoveryReport(
+            snapshot=closed_at, snapshot_source="image", snapshot_epoch=image.epoch_id,
+            loaded=at_close, replayed=100, replay_from=closed_at, replay_to=end,
+            torn_tail_cut=len(om.encode(ops[0])) - 3, segments=1,
+            orders=state.order_count, retired_ids=state.retired_id_count,
+            balances=state.balance_count, epochs=state.epoch_count, seconds=0.0,
+        )  # fmt: skip
+        assert p.position == end
+    # From the rows: the checkpoint's position and epoch.
+    with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        store.execute("DELETE FROM persistence_state_image")
+        checkpoint = store.checkpoint()
+    assert checkpoint is not None and checkpoint.epoch_id != image.epoch_id
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        assert (p.recovery.snapshot_source, p.recovery.snapshot_epoch) == (
+            "rows", checkpoint.epoch_id,
+        )  # fmt: skip
+        assert p.recovery.snapshot == checkpoint.position == end
+    with Persistence.open(tmp_path, ignore_snapshot=True) as p:
+        assert (p.recovery.snapshot, p.recovery.snapshot_source, p.recovery.loaded) == (
+            None, None, {},
+        )  # fmt: skip
+        assert (p.recovery.replayed, p.recovery.replay_from, p.recovery.segments) == (400, 0, 2)
+
+
+def test_snapshot_rows_that_break_an_invariant_are_refused_at_recovery(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None]
+) -> None:
+    ops = take(300, seed=5)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    store_sql(tmp_path, None, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, None, "UPDATE orders SET remaining_qty = '1000000' WHERE id = (SELECT id"
+              " FROM orders WHERE status IN ('ACTIVE', 'PARTIALLY_FILLED') LIMIT 1)")  # fmt: skip
+    with pytest.raises(om.RecoveryError, match=r"^the recovered state is inconsistent: remaining_"):
+        Persistence.open(tmp_path)
+    # The log itself is whole: without the snapshot it recovers.
+    with Persistence.open(tmp_path, ignore_snapshot=True) as p:
+        assert p.digest() == replay_digest(ops)
+
+
+@pytest.mark.parametrize("table", ["persistence_state_image", "persistence_checkpoint"])
+def test_a_snapshot_stamped_for_another_data_directory_is_refused(
+    tmp_path: Path, store_sql: Callable[[Path, str | None, str], None], table: str
+) -> None:
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(take(50, seed=3))
+    other = uuid.UUID(int=9)
+    if table == "persistence_checkpoint":
+        store_sql(tmp_path, None, "DELETE FROM persistence_state_image")
+    store_sql(tmp_path, None, f"UPDATE {table} SET data_dir_id = '{other}'")
+    what = "state image" if table == "persistence_state_image" else "checkpoint"
+    with pytest.raises(om.IdentityMismatchError, match=f"database's {what} was written for "
+                       f"data directory id {other}, not this one"):  # fmt: skip
+        Persistence.open(tmp_path)
+
+
+def test_recovery_from_rows_reads_their_hot_part_not_the_whole_history(tmp_path: Path) -> None:
+    ops = take(300, seed=4)
+    with Persistence.open(tmp_path, compaction=NO_COMPACTION) as p:
+        p.append_many(ops)
+    calls: list[str] = []
+
+    class Spy(SqliteStore):
+        def load_state(self) -> LoadedState:
+            calls.append("load_state")
+            return super().load_state()
+
+        def load_hot_state(self) -> HotRows | None:
+            calls.append("load_hot_state")
+            return super().load_hot_state()
+
+    with Spy(tmp_path / SQLITE_FILENAME) as store:
+        store.execute("DELETE FROM persistence_state_image")
+        journal, report = recover(tmp_path / "aof", store)
+        try:
+            assert report.snapshot_source == "rows" and journal.state.digest() == replay_digest(ops)
+        finally:
+            journal.close()
+    assert calls == ["load_hot_state"]

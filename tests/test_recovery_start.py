@@ -93,9 +93,16 @@ def test_snapshots_older_than_the_aof_name_an_older_backup() -> None:
 def test_a_snapshot_of_another_data_directory_is_refused(
     image: SeenSnapshot | None, checkpoint: SeenSnapshot | None
 ) -> None:
-    with pytest.raises(IdentityMismatchError, match=str(THEIRS)):
+    with pytest.raises(IdentityMismatchError, match=str(THEIRS)) as refused:
         start(0, image, checkpoint)
+    assert (refused.value.data_dir_id, refused.value.database_id) == (OURS, THEIRS)
 
 
 def test_ignoring_the_snapshot_does_not_look_at_whose_it_is() -> None:
     assert start(0, snap(500, THEIRS), None, ignore_snapshot=True) == Start(None)
+
+
+def test_by_default_the_snapshot_is_used_and_nobody_s_is_refused() -> None:
+    assert decide_start(
+        aof_dir=AOF, aof_start=0, image=snap(500, THEIRS), checkpoint=None
+    ) == Start("image", 500, 7)

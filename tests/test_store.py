@@ -4,6 +4,7 @@ ordered by position, and keep trades with unknown orders apart."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from openmatch_persistence import (
     TradeExecuted,
     encode,
 )
-from openmatch_persistence.errors import StoreError
+from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
+from openmatch_persistence.store.base import DatabaseIdentity, StateImage
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -315,3 +317,150 @@ def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
     assert {o.id for o in hot.orders} == {o.id for o in open_orders}
     assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
     assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))
+
+
+def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "shared.sqlite3"
+    sqlite3.connect(path).close()
+    path.chmod(0o640)
+
+    def refuse(self: Path, mode: int) -> None:
+        raise PermissionError("not the owner")
+
+    private = tmp_path / "private.sqlite3"
+    sqlite3.connect(private).close()
+    private.chmod(0o600)
+    monkeypatch.setattr(Path, "chmod", refuse)
+    with caplog.at_level("WARNING", logger="openmatch_persistence.store.sqlite"):
+        with SqliteStore(private):
+            pass  # owner-only already: left alone
+        with SqliteStore(path) as store:
+            store.migrate()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is readable by others (mode 640) and could not be made owner-only: not the owner"
+    ]
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(sqlite_store: SqliteStore) -> None:
+    assert sqlite_store.load_image() is None
+    sqlite_store.write_image(500, 7, b"five")
+    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
+    sqlite_store.write_image(400, 6, b"four")  # older than the one kept: dropped
+    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
+    sqlite_store.write_image(500, 8, b"again")  # the same position: replaced
+    assert sqlite_store.load_image() == StateImage(500, 8, b"again", None)
+
+    # An unclaimed database holding a snapshot is adopted only when asked;
+    # the claim stamps what it holds.
+    ours = uuid.UUID(int=5)
+    with pytest.raises(IdentityMismatchError, match=r"the database sqlite::memory: holds a"):
+        sqlite_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
+    assert sqlite_store.identity() is None
+    assert sqlite_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
+    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
+    assert sqlite_store.load_image() == StateImage(500, 8, b"again", ours)
+    sqlite_store.write_image(600, None, b"six")
+    assert sqlite_store.load_image() == StateImage(600, None, b"six", ours)
+    # The same data directory, moved: the claim follows it.
+    assert sqlite_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
+    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
+    with pytest.raises(IdentityMismatchError):
+        sqlite_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
+
+
+def test_an_empty_database_is_claimed_as_new_and_stamps_its_first_flush() -> None:
+    with SqliteStore(":memory:") as store:
+        store.migrate()
+        ours = uuid.UUID(int=7)
+        assert store.claim(ours, "/data/c", adopt=False, claimed_as="adopted") == "new"
+        store.write_changes(ChangeBatch(orders=[make_order()], position=100))
+        checkpoint = store.checkpoint()
+        assert checkpoint is not None and checkpoint.data_dir_id == ours
+
+
+def test_a_state_image_that_is_no_blob_or_cannot_be_read_is_a_store_error(
+    sqlite_store: SqliteStore,
+) -> None:
+    sqlite_store.write_image(500, 7, b"five")
+    sqlite_store.execute("UPDATE persistence_state_image SET data = 'text'")
+    with pytest.raises(StoreError, match="the state image is str, not a blob"):
+        sqlite_store.load_image()
+    with SqliteStore(":memory:") as unmigrated:
+        with pytest.raises(StoreError, match="cannot read the state image: no such table"):
+            unmigrated.load_image()
+
+
+def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -> None:
+    # The columns recovery does not read back (it uses the _ns and exact
+    # decimal columns): a person's or another program's view of the state.
+    user = uuid.UUID(int=3)
+    sqlite_store.write_changes(
+        ChangeBatch(
+            balances=[make_balance(user_id=user, asset="BTC", available=Decimal("0.10"),
+                                   frozen=Decimal("0.00000001"))],
+            epochs=[make_epoch(epoch_id=1, phase=EpochPhase.FINALIZE, trade_count=2,
+                               completed_at=T0 + 7), make_epoch(epoch_id=2)],
+            position=100,
+        )
+    )  # fmt: skip
+    [balance] = sqlite_store.execute(
+        "SELECT user_id, asset, available, frozen, available_scale, frozen_scale FROM balances"
+    )
+    assert tuple(balance) == (str(user), "BTC", "0.10", "0.00000001", 2, 8)
+    epochs = sqlite_store.execute(
+        "SELECT epoch_id, phase, trade_count, started_at, completed_at, started_at_ns,"
+        " completed_at_ns FROM epochs ORDER BY epoch_id"
+    )
+    started = "2026-02-27T21:35:25.123456789Z"
+    assert [tuple(r) for r in epochs] == [
+        (1, "FINALIZE", 2, started, "2026-02-27T21:35:25.123456796Z", T0, T0 + 7),
+        (2, "SEAL", 0, started, None, T0, None),
+    ]
+
+
+def test_trades_whose_orders_are_known_stay_out_of_orphans_past_one_query(
+    sqlite_store: SqliteStore,
+) -> None:
+    # The orders are looked up 500 ids a query: 1,002 ids take three.
+    orders = [make_order() for _ in range(1002)]
+    sqlite_store.write_changes(ChangeBatch(orders=orders, position=100))
+    trades = [make_trade(orders[i], orders[i + 1]) for i in range(0, 1002, 2)]
+    result = sqlite_store.write_changes(ChangeBatch(trades=trades, position=200))
+    assert result.orphan_trade_ids == ()
+    assert len(sqlite_store.load_state().trades) == 501
+
+
+def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None:
+    sqlite_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
+    sqlite_store.execute("UPDATE epochs SET phase = 'BOGUS'")
+    with pytest.raises(StoreError, match=r"^epochs row 4: phase: unknown value 'BOGUS'"):
+        sqlite_store.load_state()
+
+
+def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SqliteStore(":memory:") as unmigrated:
+        with pytest.raises(StoreError, match=r"^:memory:: claiming the database: no such table"):
+            unmigrated.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+        with pytest.raises(StoreError, match=r"^:memory:: state image at position 5: no such"):
+            unmigrated.write_image(5, None, b"x")
+    # Another data directory's database: refused before the image is written.
+    sqlite_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+    sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
+    with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
+        sqlite_store.write_image(5, None, b"x")
+    monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
+    with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
+        SqliteStore(":memory:").write_image(5, None, b"xyz")
+
+
+def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteStore) -> None:
+    sqlite_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+    sqlite_store.write_image(5, None, b"x")
+    [(written_at,)] = sqlite_store.execute("SELECT written_at FROM persistence_state_image")
+    [(claimed_at,)] = sqlite_store.execute("SELECT claimed_at FROM persistence_identity")
+    assert written_at.endswith("+00:00") and claimed_at.endswith("+00:00")
