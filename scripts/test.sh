@@ -15,3 +15,4 @@ step "ruff";                     ruff check python tests benches && ruff format 
 step "mypy --strict";            mypy python tests
 step "stubtest";                 python -m mypy.stubtest openmatch_persistence._core --allowlist scripts/stubtest-allowlist.txt
 step "pytest";                   python -m pytest tests "$@"
+step "mutation sample";          bash scripts/mutants.sh sample-python
