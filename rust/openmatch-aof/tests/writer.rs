@@ -757,3 +757,108 @@ fn opening_checks_frames_against_the_writers_own_payload_limit() {
         payload as u64 + 8
     );
 }
+
+/// A gathering leader writes as soon as its batch is full, not at the end
+/// of its window: with a window longer than any test, the append that
+/// fills the batch must end the wait, and both records ride one write.
+#[test]
+fn a_full_batch_ends_the_gathering_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame = |i| encode_frame(&op(i)).unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        gather: Gather::Window(Duration::from_secs(3600)),
+        max_batch_bytes: 2 * frame(0).len(),
+        ..WriterOptions::default()
+    };
+    let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+    let p1 = w.submit_frames(&frame(1), 1).unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.wait_appended(p1).unwrap())
+        })
+        .collect();
+    until("one waiter gathers as the leader, the other parks", || {
+        w.parked_waiters() == 1
+    });
+    assert_eq!(w.written_position(), 0, "the leader is still gathering");
+    let p2 = w.submit_frames(&frame(2), 1).unwrap();
+    until("the full batch is written", || w.written_position() == p2);
+    for t in waiters {
+        assert_eq!(t.join().unwrap(), p1);
+    }
+    assert_eq!(w.stats().writes, 1, "one write for the whole batch");
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2)]);
+    // Closing leads one more batch, which would gather for the whole
+    // window (an hour) with nothing to wait for: leak the writer instead.
+    std::mem::forget(w);
+}
+
+/// The counters count the I/O done: a write only for bytes written, an
+/// fsync only when something written is not yet durable, and each record
+/// fsynced once.
+#[test]
+fn stats_count_the_writes_and_fsyncs_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    let p1 = w.append(&op(1)).unwrap();
+    let p2 = w.append_many([op(2), op(3)].iter()).unwrap();
+    let s = w.stats();
+    assert_eq!((s.appends, s.bytes), (3, p2));
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 0, 0));
+    // Nothing to write: an fsync alone, which is not a write.
+    assert_eq!(w.wait_durable(p1).unwrap(), p1);
+    let s = w.stats();
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 1, 3));
+    assert_eq!(s.max_records_per_fsync, 3);
+    assert_eq!(w.durable_position(), p2, "the fsync covers all written");
+    // Already durable: no I/O at all, nor at close.
+    assert_eq!(w.wait_durable(p2).unwrap(), p2);
+    w.close().unwrap();
+    let s = w.stats();
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 1, 3));
+}
+
+/// What a writer reports about itself: its directory, options and state,
+/// the rotations it did, and which positions `locate` refuses.
+#[test]
+fn a_writer_reports_its_directory_options_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        max_batch_bytes: 12345,
+        ..WriterOptions::default()
+    };
+    let w = AofWriter::open(dir.path(), o).unwrap();
+    assert_eq!(w.directory(), dir.path());
+    assert_eq!(w.policy(), FsyncPolicy::No);
+    assert_eq!(w.options().max_batch_bytes, 12345);
+    let p1 = w.append(&op(1)).unwrap();
+    assert_eq!(w.rotate().unwrap(), p1);
+    let p2 = w.append(&op(2)).unwrap();
+    assert_eq!(w.stats().rotations, 1);
+    // Only the end of an appended record is located: not 0, not past the end.
+    assert!(matches!(w.locate(0), Err(WriterError::Invalid(_))));
+    assert!(matches!(w.locate(p2 + 1), Err(WriterError::Invalid(_))));
+    assert_eq!(w.locate(p2).unwrap().1, p2 - p1);
+    assert!(!w.is_closed());
+    w.close().unwrap();
+    assert!(w.is_closed());
+    assert!(!w.is_failed());
+}
+
+/// Dropping a writer closes it: what was submitted but never waited for
+/// is written, and the directory can be opened again.
+#[test]
+fn dropping_a_writer_writes_what_was_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    let p = w.submit_frames(&encode_frame(&op(1)).unwrap(), 1).unwrap();
+    assert_eq!(w.written_position(), 0);
+    drop(w);
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.position(), p);
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1)]);
+}
