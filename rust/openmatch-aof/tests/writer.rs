@@ -862,3 +862,34 @@ fn dropping_a_writer_writes_what_was_submitted() {
     drop(w);
     assert_eq!(read_log(dir.path()), vec![op(1)]);
 }
+
+/// A failed write wakes every parked appender with the failure, with the
+/// interleaving forced: two appenders are parked behind a leader held
+/// before its write when the write fails.
+#[test]
+fn a_failed_write_wakes_every_parked_appender() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        gather: Gather::Off,
+        ..opts(FsyncPolicy::Always)
+    };
+    let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+    w.hold_io(Gate::Write, true);
+    let append = |i| {
+        let w = Arc::clone(&w);
+        std::thread::spawn(move || w.append(&op(i)))
+    };
+    let leader = append(1);
+    until("the leader is held before its write", || {
+        w.threads_held(Gate::Write) == 1
+    });
+    let parked: Vec<_> = (2..4).map(append).collect();
+    until("two appenders park behind it", || w.parked_waiters() == 2);
+    w.inject_fault(Fault::Write, 1);
+    w.hold_io(Gate::Write, false);
+    until("every parked appender is woken", || w.parked_waiters() == 0);
+    for t in std::iter::once(leader).chain(parked) {
+        assert!(matches!(t.join().unwrap(), Err(WriterError::Failed { .. })));
+    }
+    assert_eq!(w.written_position(), 0);
+}
