@@ -893,3 +893,23 @@ fn a_failed_write_wakes_every_parked_appender() {
     }
     assert_eq!(w.written_position(), 0);
 }
+
+/// An `everysec` fsync that a leader's fsync overtook made nothing durable
+/// and is not counted: the background thread is held at its fsync while
+/// a `wait_durable` fsyncs the same bytes.
+#[test]
+fn an_overtaken_background_fsync_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::EverySec)).unwrap();
+    w.hold_io(Gate::BackgroundFsync, true);
+    let p = w.append(&op(1)).unwrap();
+    until("the background thread reaches its fsync", || {
+        w.threads_held(Gate::BackgroundFsync) == 1
+    });
+    assert_eq!(w.wait_durable(p).unwrap(), p);
+    assert_eq!(w.stats().fsyncs, 1);
+    // Closing lets the held fsync go and waits for the thread to end.
+    w.close().unwrap();
+    let s = w.stats();
+    assert_eq!((s.fsyncs, s.records_fsynced), (1, 1));
+}
