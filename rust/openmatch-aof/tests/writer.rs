@@ -892,6 +892,16 @@ fn a_failed_write_wakes_every_parked_appender() {
         assert!(matches!(t.join().unwrap(), Err(WriterError::Failed { .. })));
     }
     assert_eq!(w.written_position(), 0);
+    // Closing a failed writer does no I/O: the parked appenders' frames,
+    // still pending, are not written now.
+    w.close().unwrap();
+    assert_eq!((w.stats().writes, w.stats().fsyncs), (0, 0));
+    assert_eq!(
+        fs::metadata(dir.path().join(segment_file_name(0)))
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 /// An `everysec` fsync that a leader's fsync overtook made nothing durable
