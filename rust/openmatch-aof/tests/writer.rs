@@ -923,3 +923,14 @@ fn an_overtaken_background_fsync_is_not_counted() {
     let s = w.stats();
     assert_eq!((s.fsyncs, s.records_fsynced), (1, 1));
 }
+
+/// The benchmarks' physical baseline does its writes and fsyncs, reports
+/// the time they took and leaves no file behind.
+#[test]
+fn the_raw_fdatasync_baseline_cleans_up_after_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raw");
+    let elapsed = openmatch_aof::writer::raw_fdatasync_loop(&path, 3, 100).unwrap();
+    assert!(elapsed > Duration::ZERO, "three fdatasyncs took no time");
+    assert!(!path.exists());
+}
