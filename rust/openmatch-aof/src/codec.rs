@@ -658,20 +658,23 @@ mod tests {
         if cores < 2 {
             return; // one core: no thread is started
         }
-        // Two chunks of PARALLEL_ENCODE_CHUNK: the second runs on a thread.
-        let n = 2 * PARALLEL_ENCODE_CHUNK;
-        let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
-        let bad = PARALLEL_ENCODE_CHUNK as u64 + 10;
-        let check = |op: &AofOperation| -> Result<(), ()> {
-            assert!(*op != epoch_op(bad), "a check that panics");
-            Ok(())
-        };
-        match encode_batch_checked(&ops, check) {
-            Err((i, BatchError::Encode(EncodeError::Serialize(why)))) => {
-                assert_eq!(i, PARALLEL_ENCODE_CHUNK);
-                assert!(why.contains("panicked"), "{why}");
+        // Batches of two and three chunks' worth, split over the cores;
+        // the last operation is in the last chunk, which runs on a thread.
+        for n in [2 * PARALLEL_ENCODE_CHUNK, 3 * PARALLEL_ENCODE_CHUNK + 5] {
+            let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
+            let chunk = n.div_ceil((n / PARALLEL_ENCODE_CHUNK).min(cores));
+            let bad = n - 1;
+            let check = |op: &AofOperation| -> Result<(), ()> {
+                assert!(*op != epoch_op(bad as u64), "a check that panics");
+                Ok(())
+            };
+            match encode_batch_checked(&ops, check) {
+                Err((i, BatchError::Encode(EncodeError::Serialize(why)))) => {
+                    assert_eq!(i, bad / chunk * chunk, "{n} operations");
+                    assert!(why.contains("panicked"), "{why}");
+                }
+                other => panic!("{:?}", other.map(|_| ())),
             }
-            other => panic!("{:?}", other.map(|_| ())),
         }
     }
 }
