@@ -388,6 +388,7 @@ pub fn decode_all(buf: &[u8], max_payload: u32) -> Result<Vec<AofOperation>, Fra
 mod tests {
     use super::*;
     use crate::types::*;
+    use rust_decimal::Decimal;
 
     #[test]
     fn frame_header_is_length_then_crc_of_payload() {
@@ -445,5 +446,235 @@ mod tests {
         frame.extend(&payload);
         let e = decode_one(&frame, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
         assert_eq!(e.kind.name(), "undecodable_payload");
+    }
+
+    fn epoch_op(i: u64) -> AofOperation {
+        AofOperation::EpochAdvanced(EpochId(i), EpochPhase::Seal)
+    }
+
+    /// An operation whose payload is just over 16 MiB.
+    fn huge_op() -> AofOperation {
+        let asset = "x".repeat(DEFAULT_MAX_PAYLOAD_LEN as usize);
+        AofOperation::BalanceUpdated(
+            UserId(uuid::Uuid::nil()),
+            asset,
+            Decimal::ZERO,
+            Decimal::ZERO,
+        )
+    }
+
+    #[test]
+    fn the_default_payload_bound_is_16_mib() {
+        // docs/format.md: readers bound the length at 16 MiB by default.
+        assert_eq!(DEFAULT_MAX_PAYLOAD_LEN, 16 << 20);
+        let mut out = vec![7u8];
+        assert!(matches!(
+            encode_frame_into(&huge_op(), &mut out),
+            Err(EncodeError::TooLarge { max, .. }) if max == DEFAULT_MAX_PAYLOAD_LEN
+        ));
+        assert_eq!(out, [7], "nothing appended");
+    }
+
+    #[test]
+    fn a_payload_exactly_at_the_bound_is_written_and_read() {
+        let op = epoch_op(3);
+        let len = bincode::serialize(&op).unwrap().len() as u32;
+        let mut out = vec![0xee; 5];
+        assert_eq!(
+            encode_frame_into_bounded(&op, &mut out, len).unwrap(),
+            HEADER_LEN + len as usize
+        );
+        assert_eq!(
+            &out[5..],
+            &encode_frame(&op).unwrap()[..],
+            "framed after what was there"
+        );
+        assert_eq!(decode_one(&out[5..], len).unwrap(), op);
+        let e = decode_one(&out[5..], len - 1).unwrap_err();
+        assert_eq!(
+            e.kind,
+            FrameErrorKind::Oversized {
+                length: len,
+                max: len - 1
+            }
+        );
+        assert!(matches!(
+            encode_frame_into_bounded(&op, &mut out, len - 1),
+            Err(EncodeError::TooLarge { length, max }) if length == len as usize && max == len - 1
+        ));
+        assert_eq!(
+            out.len(),
+            5 + HEADER_LEN + len as usize,
+            "a refused frame leaves no bytes"
+        );
+    }
+
+    #[test]
+    fn torn_frames_say_how_many_bytes_they_need() {
+        let frame = encode_frame(&epoch_op(1)).unwrap();
+        let n = frame.len() as u64;
+        for cut in [0, 3, HEADER_LEN, frame.len() - 1] {
+            let e = decode_one(&frame[..cut], DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+            let needed = if cut < HEADER_LEN {
+                HEADER_LEN as u64
+            } else {
+                n
+            };
+            assert_eq!(
+                e.kind,
+                FrameErrorKind::Torn {
+                    needed,
+                    available: cut as u64
+                }
+            );
+            assert!(e.kind.is_torn());
+        }
+        let mut bad = frame.clone();
+        bad[HEADER_LEN] ^= 1;
+        let e = decode_one(&bad, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert!(!e.kind.is_torn());
+    }
+
+    #[test]
+    fn one_frame_with_another_after_it_is_not_one_frame() {
+        let first = encode_frame(&epoch_op(1)).unwrap();
+        let second = encode_frame(&epoch_op(22)).unwrap();
+        let both = [first.clone(), second.clone()].concat();
+        let e = decode_one(&both, DEFAULT_MAX_PAYLOAD_LEN).unwrap_err();
+        assert_eq!(e.offset, first.len() as u64);
+        assert_eq!(
+            e.kind,
+            FrameErrorKind::TrailingBytes {
+                left: second.len() as u64
+            }
+        );
+        assert_eq!(
+            decode_all(&both, DEFAULT_MAX_PAYLOAD_LEN).unwrap(),
+            [epoch_op(1), epoch_op(22)]
+        );
+    }
+
+    #[test]
+    fn errors_read_as_what_went_wrong() {
+        let cases = [
+            (
+                FrameErrorKind::Torn {
+                    needed: 20,
+                    available: 9,
+                },
+                "needs 20 bytes but only 9",
+            ),
+            (
+                FrameErrorKind::ChecksumMismatch {
+                    stored: 1,
+                    computed: 2,
+                },
+                "stored 0x00000001, payload has 0x00000002",
+            ),
+            (
+                FrameErrorKind::Oversized {
+                    length: 99,
+                    max: 10,
+                },
+                "limit 10): the length field says 99",
+            ),
+            (FrameErrorKind::ZeroLength, "zero length"),
+            (
+                FrameErrorKind::Undecodable {
+                    reason: "boom".into(),
+                },
+                "undecodable payload: boom",
+            ),
+            (
+                FrameErrorKind::TrailingBytes { left: 4 },
+                "4 bytes after the operation",
+            ),
+        ];
+        let mut names = std::collections::HashSet::new();
+        for (kind, text) in cases {
+            assert!(kind.to_string().contains(text), "{kind}");
+            assert!(names.insert(kind.name()));
+            let e = FrameError { offset: 7, kind };
+            assert!(
+                e.to_string().starts_with("bad frame at byte offset 7: "),
+                "{e}"
+            );
+        }
+    }
+
+    /// Encodes the batch one operation at a time, as encode_batch must.
+    fn one_by_one(ops: &[AofOperation]) -> EncodedBatch {
+        let mut out = Vec::new();
+        let lens = ops
+            .iter()
+            .map(|op| encode_frame_into(op, &mut out).unwrap())
+            .collect();
+        (out, lens)
+    }
+
+    #[test]
+    fn a_batch_is_its_frames_in_order_whatever_its_size() {
+        for n in [
+            0,
+            1,
+            3,
+            2 * PARALLEL_ENCODE_CHUNK,
+            3 * PARALLEL_ENCODE_CHUNK + 5,
+        ] {
+            let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
+            assert_eq!(
+                encode_batch(&ops).unwrap(),
+                one_by_one(&ops),
+                "{n} operations"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_operation_fails_the_batch_with_its_index() {
+        let n = 3 * PARALLEL_ENCODE_CHUNK + 5;
+        let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
+        for bad in [1, PARALLEL_ENCODE_CHUNK + 1, n - 1] {
+            let check = |op: &AofOperation| match op {
+                AofOperation::EpochAdvanced(EpochId(i), _) if *i as usize == bad => Err(*i),
+                _ => Ok(()),
+            };
+            match encode_batch_checked(&ops, check) {
+                Err((i, BatchError::Check(id))) => assert_eq!((i, id as usize), (bad, bad)),
+                other => panic!("operation {bad}: {:?}", other.map(|_| ())),
+            }
+        }
+        let mut with_huge = ops[..5].to_vec();
+        with_huge[3] = huge_op();
+        match encode_batch(&with_huge) {
+            Err((3, EncodeError::TooLarge { .. })) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_panicking_encoder_thread_fails_the_batch_at_its_chunk() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores < 2 {
+            return; // one core: no thread is started
+        }
+        // Batches of two and three chunks' worth, split over the cores;
+        // the last operation is in the last chunk, which runs on a thread.
+        for n in [2 * PARALLEL_ENCODE_CHUNK, 3 * PARALLEL_ENCODE_CHUNK + 5] {
+            let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
+            let chunk = n.div_ceil((n / PARALLEL_ENCODE_CHUNK).min(cores));
+            let bad = n - 1;
+            let check = |op: &AofOperation| -> Result<(), ()> {
+                assert!(*op != epoch_op(bad as u64), "a check that panics");
+                Ok(())
+            };
+            match encode_batch_checked(&ops, check) {
+                Err((i, BatchError::Encode(EncodeError::Serialize(why)))) => {
+                    assert_eq!(i, bad / chunk * chunk, "{n} operations");
+                    assert!(why.contains("panicked"), "{why}");
+                }
+                other => panic!("{:?}", other.map(|_| ())),
+            }
+        }
     }
 }

@@ -762,3 +762,180 @@ fn opening_checks_frames_against_the_writers_own_payload_limit() {
         payload as u64 + 8
     );
 }
+
+/// A gathering leader writes as soon as its batch is full, not at the end
+/// of its window: with a window longer than any test, the append that
+/// fills the batch must end the wait, and both records ride one write.
+#[test]
+fn a_full_batch_ends_the_gathering_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame = |i| encode_frame(&op(i)).unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        gather: Gather::Window(Duration::from_secs(3600)),
+        max_batch_bytes: 2 * frame(0).len(),
+        ..WriterOptions::default()
+    };
+    let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+    // Never dropped, even when an assertion fails: closing leads one more
+    // batch, which would gather for the whole window (an hour).
+    let _never_closed = std::mem::ManuallyDrop::new(Arc::clone(&w));
+    let p1 = w.submit_frames(&frame(1), 1).unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || w.wait_appended(p1).unwrap())
+        })
+        .collect();
+    until("one waiter gathers as the leader, the other parks", || {
+        w.parked_waiters() == 1
+    });
+    assert_eq!(w.written_position(), 0, "the leader is still gathering");
+    let p2 = w.submit_frames(&frame(2), 1).unwrap();
+    until("the full batch is written", || w.written_position() == p2);
+    for t in waiters {
+        assert_eq!(t.join().unwrap(), p1);
+    }
+    assert_eq!(w.stats().writes, 1, "one write for the whole batch");
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2)]);
+}
+
+/// The counters count the I/O done: a write only for bytes written, an
+/// fsync only when something written is not yet durable, and each record
+/// fsynced once.
+#[test]
+fn stats_count_the_writes_and_fsyncs_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    let p1 = w.append(&op(1)).unwrap();
+    let p2 = w.append_many([op(2), op(3)].iter()).unwrap();
+    let s = w.stats();
+    assert_eq!((s.appends, s.bytes), (3, p2));
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 0, 0));
+    // Nothing to write: an fsync alone, which is not a write.
+    assert_eq!(w.wait_durable(p1).unwrap(), p1);
+    let s = w.stats();
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 1, 3));
+    assert_eq!(s.max_records_per_fsync, 3);
+    assert_eq!(w.durable_position(), p2, "the fsync covers all written");
+    // Already durable: no I/O at all, nor at close.
+    assert_eq!(w.wait_durable(p2).unwrap(), p2);
+    w.close().unwrap();
+    let s = w.stats();
+    assert_eq!((s.writes, s.fsyncs, s.records_fsynced), (2, 1, 3));
+}
+
+/// What a writer reports about itself: its directory, options and state,
+/// the rotations it did, and which positions `locate` refuses.
+#[test]
+fn a_writer_reports_its_directory_options_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        max_batch_bytes: 12345,
+        ..WriterOptions::default()
+    };
+    let w = AofWriter::open(dir.path(), o).unwrap();
+    assert_eq!(w.directory(), dir.path());
+    assert_eq!(w.policy(), FsyncPolicy::No);
+    assert_eq!(w.options().max_batch_bytes, 12345);
+    let p1 = w.append(&op(1)).unwrap();
+    assert_eq!(w.rotate().unwrap(), p1);
+    let p2 = w.append(&op(2)).unwrap();
+    assert_eq!(w.stats().rotations, 1);
+    // Only the end of an appended record is located: not 0, not past the end.
+    assert!(matches!(w.locate(0), Err(WriterError::Invalid(_))));
+    assert!(matches!(w.locate(p2 + 1), Err(WriterError::Invalid(_))));
+    assert_eq!(w.locate(p2).unwrap().1, p2 - p1);
+    assert!(!w.is_closed());
+    w.close().unwrap();
+    assert!(w.is_closed());
+    assert!(!w.is_failed());
+}
+
+/// Dropping a writer closes it: what was submitted but never waited for
+/// is written, and the directory can be opened again.
+#[test]
+fn dropping_a_writer_writes_what_was_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    let p = w.submit_frames(&encode_frame(&op(1)).unwrap(), 1).unwrap();
+    assert_eq!(w.written_position(), 0);
+    drop(w);
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.position(), p);
+    drop(w);
+    assert_eq!(read_log(dir.path()), vec![op(1)]);
+}
+
+/// A failed write wakes every parked appender with the failure, with the
+/// interleaving forced: two appenders are parked behind a leader held
+/// before its write when the write fails.
+#[test]
+fn a_failed_write_wakes_every_parked_appender() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        gather: Gather::Off,
+        ..opts(FsyncPolicy::Always)
+    };
+    let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
+    w.hold_io(Gate::Write, true);
+    let append = |i| {
+        let w = Arc::clone(&w);
+        std::thread::spawn(move || w.append(&op(i)))
+    };
+    let leader = append(1);
+    until("the leader is held before its write", || {
+        w.threads_held(Gate::Write) == 1
+    });
+    let parked: Vec<_> = (2..4).map(append).collect();
+    until("two appenders park behind it", || w.parked_waiters() == 2);
+    w.inject_fault(Fault::Write, 1);
+    w.hold_io(Gate::Write, false);
+    until("every parked appender is woken", || w.parked_waiters() == 0);
+    for t in std::iter::once(leader).chain(parked) {
+        assert!(matches!(t.join().unwrap(), Err(WriterError::Failed { .. })));
+    }
+    assert_eq!(w.written_position(), 0);
+    // Closing a failed writer does no I/O: the parked appenders' frames,
+    // still pending, are not written now.
+    w.close().unwrap();
+    assert_eq!((w.stats().writes, w.stats().fsyncs), (0, 0));
+    assert_eq!(
+        fs::metadata(dir.path().join(segment_file_name(0)))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+/// An `everysec` fsync that a leader's fsync overtook made nothing durable
+/// and is not counted: the background thread is held at its fsync while
+/// a `wait_durable` fsyncs the same bytes.
+#[test]
+fn an_overtaken_background_fsync_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::EverySec)).unwrap();
+    w.hold_io(Gate::BackgroundFsync, true);
+    let p = w.append(&op(1)).unwrap();
+    until("the background thread reaches its fsync", || {
+        w.threads_held(Gate::BackgroundFsync) == 1
+    });
+    assert_eq!(w.wait_durable(p).unwrap(), p);
+    assert_eq!(w.stats().fsyncs, 1);
+    // Closing lets the held fsync go and waits for the thread to end.
+    w.close().unwrap();
+    let s = w.stats();
+    assert_eq!((s.fsyncs, s.records_fsynced), (1, 1));
+}
+
+/// The benchmarks' physical baseline does its writes and fsyncs, reports
+/// the time they took and leaves no file behind.
+#[test]
+fn the_raw_fdatasync_baseline_cleans_up_after_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raw");
+    let elapsed = openmatch_aof::writer::raw_fdatasync_loop(&path, 3, 100).unwrap();
+    assert!(elapsed > Duration::ZERO, "three fdatasyncs took no time");
+    assert!(!path.exists());
+}
