@@ -667,3 +667,87 @@ fn rollback_restores_the_state_at_the_savepoint() {
     assert_eq!(s.digest(), expected.digest());
     assert_eq!(s.take_changes(), expected.take_changes());
 }
+
+// --- what the journal and the binding read of a state's changes -------------
+// (mutants of state/mod.rs that no test reached: docs/mutation-testing.md)
+
+#[test]
+fn entity_refs_name_their_kind() {
+    assert_eq!(EntityRef::Order(oid(1)).kind(), "order");
+    assert_eq!(EntityRef::Trade(tid(1)).kind(), "trade");
+    assert_eq!(EntityRef::Balance(user(1), "BTC".into()).kind(), "balance");
+    assert_eq!(EntityRef::Epoch(EpochId(1)).kind(), "epoch");
+}
+
+#[test]
+fn changes_count_each_kind_of_entity() {
+    let c = Changes::default();
+    assert!(c.is_empty());
+    assert_eq!(c.len(), 0);
+    let c = state_of(&base_stream()).take_changes();
+    // Two orders, one trade, one balance, one epoch.
+    assert!(!c.is_empty());
+    assert_eq!(c.len(), 5);
+    let only = |keep: &str| {
+        let mut c = c.clone();
+        if keep != "orders" {
+            c.orders.clear();
+        }
+        if keep != "trades" {
+            c.trades.clear();
+        }
+        if keep != "balances" {
+            c.balances.clear();
+        }
+        if keep != "epochs" {
+            c.epochs.clear();
+        }
+        c
+    };
+    for (kind, n) in [("orders", 2), ("trades", 1), ("balances", 1), ("epochs", 1)] {
+        let c = only(kind);
+        assert!(!c.is_empty(), "{kind}");
+        assert_eq!(c.len(), n, "{kind}");
+    }
+}
+
+#[test]
+fn has_changes_holds_for_each_kind_until_they_are_taken() {
+    let mut s = State::new();
+    assert!(!s.has_changes());
+    let steps: Vec<Op> = vec![
+        Op::EpochAdvanced(EpochId(1), EpochPhase::Collect), // a dirty epoch
+        Op::OrderReceived(order(1, "5", 10)),               // a dirty order
+        Op::BalanceUpdated(user(1), "BTC".into(), d("1"), d("0")), // a dirty balance
+        Op::OrderCancelled(oid(1)),                         // a departed order
+    ];
+    for (i, op) in steps.iter().enumerate() {
+        s.apply(op, 100 * (i as u64 + 1));
+        assert!(s.has_changes(), "after {op:?}");
+        s.take_changes();
+        assert!(!s.has_changes(), "after taking {op:?}");
+    }
+    // A trade departs as it applies (its row goes to the changes), and a
+    // finalized epoch past the kept ones departs too.
+    let mut s = state_of(&base_stream());
+    assert!(s.has_changes());
+    let c = s.take_changes();
+    assert_eq!(c.trades.len(), 1);
+    assert!(!s.has_changes());
+}
+
+#[test]
+fn a_state_without_change_tracking_keeps_no_departed_rows() {
+    let mut s = State::new().without_change_tracking();
+    for (i, op) in base_stream().iter().enumerate() {
+        s.apply(op, i as u64 * 100);
+    }
+    s.apply(&Op::OrderCancelled(oid(1)), 900);
+    s.apply(&Op::OrderCancelled(oid(2)), 901);
+    let c = s.take_changes();
+    // Cancelled orders and the applied trade left the hot state; without
+    // tracking, their final rows are not kept for a flusher.
+    assert!(c.trades.is_empty(), "{:?}", c.trades);
+    assert!(c.orders.iter().all(|o| o.id != oid(1) && o.id != oid(2)));
+    assert_eq!(s.order_count(), 0);
+}
