@@ -106,3 +106,17 @@ def test_by_default_the_snapshot_is_used_and_nobody_s_is_refused() -> None:
     assert decide_start(
         aof_dir=AOF, aof_start=0, image=snap(500, THEIRS), checkpoint=None
     ) == Start("image", 500, 7)
+
+
+def test_a_data_directory_without_an_aof_yet_starts_empty(tmp_path: Path) -> None:
+    # Nothing written yet: no AOF directory and an empty database give the
+    # empty state at position 0 (there is no log start to ask about).
+    from openmatch_persistence.recovery import load_base
+    from openmatch_persistence.store import SqliteStore
+
+    with SqliteStore(":memory:") as store:
+        store.migrate()
+        base = load_base(tmp_path / "aof", store, False)
+    assert (base.source, base.position, base.epoch) == (None, 0, None)
+    assert base.state.position == 0 and base.state.order_count == 0
+    assert not (tmp_path / "aof").exists()  # nothing made on the way
