@@ -394,6 +394,40 @@ fn frames_only_verify_counts_like_full_verify() {
     assert_eq!(fast.stats.first_epoch, None);
 }
 
+#[test]
+fn stats_count_every_frame_byte_and_kind() {
+    // Against the operations themselves, not one scan mode against another.
+    let ops = sample_ops();
+    let (data, _) = encode(&ops);
+    let mut expected = [0u64; 6];
+    for op in &ops {
+        let i = OPERATION_KINDS
+            .iter()
+            .position(|&k| k == op.kind())
+            .unwrap();
+        expected[i] += 1;
+    }
+    assert!(
+        expected.iter().filter(|&&n| n > 0).count() > 1,
+        "a mixed log"
+    );
+    for frames_only in [false, true] {
+        let scanner = Scanner::from_bytes(data.clone(), 0, Default::default());
+        let r = if frames_only {
+            scanner.verify_frames()
+        } else {
+            scanner.verify()
+        }
+        .unwrap();
+        assert_eq!(r.stats.frames, ops.len() as u64);
+        assert_eq!(r.stats.bytes, data.len() as u64);
+        assert_eq!(r.stats.counts, expected);
+        let named: Vec<(&str, u64)> = r.stats.kind_counts().collect();
+        let want: Vec<(&str, u64)> = OPERATION_KINDS.iter().copied().zip(expected).collect();
+        assert_eq!(named, want);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
