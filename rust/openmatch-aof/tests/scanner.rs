@@ -395,6 +395,51 @@ fn frames_only_verify_counts_like_full_verify() {
 }
 
 #[test]
+fn a_start_past_the_log_says_where_the_log_ends_or_which_gap_it_is_in() {
+    let ops = sample_ops();
+    let (a, _) = encode(&ops[..3]);
+    let (b, _) = encode(&ops[3..]);
+    let dir = TempDir::new("past");
+    let a_end = a.len() as u64;
+    // A gap of 100 positions between the two segments.
+    write_segments(&dir.0, &[(0, &a), (a_end + 100, &b)]);
+    let end = a_end + 100 + b.len() as u64;
+    let err = |at: u64| {
+        Scanner::open(&dir.0, Some(at), ScanOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{at} opened"))
+            .to_string()
+    };
+    let past = err(end + 1);
+    assert!(
+        past.contains(&format!("the AOF ends at position {end}")),
+        "{past}"
+    );
+    let gap = err(a_end + 50);
+    assert!(
+        gap.contains("lies in a gap after")
+            && gap.contains(&format!("(which ends at position {a_end})")),
+        "{gap}"
+    );
+}
+
+#[test]
+fn a_scanner_names_its_origin_and_position() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    let dir = TempDir::new("origin");
+    let f = dir.0.join(segment_file_name(0));
+    fs::write(&f, &data).unwrap();
+    let mut scanner = Scanner::open(&f, None, ScanOptions::default()).unwrap();
+    assert_eq!(scanner.origin(), f.display().to_string());
+    assert_eq!(scanner.position(), 0);
+    scanner.next_op().unwrap().unwrap();
+    assert_eq!(scanner.position(), ends[0]);
+    while scanner.next_op().unwrap().is_some() {}
+    assert_eq!(scanner.position(), data.len() as u64);
+}
+
+#[test]
 fn stats_count_every_frame_byte_and_kind() {
     // Against the operations themselves, not one scan mode against another.
     let ops = sample_ops();
