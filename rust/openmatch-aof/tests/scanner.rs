@@ -440,6 +440,20 @@ fn a_scanner_names_its_origin_and_position() {
 }
 
 #[test]
+fn a_chunk_size_of_zero_reads_as_one() {
+    let ops = sample_ops();
+    let (data, _) = encode(&ops);
+    let opts = ScanOptions {
+        chunk_size: 0,
+        read_ahead: false,
+        ..ScanOptions::default()
+    };
+    let (got, r) = scan_bytes(&data, opts);
+    assert_eq!(got.into_iter().map(|x| x.1).collect::<Vec<_>>(), ops);
+    assert_eq!(r.outcome.kind, OutcomeKind::Clean);
+}
+
+#[test]
 fn stats_count_every_frame_byte_and_kind() {
     // Against the operations themselves, not one scan mode against another.
     let ops = sample_ops();
