@@ -454,6 +454,37 @@ fn a_chunk_size_of_zero_reads_as_one() {
 }
 
 #[test]
+fn raw_frames_are_the_frames_with_their_positions_and_payloads() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    let mut s = Scanner::from_bytes(data.clone(), 1000, ScanOptions::default());
+    let mut start = 0u64;
+    for &end in &ends {
+        let f = s.next_raw().unwrap().expect("a frame");
+        assert_eq!((f.start, f.end), (1000 + start, 1000 + end));
+        let header = openmatch_aof::codec::HEADER_LEN;
+        assert_eq!(f.payload, &data[start as usize + header..end as usize]);
+        start = end;
+    }
+    assert!(s.next_raw().unwrap().is_none());
+}
+
+#[test]
+fn a_batch_appends_at_most_max_to_what_the_caller_holds() {
+    let ops = sample_ops();
+    let (data, _) = encode(&ops);
+    let mut s = Scanner::from_bytes(data, 0, ScanOptions::default());
+    let mut out = Vec::new();
+    assert_eq!(s.next_batch(3, &mut out).unwrap(), 3);
+    assert_eq!(s.next_batch(2, &mut out).unwrap(), 2);
+    assert_eq!(out.len(), 5);
+    let rest = ops.len() - 5;
+    assert_eq!(s.next_batch(usize::MAX, &mut out).unwrap(), rest);
+    assert_eq!(s.next_batch(usize::MAX, &mut out).unwrap(), 0);
+    assert_eq!(out.into_iter().map(|x| x.1).collect::<Vec<_>>(), ops);
+}
+
+#[test]
 fn stats_count_every_frame_byte_and_kind() {
     // Against the operations themselves, not one scan mode against another.
     let ops = sample_ops();
