@@ -485,6 +485,22 @@ fn a_batch_appends_at_most_max_to_what_the_caller_holds() {
 }
 
 #[test]
+fn a_verify_step_reads_up_to_its_byte_budget() {
+    let ops = sample_ops();
+    let (data, ends) = encode(&ops);
+    for decode in [true, false] {
+        let mut s = Scanner::from_bytes(data.clone(), 0, ScanOptions::default());
+        assert!(!s.verify_step(0, decode).unwrap());
+        assert_eq!(s.stats().frames, 0);
+        // A budget of exactly one frame reads that frame and no more.
+        assert!(!s.verify_step(ends[0], decode).unwrap());
+        assert_eq!(s.stats().frames, 1);
+        assert!(s.verify_step(u64::MAX, decode).unwrap());
+        assert_eq!(s.stats().frames, ops.len() as u64);
+    }
+}
+
+#[test]
 fn stats_count_every_frame_byte_and_kind() {
     // Against the operations themselves, not one scan mode against another.
     let ops = sample_ops();
