@@ -501,6 +501,24 @@ fn a_verify_step_reads_up_to_its_byte_budget() {
 }
 
 #[test]
+fn a_frames_only_scan_stops_at_a_checksummed_payload_of_no_known_kind() {
+    // A good checksum over a variant tag one past the last kind: what only
+    // a buggy writer produces. The frames-only check reads the tag, and
+    // must stop there as corrupt, not count (or index) a seventh kind.
+    let (mut data, _) = encode(&sample_ops()[..2]);
+    let good = data.len() as u64;
+    let payload = [OPERATION_KINDS.len() as u8, 0, 0, 0, 1, 2, 3];
+    data.extend((payload.len() as u32).to_le_bytes());
+    data.extend(crc32fast::hash(&payload).to_le_bytes());
+    data.extend(payload);
+    let r = Scanner::from_bytes(data, 0, ScanOptions::default())
+        .verify_frames()
+        .unwrap();
+    assert_eq!(r.outcome.kind, OutcomeKind::Corrupt);
+    assert_eq!((r.outcome.position, r.stats.frames), (good, 2));
+}
+
+#[test]
 fn stats_count_every_frame_byte_and_kind() {
     // Against the operations themselves, not one scan mode against another.
     let ops = sample_ops();
