@@ -328,21 +328,28 @@ def test_a_frame_past_the_limit_is_oversized_with_the_limit_to_raise(
     assert len(capsys.readouterr().out.splitlines()) == len(sample_ops())
 
 
-@pytest.mark.parametrize("mode", ["--yes", "--dry-run"])
-def test_repair_refuses_an_oversized_frame_and_cuts_nothing(tmp_path: Path, mode: str) -> None:
+def _length_damaged_upwards(tmp_path: Path) -> tuple[Path, bytes, int]:
+    """A segment whose fourth frame's length field says 0xFFFFFFF0: the
+    segment, its bytes, and where that frame starts."""
     ops = sample_ops()
     data = bytearray(om.encode_many(ops))
     at = frame_ends(ops)[3]
     data[at : at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
     seg = tmp_path / seg_name(0)
     seg.write_bytes(bytes(data))
+    return seg, bytes(data), at
+
+
+@pytest.mark.parametrize("mode", ["--yes", "--dry-run"])
+def test_repair_refuses_an_oversized_frame_and_cuts_nothing(tmp_path: Path, mode: str) -> None:
+    seg, data, _ = _length_damaged_upwards(tmp_path)
     proc = run_cli("aof", "repair", mode, str(tmp_path))
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "refusing to repair" in proc.stderr and "nothing was cut" in proc.stderr
     assert f"oversized (limit {om.DEFAULT_MAX_PAYLOAD_LEN})" in proc.stderr
     assert "--max-payload" in proc.stderr and "corrupt" not in proc.stderr
-    assert seg.read_bytes() == bytes(data)
+    assert seg.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == [seg.name]
 
 
@@ -350,18 +357,13 @@ def test_repair_with_the_limit_raised_repairs_a_damaged_length(tmp_path: Path) -
     # A length damaged upwards is oversized under the default limit; with
     # the limit raised past it, the scan sees frames inside the bytes it
     # claims (length_past_end) and the repair cuts there, with a backup.
-    ops = sample_ops()
-    data = bytearray(om.encode_many(ops))
-    at = frame_ends(ops)[3]
-    data[at : at + 4] = (0xFFFFFFF0).to_bytes(4, "little")
-    seg = tmp_path / seg_name(0)
-    seg.write_bytes(bytes(data))
+    seg, data, at = _length_damaged_upwards(tmp_path)
     assert run_cli("aof", "repair", "--yes", str(tmp_path)).returncode == 3
     proc = run_cli("aof", "repair", "--yes", "--max-payload", "0xFFFFFFFF", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert seg.read_bytes() == bytes(data[:at])
+    assert seg.read_bytes() == data[:at]
     backups = list(tmp_path.glob("*.bak"))
-    assert len(backups) == 1 and backups[0].read_bytes() == bytes(data[at:])
+    assert len(backups) == 1 and backups[0].read_bytes() == data[at:]
 
 
 def test_repair_with_the_limit_raised_leaves_a_real_long_frame_alone(tmp_path: Path) -> None:
