@@ -382,7 +382,7 @@ def builder() -> None:
             j = Junk()
             j.me = j  # freed only by the collector, whose callbacks run Python code
             keep.add(j)
-        _core.sqlite_order_rows(rows)
+        _core.sqlite_order_json(rows)
 
 def reader() -> None:
     while not stop.is_set():

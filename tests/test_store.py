@@ -31,6 +31,7 @@ from openmatch_persistence import (
     TradeExecuted,
     encode,
 )
+from openmatch_persistence._core import SQLITE_ROWS_PER_STATEMENT
 from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
 from openmatch_persistence.store.base import DatabaseIdentity, StateImage
@@ -421,16 +422,26 @@ def test_sqlite_rows_read_as_text_by_other_programs(sqlite_store: SqliteStore) -
     ]
 
 
-def test_trades_whose_orders_are_known_stay_out_of_orphans_past_one_query(
+def test_a_flush_longer_than_one_statement_keeps_every_rows_own_values(
     sqlite_store: SqliteStore,
 ) -> None:
-    # The orders are looked up 500 ids a query: 1,002 ids take three.
-    orders = [make_order() for _ in range(1002)]
-    sqlite_store.write_changes(ChangeBatch(orders=orders, position=100))
-    trades = [make_trade(orders[i], orders[i + 1]) for i in range(0, 1002, 2)]
-    result = sqlite_store.write_changes(ChangeBatch(trades=trades, position=200))
-    assert result.orphan_trade_ids == ()
-    assert len(sqlite_store.load_state().trades) == 501
+    # Rows go to SQLite SQLITE_ROWS_PER_STATEMENT at a time, each row's node
+    # found by its index in its statement's chunk: a wrong offset past the
+    # first chunk would give a row another row's node.
+    n = 2 * SQLITE_ROWS_PER_STATEMENT + 3
+    nodes = [i.to_bytes(32, "big") for i in range(n)]
+    orders = [make_order(origin_node=nodes[i]) for i in range(n)]
+    # The last trade's maker is an order the database does not have.
+    makers = [*orders[1:], make_order()]
+    trades = [make_trade(orders[i], makers[i], matcher_node=nodes[i]) for i in range(n)]
+    result = sqlite_store.write_changes(ChangeBatch(orders=orders, trades=trades, position=100))
+    assert result.orphan_trade_ids == (trades[-1].id,)
+    stored = {r[0]: r[1] for r in sqlite_store.execute("SELECT id, origin_node FROM orders")}
+    assert stored == {str(o.id): o.origin_node for o in orders}
+    stored = {r[0]: r[1] for r in sqlite_store.execute("SELECT id, matcher_node FROM trades")}
+    assert stored == {str(t.id): t.matcher_node for t in trades[:-1]}
+    (orphan,) = sqlite_store.execute("SELECT id, matcher_node, aof_position FROM orphan_trades")
+    assert tuple(orphan) == (str(trades[-1].id), nodes[-1], 100)
 
 
 def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None:

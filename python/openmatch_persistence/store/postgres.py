@@ -111,7 +111,6 @@ _TEMP_TABLES = {
 # dumpers; a Decimal keeps its scale). Orders and trades, the bulk, go as
 # text COPY lines that Rust builds from the values (rows.rs).
 _COPY_TYPES = {
-    "tmp_balances": ["uuid", "text", "numeric", "numeric"],
     "tmp_epochs": ["int8", "text", "bytea", "bytea", "int4", "int8", "int8"],
 }  # fmt: skip
 
@@ -185,10 +184,6 @@ _WRITE_CHECKPOINT = """
             IS DISTINCT FROM (EXCLUDED.aof_position, EXCLUDED.epoch_id, EXCLUDED.data_dir_id,
                               EXCLUDED.clock_ns, EXCLUDED.closed_epochs_through)
 """
-
-
-def _balance_row(b: Any) -> tuple[Any, ...]:
-    return (b.user_id, b.asset, b.available, b.frozen)
 
 
 def _epoch_row(e: Any) -> tuple[Any, ...]:
@@ -421,7 +416,7 @@ class PostgresStore(ClosesOnExit):
             if orders:
                 cur.execute(_REHOME_ORPHANS)
             if balances:
-                self._copy(cur, "tmp_balances", map(_balance_row, batch.balances))
+                self._copy_text(cur, "tmp_balances", _core.pg_copy_balances(batch.rows))
                 cur.execute(_UPSERT_BALANCES)
             if epochs:
                 self._copy(cur, "tmp_epochs", map(_epoch_row, batch.epochs))
@@ -447,7 +442,8 @@ class PostgresStore(ClosesOnExit):
     @staticmethod
     def _copy_text(cur: psycopg.Cursor[Any], table: str, data: bytes) -> None:
         """COPY ``data``, the text lines that ``_core.pg_copy_orders`` /
-        ``pg_copy_trades`` make (rows.rs), into ``table``."""
+        ``pg_copy_trades`` / ``pg_copy_balances`` make (rows.rs), into
+        ``table``."""
         cur.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
         )

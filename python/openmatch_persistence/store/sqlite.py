@@ -52,7 +52,6 @@ from openmatch_persistence.store.rows import (
     make_epoch,
     ns_to_text,
     order_from_row,
-    scale_of,
     trade_from_row,
 )
 from openmatch_persistence.store.tables import BALANCES, EPOCHS, ORDERS, ORPHAN_TRADES, TRADES
@@ -61,22 +60,47 @@ from openmatch_persistence.store.tables import BALANCES, EPOCHS, ORDERS, ORPHAN_
 DEFAULT_SQLITE_PATH = Path("openmatch-data") / "state.sqlite3"
 
 
-def _dec(d: decimal.Decimal) -> str:
-    return format(d, "f")
-
-
 log = logging.getLogger(__name__)
 
-_UPSERT_ORDERS = ORDERS.upsert(ORDERS.values_clause("?"), "sqlite")
-_UPSERT_TRADES = TRADES.upsert(TRADES.values_clause("?"), "sqlite")
-_UPSERT_ORPHANS = ORPHAN_TRADES.upsert(ORPHAN_TRADES.values_clause("?"), "sqlite")
-# updated_at moves only when a value changes (the WHERE of the upsert).
-_UPSERT_BALANCES = BALANCES.upsert(BALANCES.values_clause("?"), "sqlite")
-_UPSERT_EPOCHS = EPOCHS.upsert(EPOCHS.values_clause("?"), "sqlite")
-_BOTH_KNOWN = (
-    "EXISTS (SELECT 1 FROM orders o WHERE o.id = t.taker_order_id)"
-    " AND EXISTS (SELECT 1 FROM orders o WHERE o.id = t.maker_order_id)"
+
+def _json_rows(columns: tuple[str, ...], node: str | None) -> str:
+    """The columns of a chunk of ``_core.sqlite_order_json`` /
+    ``sqlite_trade_json`` (``?1`` the JSON rows, ``?2`` their nodes; rows.rs's
+    ``JsonRows`` says the layout) as the ``SELECT`` list over ``_JSON_EACH``."""
+    return ", ".join(
+        "substr(?2, 32 * j.key + 1, 32)" if c == node else f"j.value ->> {i}"
+        for i, c in enumerate(columns)
+    )
+
+
+def _orders_known(taker: str, maker: str) -> str:
+    """A trade whose two orders the database has."""
+    return " AND ".join(f"EXISTS (SELECT 1 FROM orders o WHERE o.id = {x})" for x in (taker, maker))
+
+
+# The JSON comes as UTF-8 bytes (a str would cost a decode under the GIL);
+# the CAST makes it the text the JSON functions read.
+_JSON_EACH = "json_each(CAST(?1 AS TEXT)) AS j"
+_ORDER_JSON = _json_rows(ORDERS.columns, "origin_node")
+_TRADE_JSON = _json_rows(TRADES.columns, "matcher_node")
+_JSON_TRADE_KNOWN = _orders_known(
+    *(f"j.value ->> {TRADES.columns.index(c)}" for c in ("taker_order_id", "maker_order_id"))
 )
+# ``WHERE true`` keeps SQLite from reading the upsert's ON as a join's.
+_UPSERT_ORDERS = ORDERS.upsert(f"SELECT {_ORDER_JSON} FROM {_JSON_EACH} WHERE true", "sqlite")
+_UPSERT_TRADES = TRADES.upsert(
+    f"SELECT {_TRADE_JSON} FROM {_JSON_EACH} WHERE {_JSON_TRADE_KNOWN}", "sqlite"
+)
+_UPSERT_ORPHANS = ORPHAN_TRADES.upsert(
+    f"SELECT {_TRADE_JSON}, ?3 FROM {_JSON_EACH} WHERE NOT ({_JSON_TRADE_KNOWN})", "sqlite"
+)
+_ORPHANED_IDS = f"SELECT j.value ->> 0 FROM {_JSON_EACH} WHERE NOT ({_JSON_TRADE_KNOWN})"
+# updated_at (?2) moves only when a value changes (the WHERE of the upsert).
+_UPSERT_BALANCES = BALANCES.upsert(
+    f"SELECT {_json_rows(BALANCES.columns, None)}, ?2 FROM {_JSON_EACH} WHERE true", "sqlite"
+)
+_UPSERT_EPOCHS = EPOCHS.upsert(EPOCHS.values_clause("?"), "sqlite")
+_BOTH_KNOWN = _orders_known("t.taker_order_id", "t.maker_order_id")
 _cols = ", ".join(TRADES.columns)
 _REHOME = [
     f"INSERT INTO trades ({_cols}) SELECT {_cols} FROM orphan_trades t WHERE {_BOTH_KNOWN}"
@@ -291,40 +315,29 @@ class SqliteStore(ClosesOnExit):
         if row is not None and batch.position < row[0]:
             return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
         orders, trades, balances, epochs = batch.counts()
+        # Each statement reads a whole chunk in one step, which sqlite3 runs
+        # without the GIL (see ``JsonRows`` in rows.rs).
         if orders:
-            c.executemany(_UPSERT_ORDERS, _core.sqlite_order_rows(batch.rows))
+            for rows, nodes in _core.sqlite_order_json(batch.rows):
+                c.execute(_UPSERT_ORDERS, (rows, nodes))
         orphans: list[uuid.UUID] = []
         if trades:
-            rows = _core.sqlite_trade_rows(batch.rows)
-            wanted = {r[3] for r in rows} | {r[4] for r in rows}
-            known = _known_orders(c, wanted)
-            good = [r for r in rows if r[3] in known and r[4] in known]
-            bad = [(*r, batch.position) for r in rows if not (r[3] in known and r[4] in known)]
-            c.executemany(_UPSERT_TRADES, good)
-            if bad:
-                c.executemany(_UPSERT_ORPHANS, bad)
-                orphans = [uuid.UUID(r[0]) for r in bad]
-            c.executemany("DELETE FROM orphan_trades WHERE id = ?", ((r[0],) for r in good))
+            # A trade kept apart whose orders are now known leaves
+            # orphan_trades through _REHOME below: whenever its orders
+            # arrive, in this flush or an earlier one, that flush moves it.
+            for rows, nodes in _core.sqlite_trade_json(batch.rows):
+                orphaned = [uuid.UUID(r[0]) for r in c.execute(_ORPHANED_IDS, (rows,))]
+                c.execute(_UPSERT_TRADES, (rows, nodes))
+                if orphaned:
+                    c.execute(_UPSERT_ORPHANS, (rows, nodes, batch.position))
+                    orphans += orphaned
         if orders:
             for sql in _REHOME:
                 c.execute(sql)
         if balances:
             now = ns_to_text(_now_ns())
-            c.executemany(
-                _UPSERT_BALANCES,
-                (
-                    (
-                        str(b.user_id),
-                        b.asset,
-                        _dec(b.available),
-                        _dec(b.frozen),
-                        scale_of(b.available),
-                        scale_of(b.frozen),
-                        now,
-                    )
-                    for b in batch.balances
-                ),
-            )
+            for rows, _ in _core.sqlite_balance_json(batch.rows):
+                c.execute(_UPSERT_BALANCES, (rows, now))
         if epochs:
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
@@ -458,16 +471,6 @@ def _owner_only(path: Path) -> None:
             mode,
             e,
         )
-
-
-def _known_orders(c: sqlite3.Connection, ids: set[str]) -> set[str]:
-    known: set[str] = set()
-    wanted = list(ids)
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        marks = ", ".join("?" for _ in chunk)
-        known.update(r[0] for r in c.execute(f"SELECT id FROM orders WHERE id IN ({marks})", chunk))
-    return known
 
 
 def _opt_uuid(text: str | None) -> uuid.UUID | None:

@@ -2,24 +2,28 @@
 //!
 //! Building a row in Python reads every attribute of an `Order` through the
 //! binding (a `UUID` and a `Decimal` object each) and formats it again: 20
-//! to 25 us a row, most of a flush. Here a row is made straight from the
-//! Rust value:
+//! to 25 us a row, most of a flush. Here rows are made straight from the
+//! Rust values, without the GIL, so that a flush leaves the appending
+//! threads the interpreter:
 //!
-//! * SQLite: a tuple of plain `str`, `int` and `bytes`, in the column order
-//!   `SQLITE_ORDER_COLUMNS` / `SQLITE_TRADE_COLUMNS`, which `store/sqlite.py`
-//!   builds its statements from, so the layout has one owner;
+//! * SQLite: JSON arrays of plain texts and numbers (`JsonRows`), in the
+//!   column order `SQLITE_ORDER_COLUMNS` / `SQLITE_TRADE_COLUMNS`, which
+//!   `store/sqlite.py` builds its statements from, so the layout has one
+//!   owner;
 //! * PostgreSQL: the lines of a text `COPY` into `tmp_orders` / `tmp_trades`
 //!   (`store/postgres.py` declares those tables): UUIDs as hex, decimals as
 //!   their exact text (which keeps the scale), bytes as `\\x` hex, text
 //!   escaped for COPY.
 
 use chrono::{DateTime, Utc};
+use openmatch_aof::state as st;
 use openmatch_aof::types as t;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use rust_decimal::Decimal;
 
 use crate::convert::datetime_to_ns;
+use crate::errors::invalid_value;
 use crate::state::StateChanges;
 
 const ORDER_COLUMNS: [&str; 22] = [
@@ -112,101 +116,258 @@ fn decimal_text(d: &Decimal) -> String {
     d.to_string()
 }
 
-fn order_row<'py>(py: Python<'py>, o: &t::Order) -> PyResult<Bound<'py, PyTuple>> {
-    let items: [Bound<'py, PyAny>; 22] = [
-        uuid_text(&o.id.0).into_pyobject(py)?.into_any(),
-        uuid_text(&o.user_id.0).into_pyobject(py)?.into_any(),
-        o.market.symbol().into_pyobject(py)?.into_any(),
-        side_name(o.side).into_pyobject(py)?.into_any(),
-        type_name_of(o.order_type).into_pyobject(py)?.into_any(),
-        status_name(o.status).into_pyobject(py)?.into_any(),
-        o.price
-            .as_ref()
-            .map(decimal_text)
-            .into_pyobject(py)?
-            .into_any(),
-        decimal_text(&o.quantity).into_pyobject(py)?.into_any(),
-        decimal_text(&o.remaining_qty).into_pyobject(py)?.into_any(),
-        o.epoch_id.map(|e| e.0).into_pyobject(py)?.into_any(),
-        o.sequence.into_pyobject(py)?.into_any(),
-        PyBytes::new(py, &o.origin_node.0).into_any(),
-        time_text(&o.created_at).into_pyobject(py)?.into_any(),
-        time_text(&o.updated_at).into_pyobject(py)?.into_any(),
-        uuid_text(&o.sr_id.0).into_pyobject(py)?.into_any(),
-        o.market.base.as_str().into_pyobject(py)?.into_any(),
-        o.market.quote.as_str().into_pyobject(py)?.into_any(),
-        o.price.map(|p| p.scale()).into_pyobject(py)?.into_any(),
-        o.quantity.scale().into_pyobject(py)?.into_any(),
-        o.remaining_qty.scale().into_pyobject(py)?.into_any(),
-        datetime_to_ns(&o.created_at, "created_at")?
-            .into_pyobject(py)?
-            .into_any(),
-        datetime_to_ns(&o.updated_at, "updated_at")?
-            .into_pyobject(py)?
-            .into_any(),
-    ];
-    PyTuple::new(py, items)
+/// Rows of one kind for SQLite as one JSON text and their nodes.
+///
+/// Handing SQLite a flush as `executemany` tuples cost the appending
+/// threads most of their time: the tuples are built under the GIL (about
+/// 4 us a row), and every row's step hands the GIL over and takes it back.
+/// Here a chunk of rows is one JSON array of arrays, built without the GIL,
+/// that one `INSERT ... SELECT ... FROM json_each(?1)` reads in a single
+/// step (which `sqlite3` runs without the GIL). Each row's array holds the
+/// columns in `SQLITE_*_COLUMNS` order; the node column (SQLite has no
+/// `unhex` before 3.41) is `null` there and its 32 bytes are at `32 * i` of
+/// the second value, for the chunk's `i`th row.
+struct JsonRows {
+    json: Vec<u8>,
+    nodes: Vec<u8>,
+    first_field: bool,
 }
 
-fn trade_row<'py>(py: Python<'py>, x: &t::Trade) -> PyResult<Bound<'py, PyTuple>> {
-    let items: [Bound<'py, PyAny>; 19] = [
-        uuid_text(&x.id.0).into_pyobject(py)?.into_any(),
-        x.epoch_id.0.into_pyobject(py)?.into_any(),
-        x.market.symbol().into_pyobject(py)?.into_any(),
-        uuid_text(&x.taker_order_id.0).into_pyobject(py)?.into_any(),
-        uuid_text(&x.maker_order_id.0).into_pyobject(py)?.into_any(),
-        uuid_text(&x.taker_user_id.0).into_pyobject(py)?.into_any(),
-        uuid_text(&x.maker_user_id.0).into_pyobject(py)?.into_any(),
-        decimal_text(&x.price).into_pyobject(py)?.into_any(),
-        decimal_text(&x.quantity).into_pyobject(py)?.into_any(),
-        decimal_text(&x.quote_amount).into_pyobject(py)?.into_any(),
-        side_name(x.taker_side).into_pyobject(py)?.into_any(),
-        PyBytes::new(py, &x.matcher_node.0).into_any(),
-        time_text(&x.executed_at).into_pyobject(py)?.into_any(),
-        x.market.base.as_str().into_pyobject(py)?.into_any(),
-        x.market.quote.as_str().into_pyobject(py)?.into_any(),
-        x.price.scale().into_pyobject(py)?.into_any(),
-        x.quantity.scale().into_pyobject(py)?.into_any(),
-        x.quote_amount.scale().into_pyobject(py)?.into_any(),
-        datetime_to_ns(&x.executed_at, "executed_at")?
-            .into_pyobject(py)?
-            .into_any(),
-    ];
-    PyTuple::new(py, items)
+/// Rows per statement: bounds the texts SQLite is handed (about 3.5 MB of
+/// JSON), far below its 1 GB limit on one value, whatever a flush holds.
+const JSON_ROWS_PER_CHUNK: usize = 10_000;
+
+impl JsonRows {
+    fn new(rows: usize) -> Self {
+        let mut json = Vec::with_capacity(rows * 360 + 2);
+        json.push(b'[');
+        JsonRows {
+            json,
+            nodes: Vec::with_capacity(rows * 32),
+            first_field: true,
+        }
+    }
+
+    fn begin_row(&mut self) {
+        if self.json.len() > 1 {
+            self.json.push(b',');
+        }
+        self.json.push(b'[');
+        self.first_field = true;
+    }
+
+    fn sep(&mut self) -> &mut Vec<u8> {
+        if !self.first_field {
+            self.json.push(b',');
+        }
+        self.first_field = false;
+        &mut self.json
+    }
+
+    fn text(&mut self, s: &str) {
+        let out = self.sep();
+        serde_json::to_writer(out, s).expect("a str always serializes to JSON");
+    }
+
+    /// Text that came from outside (a market's symbols), which may hold
+    /// what SQLite's JSON cannot give back: it reads `\u0000` as the end of
+    /// the text. The journal refuses a NUL at append (`store_fit`); a row
+    /// that skipped it is refused here, never stored cut short.
+    fn outside_text(&mut self, s: &str, what: impl FnOnce() -> String) -> PyResult<()> {
+        if s.contains('\0') {
+            return Err(invalid_value(format!(
+                "{}: {s:?} contains a NUL character, which the SQLite store cannot hold",
+                what()
+            )));
+        }
+        self.text(s);
+        Ok(())
+    }
+
+    fn opt_text(&mut self, s: Option<String>) {
+        match s {
+            Some(s) => self.text(&s),
+            None => self.null(),
+        }
+    }
+
+    fn int(&mut self, n: impl Into<i64>) {
+        let out = self.sep();
+        std::io::Write::write_fmt(out, format_args!("{}", n.into()))
+            .expect("writing to a Vec never fails");
+    }
+
+    fn opt_int(&mut self, n: Option<impl Into<i64>>) {
+        match n {
+            Some(n) => self.int(n),
+            None => self.null(),
+        }
+    }
+
+    /// An id or sequence for an INTEGER column. SQLite's JSON reads a
+    /// number past `i64` as a float, which would store another value; the
+    /// journal refuses one at append (`store_fit`), and a row that skipped
+    /// it is refused here.
+    fn bigint(&mut self, n: u64, what: impl FnOnce() -> String) -> PyResult<()> {
+        let n = i64::try_from(n).map_err(|_| {
+            invalid_value(format!("{}: {n} does not fit the store's BIGINT", what()))
+        })?;
+        self.int(n);
+        Ok(())
+    }
+
+    fn null(&mut self) {
+        self.sep().extend_from_slice(b"null");
+    }
+
+    /// The node column: `null` in the JSON, its bytes beside it.
+    fn node(&mut self, node: &t::NodeId) {
+        self.null();
+        self.nodes.extend_from_slice(&node.0);
+    }
+
+    fn end_row(&mut self) {
+        self.json.push(b']');
+    }
+
+    fn finish(mut self) -> (Vec<u8>, Vec<u8>) {
+        self.json.push(b']');
+        (self.json, self.nodes)
+    }
 }
 
-/// The SQLite rows of the orders of `changes`, in `SQLITE_ORDER_COLUMNS`
-/// order.
+/// One order's row, in `ORDER_COLUMNS` order.
+fn order_json(r: &mut JsonRows, o: &t::Order) -> PyResult<()> {
+    r.begin_row();
+    r.text(&uuid_text(&o.id.0));
+    r.text(&uuid_text(&o.user_id.0));
+    let market = || format!("order {}: market", o.id.0);
+    r.outside_text(&o.market.symbol(), market)?;
+    r.text(side_name(o.side));
+    r.text(type_name_of(o.order_type));
+    r.text(status_name(o.status));
+    r.opt_text(o.price.as_ref().map(decimal_text));
+    r.text(&decimal_text(&o.quantity));
+    r.text(&decimal_text(&o.remaining_qty));
+    match o.epoch_id {
+        Some(e) => r.bigint(e.0, || format!("order {}: epoch_id (batch_id)", o.id.0))?,
+        None => r.null(),
+    }
+    r.bigint(o.sequence, || format!("order {}: sequence", o.id.0))?;
+    r.node(&o.origin_node);
+    r.text(&time_text(&o.created_at));
+    r.text(&time_text(&o.updated_at));
+    r.text(&uuid_text(&o.sr_id.0));
+    r.outside_text(&o.market.base, market)?;
+    r.outside_text(&o.market.quote, market)?;
+    r.opt_int(o.price.map(|p| p.scale()));
+    r.int(o.quantity.scale());
+    r.int(o.remaining_qty.scale());
+    r.int(datetime_to_ns(&o.created_at, "created_at")?);
+    r.int(datetime_to_ns(&o.updated_at, "updated_at")?);
+    r.end_row();
+    Ok(())
+}
+
+/// One trade's row, in `TRADE_COLUMNS` order.
+fn trade_json(r: &mut JsonRows, x: &t::Trade) -> PyResult<()> {
+    r.begin_row();
+    r.text(&uuid_text(&x.id.0));
+    r.bigint(x.epoch_id.0, || {
+        format!("trade {}: epoch_id (batch_id)", x.id.0)
+    })?;
+    let market = || format!("trade {}: market", x.id.0);
+    r.outside_text(&x.market.symbol(), market)?;
+    r.text(&uuid_text(&x.taker_order_id.0));
+    r.text(&uuid_text(&x.maker_order_id.0));
+    r.text(&uuid_text(&x.taker_user_id.0));
+    r.text(&uuid_text(&x.maker_user_id.0));
+    r.text(&decimal_text(&x.price));
+    r.text(&decimal_text(&x.quantity));
+    r.text(&decimal_text(&x.quote_amount));
+    r.text(side_name(x.taker_side));
+    r.node(&x.matcher_node);
+    r.text(&time_text(&x.executed_at));
+    r.outside_text(&x.market.base, market)?;
+    r.outside_text(&x.market.quote, market)?;
+    r.int(x.price.scale());
+    r.int(x.quantity.scale());
+    r.int(x.quote_amount.scale());
+    r.int(datetime_to_ns(&x.executed_at, "executed_at")?);
+    r.end_row();
+    Ok(())
+}
+
+/// One balance's row: `user_id`, `asset`, `available`, `frozen` and their
+/// scales (the store adds its `updated_at`).
+fn balance_json(r: &mut JsonRows, b: &st::Balance) -> PyResult<()> {
+    r.begin_row();
+    r.text(&uuid_text(&b.user_id.0));
+    r.outside_text(&b.asset, || format!("balance {}: asset", b.user_id.0))?;
+    r.text(&decimal_text(&b.available));
+    r.text(&decimal_text(&b.frozen));
+    r.int(b.available.scale());
+    r.int(b.frozen.scale());
+    r.end_row();
+    Ok(())
+}
+
+/// The `(json, nodes)` chunks of `items`, built without the GIL.
+fn json_chunks<'py, T>(
+    py: Python<'py>,
+    changes: &Bound<'py, StateChanges>,
+    items: fn(&st::Changes) -> &[T],
+    row: fn(&mut JsonRows, &T) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyList>> {
+    let changes = changes.get();
+    let chunks = py.detach(|| -> PyResult<Vec<_>> {
+        let c = changes.lock();
+        items(&c)
+            .chunks(JSON_ROWS_PER_CHUNK)
+            .map(|part| {
+                let mut r = JsonRows::new(part.len());
+                for item in part {
+                    row(&mut r, item)?;
+                }
+                Ok(r.finish())
+            })
+            .collect()
+    })?;
+    let out = PyList::empty(py);
+    for (json, nodes) in chunks {
+        out.append((PyBytes::new(py, &json), PyBytes::new(py, &nodes)))?;
+    }
+    Ok(out)
+}
+
+/// The SQLite rows of the orders of `changes`: `(json, nodes)` chunks (see
+/// `JsonRows`), in `SQLITE_ORDER_COLUMNS` order.
 #[pyfunction]
-fn sqlite_order_rows<'py>(
+fn sqlite_order_json<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    // Copied out first: building Python objects can run Python code (the
-    // garbage collector's callbacks), which can hand the GIL to a thread
-    // that then waits for this lock while holding it.
-    let orders = changes.get().lock().orders.clone();
-    let rows = orders
-        .iter()
-        .map(|o| order_row(py, o))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, rows)
+    json_chunks(py, changes, |c| &c.orders, order_json)
 }
 
-/// The SQLite rows of the trades of `changes`, in `SQLITE_TRADE_COLUMNS`
-/// order.
+/// The SQLite rows of the trades of `changes`: `(json, nodes)` chunks (see
+/// `JsonRows`), in `SQLITE_TRADE_COLUMNS` order.
 #[pyfunction]
-fn sqlite_trade_rows<'py>(
+fn sqlite_trade_json<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyList>> {
-    // Copied out first, as in `sqlite_order_rows`.
-    let trades = changes.get().lock().trades.clone();
-    let rows = trades
-        .iter()
-        .map(|x| trade_row(py, x))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, rows)
+    json_chunks(py, changes, |c| &c.trades, trade_json)
+}
+
+/// The SQLite rows of the balances of `changes`: `(json, nodes)` chunks
+/// (see `JsonRows`; a balance has no node).
+#[pyfunction]
+fn sqlite_balance_json<'py>(
+    py: Python<'py>,
+    changes: &Bound<'py, StateChanges>,
+) -> PyResult<Bound<'py, PyList>> {
+    json_chunks(py, changes, |c| &c.balances, balance_json)
 }
 
 fn copy_text(out: &mut Vec<u8>, s: &str) {
@@ -325,6 +486,37 @@ fn trade_line(out: &mut Vec<u8>, x: &t::Trade) -> PyResult<()> {
     Ok(())
 }
 
+/// user_id, asset, available, frozen.
+fn balance_line(out: &mut Vec<u8>, b: &st::Balance) -> PyResult<()> {
+    let mut l = Line(out, false);
+    l.uuid(&b.user_id.0);
+    l.text(&b.asset);
+    l.raw(&decimal_text(&b.available));
+    l.raw(&decimal_text(&b.frozen));
+    l.end();
+    Ok(())
+}
+
+/// The text `COPY` lines of `items`, built without the GIL.
+fn copy_lines<'py, T>(
+    py: Python<'py>,
+    changes: &Bound<'py, StateChanges>,
+    items: fn(&st::Changes) -> &[T],
+    line: fn(&mut Vec<u8>, &T) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let changes = changes.get();
+    let out = py.detach(|| -> PyResult<Vec<u8>> {
+        let c = changes.lock();
+        let items = items(&c);
+        let mut out = Vec::with_capacity(items.len() * 320);
+        for item in items {
+            line(&mut out, item)?;
+        }
+        Ok(out)
+    })?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// The text `COPY` data of the orders of `changes` for `tmp_orders`,
 /// built without the GIL.
 #[pyfunction]
@@ -332,16 +524,7 @@ fn pg_copy_orders<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let changes = changes.get();
-    let out = py.detach(|| -> PyResult<Vec<u8>> {
-        let c = changes.lock();
-        let mut out = Vec::with_capacity(c.orders.len() * 320);
-        for o in &c.orders {
-            order_line(&mut out, o)?;
-        }
-        Ok(out)
-    })?;
-    Ok(PyBytes::new(py, &out))
+    copy_lines(py, changes, |c| &c.orders, order_line)
 }
 
 /// The text `COPY` data of the trades of `changes` for `tmp_trades`,
@@ -351,16 +534,17 @@ fn pg_copy_trades<'py>(
     py: Python<'py>,
     changes: &Bound<'py, StateChanges>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let changes = changes.get();
-    let out = py.detach(|| -> PyResult<Vec<u8>> {
-        let c = changes.lock();
-        let mut out = Vec::with_capacity(c.trades.len() * 360);
-        for x in &c.trades {
-            trade_line(&mut out, x)?;
-        }
-        Ok(out)
-    })?;
-    Ok(PyBytes::new(py, &out))
+    copy_lines(py, changes, |c| &c.trades, trade_line)
+}
+
+/// The text `COPY` data of the balances of `changes` for `tmp_balances`,
+/// built without the GIL.
+#[pyfunction]
+fn pg_copy_balances<'py>(
+    py: Python<'py>,
+    changes: &Bound<'py, StateChanges>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    copy_lines(py, changes, |c| &c.balances, balance_line)
 }
 
 /// The limits of the engine's SQL schema that every append is checked
@@ -380,9 +564,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STORE_LIMITS", store_limits(m.py())?)?;
     m.add_function(wrap_pyfunction!(pg_copy_orders, m)?)?;
     m.add_function(wrap_pyfunction!(pg_copy_trades, m)?)?;
+    m.add_function(wrap_pyfunction!(pg_copy_balances, m)?)?;
     m.add("SQLITE_ORDER_COLUMNS", ORDER_COLUMNS.to_vec())?;
     m.add("SQLITE_TRADE_COLUMNS", TRADE_COLUMNS.to_vec())?;
-    m.add_function(wrap_pyfunction!(sqlite_order_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(sqlite_trade_rows, m)?)?;
+    m.add("SQLITE_ROWS_PER_STATEMENT", JSON_ROWS_PER_CHUNK)?;
+    m.add_function(wrap_pyfunction!(sqlite_order_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_trade_json, m)?)?;
+    m.add_function(wrap_pyfunction!(sqlite_balance_json, m)?)?;
     Ok(())
 }
