@@ -293,6 +293,82 @@ def test_repair_of_a_compaction_gap_removes_the_covered_segments_not_the_live_lo
         assert p.digest() == digest
 
 
+def _damaged_below_the_checkpoint(data_dir: Path) -> tuple[Path, int, str]:
+    """A data directory (SQLite, one segment) whose database holds the first
+    100 operations, whose AOF holds 50 more (written, then a crash before
+    their flush), and a bit flipped in the 10th frame: damage the database's
+    snapshot covers. Returns the AOF dir, the checkpoint and the digest of
+    the whole log."""
+    import shutil
+
+    from faultkit import NO_COMPACTION
+
+    from openmatch_persistence.persistence import Persistence
+    from openmatch_persistence.workload import take
+
+    ops = take(150, seed=9)
+    with Persistence.open(data_dir, compaction=NO_COMPACTION) as p:
+        aof = p.aof_dir
+        p.append_many(ops[:100])
+        checkpoint = p.position
+    (segment,) = aof.glob("*.aof")
+    with open(segment, "ab") as f:
+        f.write(b"".join(om.encode(op) for op in ops[100:]))
+    whole = data_dir.with_name(data_dir.name + "-whole")
+    shutil.copytree(data_dir, whole)
+    with Persistence.open(whole) as p:
+        digest = p.digest()
+    data = bytearray(segment.read_bytes())
+    data[frame_ends(ops)[8] + 9] ^= 1  # a payload byte of the 10th frame
+    segment.write_bytes(bytes(data))
+    return aof, checkpoint, digest
+
+
+def test_repair_of_damage_the_snapshot_covers_starts_the_log_again_at_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # Cutting at the damage would end the log before the checkpoint, which
+    # recovery refuses: the data directory would have no way back. The log
+    # starts again at the checkpoint instead, and nothing is lost.
+    from openmatch_persistence.persistence import Persistence
+
+    data_dir = tmp_path / "data"
+    aof, checkpoint, digest = _damaged_below_the_checkpoint(data_dir)
+    (segment,) = aof.glob("*.aof")
+    kept = segment.read_bytes()[checkpoint:]
+    assert run_cli("aof", "verify", str(data_dir)).returncode == 2
+    proc = run_cli("aof", "repair", "--dry-run", str(data_dir))
+    assert f"below the database's checkpoint {checkpoint}" in proc.stdout, proc.stdout
+    proc = run_cli("aof", "repair", "--yes", str(data_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in sorted(aof.glob("*.aof"))] == [seg_name(checkpoint)]
+    assert (aof / seg_name(checkpoint)).read_bytes() == kept
+    (backup,) = aof.glob("*.bak")
+    assert backup.name.startswith(segment.name)
+    assert len(backup.read_bytes()) == checkpoint + len(kept)
+    with Persistence.open(data_dir) as p:
+        assert p.digest() == digest
+
+
+def test_a_repair_that_restarts_the_log_ends_well_after_a_crash_before_its_unlink(
+    tmp_path: Path,
+) -> None:
+    # The new segment is made before the old one goes: a crash in between
+    # leaves the two overlapping, which the next repair ends.
+    from openmatch_persistence import repair as rp
+    from openmatch_persistence.persistence import Persistence
+
+    aof, checkpoint, digest = _damaged_below_the_checkpoint(tmp_path / "data")
+    (segment,) = aof.glob("*.aof")
+    om._core.restart_segment_at(aof, 0, checkpoint)  # the crash: the old segment stays
+    assert [p.name for p in sorted(aof.glob("*.aof"))] == [seg_name(0), seg_name(checkpoint)]
+    result = rp.repair(aof, checkpoint=checkpoint)
+    assert result.plan.restart_at is None  # the log already goes on at the checkpoint
+    assert not segment.exists() and result.after.is_clean
+    with Persistence.open(tmp_path / "data") as p:
+        assert p.digest() == digest
+
+
 def test_repair_beside_a_writer_is_one_error_line(tmp_path: Path) -> None:
     with om.AofWriter(tmp_path) as writer:
         writer.append_many(sample_ops())

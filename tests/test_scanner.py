@@ -285,14 +285,18 @@ def test_repair_never_deletes_a_segment_no_snapshot_covers(
     first.write_bytes(bytes(data))
     second_start = int(second.name[:20])
     # The segment after the damage holds operations past the checkpoint.
-    for checkpoint in (0, second_start):
-        with pytest.raises(om.AofError, match=f"{second.name}: refusing to repair.*{checkpoint}"):
-            rp.plan_repair(aof_dir, checkpoint=checkpoint)
-        with pytest.raises(om.AofError, match="refusing to repair"):
-            rp.repair(aof_dir, checkpoint=checkpoint)
-        assert second.exists() and first.read_bytes() == bytes(data)
-    # A snapshot past its start covers it: the plan is the usual one.
-    assert rp.plan_repair(aof_dir, checkpoint=second_start + 1).needed
+    checkpoint = 0
+    with pytest.raises(om.AofError, match=f"{second.name}: refusing to repair.*{checkpoint}"):
+        rp.plan_repair(aof_dir, checkpoint=checkpoint)
+    with pytest.raises(om.AofError, match="refusing to repair"):
+        rp.repair(aof_dir, checkpoint=checkpoint)
+    assert second.exists() and first.read_bytes() == bytes(data)
+    # A snapshot at or past the second segment's start covers the damage:
+    # the damaged segment goes whole, and the log goes on in the second.
+    for checkpoint in (second_start, second_start + 1):
+        plan = rp.plan_repair(aof_dir, checkpoint=checkpoint)
+        assert [Path(p.segment) for p in plan.parts] == [first]
+        assert plan.parts[0].removes_file and plan.restart_at is None
 
 
 def test_repair_refuses_while_a_writer_has_the_aof_open(

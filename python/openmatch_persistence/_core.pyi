@@ -252,6 +252,7 @@ def write_backup(
     length: int,
     target: str | os.PathLike[str],
 ) -> None: ...
+def restart_segment_at(dir: str | os.PathLike[str], start: int, at: int) -> str: ...
 
 # --- state -------------------------------------------------------------------
 

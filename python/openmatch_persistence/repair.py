@@ -63,6 +63,11 @@ class RepairPlan:
     #: Intact frames found behind the damage (a lower bound: counting stops
     #: at the next damage in each file).
     intact_frames: int
+    #: When the damage lies below the database's checkpoint: the position
+    #: where the log starts again, in a new segment that gets the damaged
+    #: one's bytes from there (the checkpoint is a frame boundary, and
+    #: everything before it is in the snapshot).
+    restart_at: int | None = None
 
     @property
     def needed(self) -> bool:
@@ -74,7 +79,9 @@ class RepairPlan:
 
     @property
     def bytes_removed(self) -> int:
-        return sum(p.bytes for p in self.parts)
+        """Bytes that leave the log (those a restart keeps are not counted)."""
+        kept = 0 if self.restart_at is None else _end_of(self.parts[-1]) - self.restart_at
+        return sum(p.bytes for p in self.parts) - kept
 
     @property
     def frames_removed(self) -> int:
@@ -124,6 +131,10 @@ def _intact_frames_after(report: _core.ScanReport, seg: Path, size: int, max_pay
 
 def _start_of(segment: StrPath) -> int:
     return int(Path(segment).name[:20])
+
+
+def _end_of(part: RemovedPart) -> int:
+    return _start_of(part.segment) + part.offset + part.bytes
 
 
 def plan_repair(
@@ -177,6 +188,8 @@ def plan_repair(
         parts.append(RemovedPart(str(seg), 0, size, removes_file=True))
         intact += _core.verify(seg, max_payload=max_payload).frames
         damaged = 0
+    elif checkpoint is not None and report.position < checkpoint:
+        return _plan_restart(root, report, seg, size, checkpoint)
     else:
         parts.append(RemovedPart(str(seg), report.offset, size - report.offset, removes_file=False))
         intact += _intact_frames_after(report, seg, size, max_payload)
@@ -193,6 +206,38 @@ def plan_repair(
                     f"database's checkpoint {checkpoint}, so no snapshot holds its operations"
                 )
     return RepairPlan(str(root), report, tuple(parts), damaged, intact)
+
+
+def _plan_restart(
+    root: Path, report: _core.ScanReport, seg: Path, size: int, checkpoint: int
+) -> RepairPlan:
+    """Damage below the database's checkpoint: the bytes it spoils are in
+    the snapshot, so cutting there would leave the log ending before it,
+    which recovery must refuse. Instead the log starts again at the
+    checkpoint: the damaged segment and every one before it go (backed up),
+    and a new segment at the checkpoint gets the damaged one's bytes from
+    there (empty when the checkpoint is this segment's end). When a later
+    segment starts at or before the checkpoint, the log goes on there and
+    no new segment is needed."""
+    start = _start_of(seg)
+    later = _segments_after(root, seg)
+    parts = [
+        RemovedPart(str(p), 0, p.stat().st_size, removes_file=True)
+        for p in (*_segments_before(root, seg), seg)
+    ]
+    if later and _start_of(later[0]) <= checkpoint:
+        # The log already goes on from the checkpoint or before it: in the
+        # next segment, or in the one an interrupted repair made.
+        restart_at = None
+    elif checkpoint <= start + size:
+        restart_at = checkpoint
+    else:
+        raise AofError(
+            f"{seg}: refusing to repair: the database's checkpoint {checkpoint} is past the "
+            f"AOF's end at {start + size}; this AOF is not the database's, or lost its tail"
+        )
+    damaged = 0 if report.cause == "zeroed_tail" else 1
+    return RepairPlan(str(root), report, tuple(parts), damaged, 0, restart_at)
 
 
 def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
@@ -249,7 +294,7 @@ def repair(
             raise AofError(f"{path}: the AOF changed since the repair was planned; plan it again")
         if not fresh.needed:
             return RepairResult(fresh, (), fresh.report)
-        done = _remove(path, fresh.parts, "repair")
+        done = _remove(path, fresh.parts, "repair", fresh.restart_at)
         after = _core.verify(Path(path), max_payload=max_payload)
     return RepairResult(fresh, done, after, tuple(p.backup or "" for p in done))
 
@@ -284,10 +329,16 @@ def cut(aof_dir: StrPath, position: int) -> tuple[RemovedPart, ...]:
         return _remove(aof_dir, plan_cut(aof_dir, position), "cut")
 
 
-def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[RemovedPart, ...]:
+def _remove(
+    path: StrPath, parts: Sequence[RemovedPart], why: str, restart_at: int | None = None
+) -> tuple[RemovedPart, ...]:
     """Backs up every part (fsynced, directory fsynced), then removes them,
     the last segment first, so that a crash midway leaves a prefix of the
-    log followed by bytes that are already backed up."""
+    log followed by bytes that are already backed up.
+
+    With ``restart_at`` (see :func:`_plan_restart`) the new segment is made
+    before anything is removed: a crash then leaves it overlapping the
+    parts, or after a gap, each of which a repair with the checkpoint ends."""
     stamp = _core.backup_stamp()
     done: list[RemovedPart] = []
     dirs: set[Path] = set()
@@ -301,6 +352,9 @@ def _remove(path: StrPath, parts: Sequence[RemovedPart], why: str) -> tuple[Remo
             )
         for d in dirs:
             fsync_directory(d)
+        if restart_at is not None:
+            last = Path(parts[-1].segment)
+            _core.restart_segment_at(last.parent, _start_of(last), restart_at)
         # Only now, with every removed byte durable elsewhere, cut: the last
         # segment first, each removal durable before the next.
         for part in reversed(parts):
@@ -319,10 +373,20 @@ def describe(plan: RepairPlan, removed: Sequence[RemovedPart] = ()) -> list[str]
     frames = f"{plan.damaged_frames} damaged frame(s)"
     if plan.intact_frames:
         frames += f" and at least {plan.intact_frames} intact frame(s) behind the damage"
-    lines = [
-        f"cut at position {plan.cut_position}: {plan.report.message}",
-        f"removes {plan.bytes_removed} bytes: {frames}",
-    ]
+    if plan.restart_at is not None:
+        kept = _end_of(plan.parts[-1]) - plan.restart_at
+        lines = [
+            f"damage at position {plan.cut_position}, below the database's checkpoint "
+            f"{plan.restart_at}: {plan.report.message}",
+            f"the log starts again at {plan.restart_at} in a new segment with the "
+            f"{kept} bytes from there; the {plan.bytes_removed} bytes before it, which the "
+            "snapshot holds, go",
+        ]
+    else:
+        lines = [
+            f"cut at position {plan.cut_position}: {plan.report.message}",
+            f"removes {plan.bytes_removed} bytes: {frames}",
+        ]
     for part in removed or plan.parts:
         what = (
             f"whole file, {part.bytes} bytes"

@@ -102,6 +102,47 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Starts the log of `dir` again at `at`, inside (or at the end of) the
+/// segment starting at `start`: a new segment named `at` gets that
+/// segment's bytes from `at` to its end, durably (written beside, fsynced,
+/// renamed into place, the directory fsynced). The old segment stays; the
+/// caller backs it up and deletes it. Until then the two overlap, which a
+/// scan reports, and which a repair with the database's checkpoint ends by
+/// deleting the older one.
+///
+/// For a repair whose damage lies below the database's checkpoint `at`:
+/// the bytes before `at` are covered by the snapshot, the frames from `at`
+/// on are not, and no frame boundary need be found by scanning through the
+/// damage, since `at` is one.
+pub fn restart_segment_at(dir: &Path, start: u64, at: u64) -> io::Result<PathBuf> {
+    let source = dir.join(segment_file_name(start));
+    let len = std::fs::metadata(&source)?.len();
+    if at <= start || at > start + len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: cannot start a segment at {at}, outside ({start}, {}]",
+                source.display(),
+                start + len
+            ),
+        ));
+    }
+    let target = dir.join(segment_file_name(at));
+    if target.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{}: a segment already starts there", target.display()),
+        ));
+    }
+    // Not a segment name, so a crash before the rename leaves no segment.
+    let tmp = dir.join(format!(".{}.new", segment_file_name(at)));
+    let _ = std::fs::remove_file(&tmp);
+    crate::backup::write_backup(&source, at - start, start + len - at, &tmp)?;
+    std::fs::rename(&tmp, &target)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(target)
+}
+
 /// How many of the segments starting at `starts` (ascending) a snapshot
 /// at `covered` covers: each one whose successor starts at or before
 /// `covered`, from the oldest. The last segment (the one appended to) is
@@ -224,5 +265,31 @@ mod tests {
             assert_eq!(mode, 0o700, "{}", d.display());
         }
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_restarted_segment_holds_the_bytes_from_its_start_on() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_file_name(100)), b"0123456789").unwrap();
+        let made = restart_segment_at(dir.path(), 100, 104).unwrap();
+        assert_eq!(made, dir.path().join(segment_file_name(104)));
+        assert_eq!(std::fs::read(&made).unwrap(), b"456789");
+        // At the end: an empty segment where the log goes on.
+        let end = restart_segment_at(dir.path(), 100, 110).unwrap();
+        assert_eq!(std::fs::read(end).unwrap(), b"");
+        let starts: Vec<u64> = list_segments(dir.path())
+            .unwrap()
+            .iter()
+            .map(|s| s.start)
+            .collect();
+        assert_eq!(starts, [100, 104, 110]);
+        // Never at or before the segment's start, past its end, or over a segment.
+        for at in [100, 99, 111, 104] {
+            assert!(restart_segment_at(dir.path(), 100, at).is_err(), "{at}");
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join(segment_file_name(104))).unwrap(),
+            b"456789"
+        );
     }
 }

@@ -76,11 +76,31 @@ fn write_backup(
 ) -> PyResult<()> {
     py.detach(|| backup::write_backup(&source, offset, length, &target))
         .map_err(|e| {
-            let msg = format!("{}: cannot write the backup: {e}", target.display());
-            match e.raw_os_error() {
-                Some(errno) => AofError::new_err((errno, msg)),
-                None => AofError::new_err(msg),
-            }
+            aof_io_error(
+                &e,
+                format!("{}: cannot write the backup: {e}", target.display()),
+            )
+        })
+}
+
+/// An `AofError` carrying the OS error number, when there is one.
+fn aof_io_error(e: &std::io::Error, msg: String) -> PyErr {
+    match e.raw_os_error() {
+        Some(errno) => AofError::new_err((errno, msg)),
+        None => AofError::new_err(msg),
+    }
+}
+
+/// Starts the log of `dir` again at `at` with the bytes from there of the
+/// segment starting at `start` (`segment::restart_segment_at`); returns
+/// the new segment's path.
+#[pyfunction]
+fn restart_segment_at(py: Python<'_>, dir: PathBuf, start: u64, at: u64) -> PyResult<String> {
+    py.detach(|| segment::restart_segment_at(&dir, start, at))
+        .map(|p| p.display().to_string())
+        .map_err(|e| {
+            let msg = format!("{}: cannot start the log again at {at}: {e}", dir.display());
+            aof_io_error(&e, msg)
         })
 }
 
@@ -137,6 +157,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(delete_covered_segments, m)?)?;
     m.add_function(wrap_pyfunction!(sync_segments, m)?)?;
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
+    m.add_function(wrap_pyfunction!(restart_segment_at, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;
     m.add_function(wrap_pyfunction!(backup_path, m)?)?;
