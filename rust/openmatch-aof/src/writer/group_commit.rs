@@ -551,6 +551,7 @@ impl Shared {
                         .and_then(|()| File::open(&path));
                     match opened {
                         Ok(f) => {
+                            st.counters.fsync_thread_opens += 1;
                             let f = Arc::new(f);
                             own = Some((path.clone(), Arc::clone(&f)));
                             f
