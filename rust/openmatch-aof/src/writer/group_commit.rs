@@ -603,12 +603,15 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Batches of five records, fsyncs of 3 ms.
+    const BUSY: Pace = Pace {
+        last_batch_records: 5,
+        fsync_ewma: Duration::from_millis(3),
+    };
+
     #[test]
     fn an_adaptive_leader_gathers_for_half_an_fsync_and_the_last_batchs_records() {
-        let pace = Pace {
-            last_batch_records: 5,
-            fsync_ewma: 3 * MS,
-        };
+        let pace = BUSY;
         assert_eq!(
             pace.goal(Gather::Adaptive),
             GatherGoal {
@@ -631,10 +634,7 @@ mod tests {
 
     #[test]
     fn the_other_gathering_modes_ignore_the_pace() {
-        let pace = Pace {
-            last_batch_records: 5,
-            fsync_ewma: 3 * MS,
-        };
+        let pace = BUSY;
         assert_eq!(
             pace.goal(Gather::Off),
             GatherGoal {
