@@ -1072,4 +1072,72 @@ mod tests {
         assert_eq!(r.outcome.position, good);
         assert_eq!(r.stats.frames, 3);
     }
+
+    /// A reader that fails once, before its first read, then reads `inner`.
+    struct FailsOnce {
+        inner: Box<dyn Read + Send + Sync>,
+        error: Option<io::Error>,
+    }
+
+    impl Read for FailsOnce {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            match self.error.take() {
+                Some(e) => Err(e),
+                None => self.inner.read(out),
+            }
+        }
+    }
+
+    /// A scan of `data` in 16-byte reads whose first read fails with `kind`:
+    /// bytes in memory never fail, so the test puts its reader between
+    /// them and the open cursor.
+    fn scanner_whose_first_read_fails(data: Vec<u8>, kind: io::ErrorKind) -> Scanner {
+        let opts = ScanOptions {
+            chunk_size: 16,
+            ..Default::default()
+        };
+        let mut s = Scanner::from_bytes(data, 0, opts);
+        assert!(s.open_next().unwrap());
+        let c = s.cursor.as_mut().unwrap();
+        let Input::Direct(inner) =
+            std::mem::replace(&mut c.input, Input::Direct(Box::new(io::empty())))
+        else {
+            panic!("bytes in memory are read on the scanning thread");
+        };
+        c.input = Input::Direct(Box::new(FailsOnce {
+            inner,
+            error: Some(io::Error::from(kind)),
+        }));
+        s
+    }
+
+    #[test]
+    fn an_interrupted_read_is_retried_and_the_scan_is_whole() {
+        let ops = ops(50);
+        let data = frames(&ops);
+        let mut s = scanner_whose_first_read_fails(data.clone(), io::ErrorKind::Interrupted);
+        let mut got = Vec::new();
+        s.next_batch(usize::MAX, &mut got).unwrap();
+        assert_eq!(got.into_iter().map(|x| x.1).collect::<Vec<_>>(), ops);
+        let o = s.outcome().unwrap();
+        assert_eq!(
+            (o.kind, o.position),
+            (OutcomeKind::Clean, data.len() as u64)
+        );
+    }
+
+    #[test]
+    fn a_failed_read_fails_the_scan_naming_its_source() {
+        let mut s =
+            scanner_whose_first_read_fails(frames(&ops(3)), io::ErrorKind::PermissionDenied);
+        let mut got = Vec::new();
+        match s.next_batch(usize::MAX, &mut got) {
+            Err(ScanError::Io { path, source }) => {
+                assert_eq!(path, "<bytes>");
+                assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("a failed read: {other:?}"),
+        }
+        assert!(got.is_empty(), "no frame past a failed read");
+    }
 }

@@ -55,10 +55,8 @@ pub(crate) struct State {
     pub sync_wanted: u64,
     /// Records the gathering leader waits for (`u64::MAX`: none waits).
     pub gather_want: u64,
-    /// Records in the last batch written.
-    pub last_batch_records: u64,
-    /// A moving average of fsync latency.
-    pub fsync_ewma: Duration,
+    /// What past batches tell the next leader's gathering.
+    pub pace: Pace,
     /// A leader, rotation or close is doing I/O.
     pub leader: bool,
     pub failed: Option<String>,
@@ -72,6 +70,107 @@ pub(crate) struct State {
     pub waiters: Vec<Waiter>,
     /// Threads waiting on `progress` (rotation, close).
     pub progress_waiters: u32,
+}
+
+impl State {
+    /// Whether a leader gathering for `want` records has its batch: that
+    /// many records, or `max_bytes`, are pending. The gathering loop and
+    /// the appends that wake it share this rule.
+    fn has_full_batch(&self, want: u64, max_bytes: usize) -> bool {
+        self.pending.len() >= max_bytes || self.pending_records >= want
+    }
+}
+
+/// What past batches tell an adaptive leader: how many appenders there
+/// are (the records of the last batch) and how long an fsync takes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pace {
+    /// Records in the last batch that had any.
+    pub last_batch_records: u64,
+    /// A moving average of fsync latency; zero until the first fsync.
+    pub fsync_ewma: Duration,
+}
+
+/// How a leader gathers: for at most `window`, ended sooner once
+/// `records` are pending (or the batch's byte bound is reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GatherGoal {
+    pub window: Duration,
+    pub records: u64,
+}
+
+impl Pace {
+    /// The next leader's gathering goal under `gather`.
+    pub fn goal(self, gather: Gather) -> GatherGoal {
+        match gather {
+            Gather::Off => GatherGoal {
+                window: Duration::ZERO,
+                records: 0,
+            },
+            Gather::Window(window) => GatherGoal {
+                window,
+                records: u64::MAX,
+            },
+            // Half an fsync: the appenders the last fsync woke have time
+            // to come back, and a lone appender (whose last batch was
+            // itself) finds its batch full at once.
+            Gather::Adaptive => GatherGoal {
+                window: (self.fsync_ewma / 2).min(MAX_ADAPTIVE_WAIT),
+                records: self.last_batch_records,
+            },
+        }
+    }
+
+    /// Learns from a batch done: its records and, if it fsynced, how long
+    /// that took. A batch of no records (an fsync alone, for a durable
+    /// wait) says nothing about how many appenders there are.
+    pub fn learn(&mut self, records: u64, fsync: Option<Duration>) {
+        if records > 0 {
+            self.last_batch_records = records;
+        }
+        if let Some(latency) = fsync {
+            self.fsync_ewma = if self.fsync_ewma.is_zero() {
+                latency
+            } else {
+                (self.fsync_ewma * 7 + latency) / 8
+            };
+        }
+    }
+}
+
+/// The `everysec` thread's schedule: an fsync an interval after it
+/// starts, then an interval after each one began.
+#[derive(Debug, Clone, Copy)]
+struct EverySec {
+    interval: Duration,
+    due: Instant,
+}
+
+/// What the `everysec` thread does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// Nothing before this much time has passed.
+    Sleep(Duration),
+    /// Fsync what is written (if anything is not yet durable).
+    Fsync,
+}
+
+impl EverySec {
+    fn starting(now: Instant, interval: Duration) -> Self {
+        EverySec {
+            interval,
+            due: now + interval,
+        }
+    }
+
+    /// What to do at `now`; a due fsync moves the next one an interval on.
+    fn tick(&mut self, now: Instant) -> Tick {
+        if now < self.due {
+            return Tick::Sleep(self.due - now);
+        }
+        self.due = now + self.interval;
+        Tick::Fsync
+    }
 }
 
 /// A thread parked in [`Shared::wait_for`].
@@ -172,10 +271,7 @@ impl Shared {
         st.end += frames.len() as u64;
         st.counters.appends += records;
         st.counters.bytes += frames.len() as u64;
-        if st.leader
-            && (st.pending.len() >= self.opts.max_batch_bytes
-                || st.pending_records >= st.gather_want)
-        {
+        if st.leader && st.has_full_batch(st.gather_want, self.opts.max_batch_bytes) {
             self.batch_full.notify_one();
         }
         Ok(st.end)
@@ -304,22 +400,15 @@ impl Shared {
         force_sync: bool,
     ) -> Result<(MutexGuard<'a, State>, Wakes), WriterError> {
         st.leader = true;
-        let (window, want) = match self.opts.gather {
-            Gather::Off => (Duration::ZERO, 0),
-            Gather::Window(w) => (w, u64::MAX),
-            Gather::Adaptive => (
-                (st.fsync_ewma / 2).min(MAX_ADAPTIVE_WAIT),
-                st.last_batch_records,
-            ),
-        };
-        if !window.is_zero()
-            && st.pending_records < want
-            && st.pending.len() < self.opts.max_batch_bytes
-        {
-            st.gather_want = want;
-            let deadline = Instant::now() + window;
-            while st.pending_records < want && st.pending.len() < self.opts.max_batch_bytes {
+        let goal = st.pace.goal(self.opts.gather);
+        if !goal.window.is_zero() {
+            st.gather_want = goal.records;
+            // The clock is read only once the batch is seen short: a
+            // leader whose batch is already full writes it at once.
+            let mut deadline = None;
+            while !st.has_full_batch(goal.records, self.opts.max_batch_bytes) {
                 let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + goal.window);
                 if now >= deadline {
                     break;
                 }
@@ -352,15 +441,8 @@ impl Shared {
                 if io.wrote > 0 {
                     st.counters.writes += 1;
                 }
-                if records > 0 {
-                    st.last_batch_records = records;
-                }
+                st.pace.learn(records, io.fsync);
                 if let Some(latency) = io.fsync {
-                    st.fsync_ewma = if st.fsync_ewma.is_zero() {
-                        latency
-                    } else {
-                        (st.fsync_ewma * 7 + latency) / 8
-                    };
                     st.durable = batch_end;
                     st.counters.record_fsync(latency);
                 }
@@ -435,22 +517,20 @@ impl Shared {
     /// could then acknowledge them as durable. With one each, both see it.
     pub fn background_fsync(self: Arc<Self>, interval: Duration) {
         let mut st = self.lock();
-        let mut due = Instant::now() + interval;
+        let mut schedule = EverySec::starting(Instant::now(), interval);
         let mut own: Option<(PathBuf, Arc<File>)> = None;
         loop {
             if st.closed || st.failed.is_some() {
                 return;
             }
-            let now = Instant::now();
-            if now < due {
+            if let Tick::Sleep(pause) = schedule.tick(Instant::now()) {
                 st = self
                     .halt
-                    .wait_timeout(st, due - now)
+                    .wait_timeout(st, pause)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 continue;
             }
-            due = now + interval;
             if st.durable >= st.written {
                 continue;
             }
@@ -471,6 +551,7 @@ impl Shared {
                         .and_then(|()| File::open(&path));
                     match opened {
                         Ok(f) => {
+                            st.counters.fsync_thread_opens += 1;
                             let f = Arc::new(f);
                             own = Some((path.clone(), Arc::clone(&f)));
                             f
@@ -513,5 +594,98 @@ impl Shared {
             }
             self.publish(&mut st).now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Batches of five records, fsyncs of 3 ms.
+    const BUSY: Pace = Pace {
+        last_batch_records: 5,
+        fsync_ewma: Duration::from_millis(3),
+    };
+
+    #[test]
+    fn an_adaptive_leader_gathers_for_half_an_fsync_and_the_last_batchs_records() {
+        let pace = BUSY;
+        assert_eq!(
+            pace.goal(Gather::Adaptive),
+            GatherGoal {
+                window: 1500 * Duration::from_micros(1),
+                records: 5
+            }
+        );
+        // A slow disk's half-fsync is capped.
+        let slow = Pace {
+            fsync_ewma: 10 * MS,
+            ..pace
+        };
+        assert_eq!(slow.goal(Gather::Adaptive).window, MAX_ADAPTIVE_WAIT);
+        // Before any fsync there is nothing to wait for.
+        assert_eq!(
+            Pace::default().goal(Gather::Adaptive).window,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn the_other_gathering_modes_ignore_the_pace() {
+        let pace = BUSY;
+        assert_eq!(
+            pace.goal(Gather::Off),
+            GatherGoal {
+                window: Duration::ZERO,
+                records: 0
+            }
+        );
+        assert_eq!(
+            pace.goal(Gather::Window(7 * MS)),
+            GatherGoal {
+                window: 7 * MS,
+                records: u64::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn the_pace_follows_the_last_batch_with_records() {
+        let mut pace = Pace::default();
+        pace.learn(4, None);
+        assert_eq!(pace.last_batch_records, 4);
+        pace.learn(0, Some(MS));
+        assert_eq!(pace.last_batch_records, 4, "an fsync alone");
+        pace.learn(1, None);
+        assert_eq!(pace.last_batch_records, 1);
+    }
+
+    #[test]
+    fn the_fsync_average_starts_at_the_first_fsync_then_moves_an_eighth() {
+        let mut pace = Pace::default();
+        pace.learn(1, None);
+        assert_eq!(pace.fsync_ewma, Duration::ZERO, "no fsync, no latency");
+        pace.learn(1, Some(8 * MS));
+        assert_eq!(pace.fsync_ewma, 8 * MS);
+        pace.learn(1, Some(16 * MS));
+        assert_eq!(pace.fsync_ewma, 9 * MS, "(7 x 8 + 16) / 8");
+        pace.learn(1, Some(MS));
+        assert_eq!(pace.fsync_ewma, 8 * MS, "(7 x 9 + 1) / 8");
+    }
+
+    #[test]
+    fn everysec_fsyncs_an_interval_after_it_starts_then_after_each_fsync() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut schedule = EverySec::starting(t0, second);
+        assert_eq!(schedule.tick(t0), Tick::Sleep(second));
+        assert_eq!(schedule.tick(t0 + 400 * MS), Tick::Sleep(600 * MS));
+        assert_eq!(schedule.tick(t0 + second), Tick::Fsync, "due exactly");
+        assert_eq!(schedule.tick(t0 + second), Tick::Sleep(second));
+        // Late (a long fsync, a busy machine): the next one counts from now.
+        assert_eq!(schedule.tick(t0 + 2500 * MS), Tick::Fsync);
+        assert_eq!(schedule.tick(t0 + 3 * second), Tick::Sleep(500 * MS));
     }
 }

@@ -29,6 +29,9 @@ pub struct WriterStats {
     pub max_records_per_fsync: u64,
     /// Segments created by rotation.
     pub rotations: u64,
+    /// Segment files the `everysec` thread opened for its fsyncs: one
+    /// per segment it fsynced, not one per fsync.
+    pub fsync_thread_opens: u64,
     /// Bytes of torn tail cut from the last segment when the writer opened.
     pub truncated_on_open: u64,
     /// Fsync latency percentiles over the last [`LATENCY_WINDOW`] fsyncs.
@@ -68,6 +71,7 @@ pub(crate) struct Counters {
     pub records_fsynced: u64,
     pub max_records_per_fsync: u64,
     pub rotations: u64,
+    pub fsync_thread_opens: u64,
     pub truncated_on_open: u64,
     /// Records written since the last fsync: what the next one covers.
     pub unsynced_records: u64,
@@ -124,6 +128,7 @@ impl Counters {
             records_fsynced: self.records_fsynced,
             max_records_per_fsync: self.max_records_per_fsync,
             rotations: self.rotations,
+            fsync_thread_opens: self.fsync_thread_opens,
             truncated_on_open: self.truncated_on_open,
             fsync_p50: pct(0.50),
             fsync_p90: pct(0.90),
