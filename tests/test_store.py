@@ -29,11 +29,21 @@ from openmatch_persistence import (
     OrderStatus,
     OrderType,
     TradeExecuted,
+    _core,
     encode,
 )
 from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
-from openmatch_persistence.store.base import DatabaseIdentity, StateImage
+from openmatch_persistence.store.base import (
+    DatabaseIdentity,
+    StateImage,
+    check_image_size,
+    hot_rows_sql,
+    identity_mismatch,
+    schema_label,
+    unclaimed_snapshot,
+    window_start_id,
+)
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -317,6 +327,8 @@ def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
     assert {o.id for o in hot.orders} == {o.id for o in open_orders}
     assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
     assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))
+    state = hot.state()  # at the checkpoint's position and clock, not its rows' latest time
+    assert (state.position, state.clock_ns) == (4096, T0 + 10**9)
 
 
 def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
@@ -454,6 +466,7 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
     with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
         sqlite_store.write_image(5, None, b"x")
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
+    check_image_size("sqlite::memory:", 2)  # at the limit: taken
     with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
         SqliteStore(":memory:").write_image(5, None, b"xyz")
 
@@ -464,3 +477,120 @@ def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteSt
     [(written_at,)] = sqlite_store.execute("SELECT written_at FROM persistence_state_image")
     [(claimed_at,)] = sqlite_store.execute("SELECT claimed_at FROM persistence_identity")
     assert written_at.endswith("+00:00") and claimed_at.endswith("+00:00")
+
+
+def test_an_identity_mismatch_names_both_sides_and_what_was_refused() -> None:
+    ours, theirs = uuid.UUID(int=1), DatabaseIdentity(uuid.UUID(int=2), "/data/b", "new")
+    unbound = identity_mismatch("db", ours, "/data/a", None, "flush to position 5")
+    assert str(unbound) == (
+        f"flush to position 5: the database db has no data directory identity, and this store "
+        f"writes for data directory /data/a (id {ours}): refusing to write to it"
+    )
+    assert (unbound.data_dir_id, unbound.data_dir_path) == (ours, "/data/a")
+    assert (unbound.database_id, unbound.database_path) == (None, None)
+
+    other = identity_mismatch("db", ours, "/data/a", theirs, "opening")
+    assert str(other) == (
+        f"opening: the database db belongs to data directory /data/b (id {theirs.data_dir_id}),"
+        f" not to data directory /data/a (id {ours}): nothing was written; give each data"
+        " directory its own database (or schema)"
+    )
+    assert (other.data_dir_id, other.data_dir_path) == (ours, "/data/a")
+    assert (other.database_id, other.database_path) == (theirs.data_dir_id, "/data/b")
+
+    nobody = identity_mismatch("db", None, None, theirs, "opening")
+    assert "not to a store bound to no data directory: nothing" in str(nobody)
+    # The same path with another id: the data directory's identity file
+    # was lost or replaced, and the message says how to restore it.
+    same_path = identity_mismatch("db", ours, "/data/b", theirs, "opening")
+    assert str(same_path).endswith(
+        f"(or schema) (the same path: if /data/b/identity was deleted or replaced, restore it"
+        f" with the id {theirs.data_dir_id})"
+    )
+
+
+def test_a_snapshot_of_no_data_directory_is_refused_naming_who_asked() -> None:
+    ours = uuid.UUID(int=1)
+    refused = unclaimed_snapshot("db", ours, "/data/a")
+    assert str(refused) == (
+        "the database db holds a snapshot but no data directory identity: it may be another"
+        f" data directory's, so data directory /data/a (id {ours}) does not take it silently."
+        " If it is this data directory's state, adopt it (--adopt, or"
+        " Persistence.open(..., adopt=True)); otherwise use an empty database"
+    )
+    assert (refused.data_dir_id, refused.data_dir_path) == (ours, "/data/a")
+    assert (refused.database_id, refused.database_path) == (None, None)
+
+
+def test_a_schema_is_named_in_messages_unless_it_is_the_default() -> None:
+    assert schema_label("postgresql://h/db", None) == "postgresql://h/db"
+    assert schema_label("postgresql://h/db", "public") == "postgresql://h/db"
+    assert schema_label("postgresql://h/db", "tenant") == "postgresql://h/db (schema tenant)"
+
+
+def _v7(ms: int, n: int) -> uuid.UUID:
+    """A UUIDv7 of millisecond ``ms`` (the variant bits set), ``n`` apart."""
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | n)
+
+
+def _untimed(n: int) -> uuid.UUID:
+    """A UUIDv4-shaped id: no time in it, so never out of the id window."""
+    return uuid.UUID(int=(0x4 << 76) | (0b10 << 62) | n)
+
+
+def test_the_id_window_starts_at_the_first_id_of_its_oldest_millisecond() -> None:
+    window = _core.ID_WINDOW_MS
+    clock = (window + 1000) * 1_000_000 + 999_999  # late in millisecond window + 1000
+    start = window_start_id(clock)
+    assert start == uuid.UUID(int=1000 << 80)
+    assert _v7(999, 2**62 - 1) < start <= _v7(1000, 0)
+    # A clock younger than the window: every id is inside it.
+    assert window_start_id(window * 1_000_000 - 1) == uuid.UUID(int=0)
+
+
+def test_the_hot_rows_queries_read_the_open_orders_the_window_and_the_kept_epochs(
+    sqlite_store: SqliteStore,
+) -> None:
+    # hot_rows_sql's predicates run directly (the stores build theirs once,
+    # at import): what each query keeps and what it leaves to the history.
+    clock = (_core.ID_WINDOW_MS + 1000) * 1_000_000
+    filled = {"status": OrderStatus.FILLED, "remaining_qty": Decimal("0")}
+    open_new, open_old = make_order(id=_v7(1500, 1)), make_order(id=_v7(10, 2))
+    retired = [make_order(id=i, **filled) for i in (_v7(1500, 3), _v7(1000, 4), _untimed(5))]
+    forgotten = [make_order(id=i, **filled) for i in (_v7(999, 6), _v7(10, 7))]
+    a, b = retired[0], forgotten[0]
+    trades = [make_trade(a, b, id=i) for i in (_v7(1500, 8), _untimed(9), _v7(999, 10))]
+    orphan = make_trade(make_order(), make_order(), id=_v7(10, 11))  # its orders unknown
+    kept = _core.FINALIZED_EPOCHS_KEPT
+    finalized = [
+        make_epoch(epoch_id=i, phase=EpochPhase.FINALIZE, completed_at=T0 + 1)
+        for i in range(1, kept + 3)
+    ]
+    sqlite_store.write_changes(
+        ChangeBatch([open_new, open_old, *retired, *forgotten], [*trades, orphan], [],
+                    [*finalized, make_epoch(epoch_id=kept + 3)], position=10, clock_ns=clock)
+    )  # fmt: skip
+    queries = hot_rows_sql("?", "id")
+    start = (str(window_start_id(clock)),)
+
+    def ids(key: str, *params: str) -> set[str]:
+        return {r[0] for r in sqlite_store.execute(queries[key], params)}
+
+    assert ids("orders") == {str(open_new.id), str(open_old.id)}
+    assert ids("retired_orders", *start) == {str(o.id) for o in retired}
+    assert ids("retired_trades", *start) == {str(trades[0].id), str(trades[1].id), str(orphan.id)}
+    epochs = sorted(r["epoch_id"] for r in sqlite_store.execute(queries["epochs"]))
+    assert epochs == list(range(3, kept + 4))  # the newest finalized, and the open one
+
+
+def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_error() -> None:
+    with SqliteStore(":memory:") as store:
+        assert store.identity() is None
+        store.execute("CREATE TABLE persistence_identity (singleton INTEGER)")
+        with pytest.raises(StoreError, match=r"^:memory:: no such column: data_dir_id"):
+            store.identity()
+
+
+def test_a_change_batch_shows_its_counts_and_position() -> None:
+    batch = ChangeBatch(orders=[make_order(), make_order()], epochs=[make_epoch()], position=7)
+    assert repr(batch) == "ChangeBatch(orders=2, trades=0, balances=0, epochs=1, position=7)"
