@@ -35,9 +35,11 @@ from openmatch_persistence import (
 from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
 from openmatch_persistence.store.base import (
+    Claim,
     DatabaseIdentity,
     StateImage,
     check_image_size,
+    decide_claim,
     hot_rows_sql,
     identity_mismatch,
     schema_label,
@@ -594,3 +596,25 @@ def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_erro
 def test_a_change_batch_shows_its_counts_and_position() -> None:
     batch = ChangeBatch(orders=[make_order(), make_order()], epochs=[make_epoch()], position=7)
     assert repr(batch) == "ChangeBatch(orders=2, trades=0, balances=0, epochs=1, position=7)"
+
+
+def test_the_claim_rule_keeps_moves_takes_or_refuses() -> None:
+    ours, other = uuid.UUID(int=1), uuid.UUID(int=2)
+
+    def never() -> bool:
+        raise AssertionError("an owned database is not asked whether it holds a snapshot")
+
+    def claim(theirs: DatabaseIdentity | None, held: bool | None, adopt: bool = False) -> Claim:
+        holds = never if held is None else (lambda: held)
+        return decide_claim("db", theirs, holds, ours, "/data/a", adopt=adopt, claimed_as="adopted")
+
+    mine = DatabaseIdentity(ours, "/data/a", "new")
+    assert claim(mine, None) == Claim("owned", insert=False, move=False)
+    moved = DatabaseIdentity(ours, "/data/old", "new")
+    assert claim(moved, None) == Claim("owned", insert=False, move=True)
+    assert claim(None, False) == Claim("new", insert=True, move=False)
+    assert claim(None, True, adopt=True) == Claim("adopted", insert=True, move=False)
+    with pytest.raises(IdentityMismatchError, match="holds a snapshot but no data directory"):
+        claim(None, True)
+    with pytest.raises(IdentityMismatchError, match=r"^opening: the database db belongs to"):
+        claim(DatabaseIdentity(other, "/data/a", "new"), None)
