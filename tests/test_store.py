@@ -3,6 +3,7 @@ ordered by position, and keep trades with unknown orders apart."""
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 import uuid
 from decimal import Decimal
@@ -38,6 +39,7 @@ from openmatch_persistence.store.base import (
     Claim,
     DatabaseIdentity,
     StateImage,
+    WriteResult,
     check_image_size,
     decide_claim,
     hot_rows_sql,
@@ -172,10 +174,27 @@ def test_a_batch_older_than_the_checkpoint_writes_nothing(any_store: Any) -> Non
     any_store.write_changes(ChangeBatch(orders=[new], position=500))
     old = make_order(id=new.id, user_id=new.user_id, sr_id=new.sr_id, status=OrderStatus.ACTIVE)
     result = any_store.write_changes(ChangeBatch(orders=[old], position=400))
-    assert result.stale
+    assert result == WriteResult(400, 0, 0, 0, 0, stale=True)
     state = any_store.load_state()
     assert state.orders == [new]
     assert state.checkpoint.position == 500
+    # Only an older batch is dropped: one at the checkpoint's own position
+    # is written (idempotent when it holds the same rows).
+    again = make_order(id=new.id, user_id=new.user_id, sr_id=new.sr_id, epoch_id=3)
+    assert any_store.write_changes(ChangeBatch(orders=[again], position=500)) == WriteResult(
+        500, 1, 0, 0, 0
+    )
+    assert any_store.load_state().orders == [again]
+
+
+def test_the_checkpoint_records_when_it_was_flushed(any_store: Any) -> None:
+    before = datetime.datetime.now(datetime.timezone.utc)
+    any_store.write_changes(ChangeBatch(position=10))
+    after = datetime.datetime.now(datetime.timezone.utc)
+    flushed_at = any_store.checkpoint().flushed_at
+    if isinstance(flushed_at, str):  # SQLite: RFC 3339 text
+        flushed_at = datetime.datetime.fromisoformat(flushed_at)
+    assert before <= flushed_at <= after
 
 
 def test_a_position_only_batch_moves_the_checkpoint(any_store: Any) -> None:
@@ -467,6 +486,15 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
     sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
     with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
         sqlite_store.write_image(5, None, b"x")
+    with pytest.raises(IdentityMismatchError, match=r"^flush to position 6: the database"):
+        sqlite_store.write_changes(ChangeBatch(position=6))
+    sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=1)}'")
+    sqlite_store.execute(
+        "CREATE TRIGGER refuse_checkpoint BEFORE INSERT ON persistence_checkpoint"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    with pytest.raises(StoreError, match=r"^:memory:: flush to position 7: refused$"):
+        sqlite_store.write_changes(ChangeBatch(position=7))
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
     check_image_size("sqlite::memory:", 2)  # at the limit: taken
     with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
