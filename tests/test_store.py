@@ -206,16 +206,22 @@ def test_a_position_only_batch_moves_the_checkpoint(any_store: Any) -> None:
 
 def test_a_trade_with_unknown_orders_is_kept_apart_then_moved(any_store: Any) -> None:
     taker, maker = make_order(), make_order(side=OrderSide.SELL)
-    trade = make_trade(taker, maker)
-    result = any_store.write_changes(ChangeBatch(trades=[trade], orders=[taker], position=100))
-    assert result.orphan_trade_ids == (trade.id,)
+    trade = make_trade(taker, maker)  # its maker unknown
+    stranger = make_order()
+    other = make_trade(stranger, taker)  # its taker unknown
+    batch = ChangeBatch(trades=[trade, other], orders=[taker], position=100)
+    result = any_store.write_changes(batch)
+    assert set(result.orphan_trade_ids) == {trade.id, other.id}
     state = any_store.load_state()
-    assert state.trades == [trade]  # nothing lost
-    assert state.orphan_trade_ids == [trade.id]
+    assert state.trades == sorted([trade, other], key=lambda t: (t.executed_at, t.id))
+    assert set(state.orphan_trade_ids) == {trade.id, other.id}  # nothing lost
     # The missing order arrives: the trade moves to `trades`.
     assert any_store.write_changes(ChangeBatch(orders=[maker], position=200)).orphan_trade_ids == ()
     state = any_store.load_state()
-    assert state.trades == [trade]
+    assert set(state.orphan_trade_ids) == {other.id}
+    any_store.write_changes(ChangeBatch(orders=[stranger], position=300))
+    state = any_store.load_state()
+    assert {t.id for t in state.trades} == {trade.id, other.id}
     assert state.orphan_trade_ids == []
 
 
