@@ -630,6 +630,15 @@ def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_erro
 def test_a_change_batch_shows_its_counts_and_position() -> None:
     batch = ChangeBatch(orders=[make_order(), make_order()], epochs=[make_epoch()], position=7)
     assert repr(batch) == "ChangeBatch(orders=2, trades=0, balances=0, epochs=1, position=7)"
+    # Its rows, or lists made into rows: never both, whichever list is given.
+    rows = batch.rows
+    assert ChangeBatch(rows=rows, position=7).counts() == (2, 0, 0, 1)
+    order = make_order()
+    given: list[list[Any]] = [[order], [make_trade(order, order)], [make_balance()], [make_epoch()]]
+    for kind in range(4):
+        lists = [rows_of_kind if k == kind else [] for k, rows_of_kind in enumerate(given)]
+        with pytest.raises(ValueError, match=r"^a ChangeBatch takes rows or lists, not both$"):
+            ChangeBatch(lists[0], lists[1], lists[2], lists[3], rows=rows)
 
 
 def test_the_claim_rule_keeps_moves_takes_or_refuses() -> None:
