@@ -492,8 +492,17 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
     sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
     with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
         sqlite_store.write_image(5, None, b"x")
-    with pytest.raises(IdentityMismatchError, match=r"^flush to position 6: the database"):
+    with pytest.raises(IdentityMismatchError) as refused:
         sqlite_store.write_changes(ChangeBatch(position=6))
+    assert str(refused.value) == str(
+        identity_mismatch(
+            "sqlite::memory:",
+            uuid.UUID(int=1),
+            "/d",
+            DatabaseIdentity(uuid.UUID(int=2), "/d", "new"),
+            "flush to position 6",
+        )
+    )
     sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=1)}'")
     sqlite_store.execute(
         "CREATE TRIGGER refuse_checkpoint BEFORE INSERT ON persistence_checkpoint"
@@ -619,8 +628,12 @@ def test_the_hot_rows_queries_read_the_open_orders_the_window_and_the_kept_epoch
     assert epochs == list(range(3, kept + 4))  # the newest finalized, and the open one
 
 
-def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_error() -> None:
-    with SqliteStore(":memory:") as store:
+def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SqliteStore() as store:  # in memory by default: no file
+        assert store.path == ":memory:" and list(tmp_path.iterdir()) == []
         assert store.identity() is None
         store.execute("CREATE TABLE persistence_identity (singleton INTEGER)")
         with pytest.raises(StoreError, match=r"^:memory:: no such column: data_dir_id"):
