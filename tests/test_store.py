@@ -282,6 +282,22 @@ def test_sqlite_file_is_owner_only(tmp_path: Any) -> None:
         assert len(again.load_state().orders) == 1
 
 
+def test_a_sqlite_file_is_written_ahead_synced_fully_and_waits_for_a_busy_writer(
+    tmp_path: Path,
+) -> None:
+    # WAL and synchronous=FULL: a committed flush survives a power loss; a
+    # writer waits up to 30 s for another (a CLI next to the engine).
+    with SqliteStore(tmp_path / "state.sqlite3") as store:
+        pragmas = [store.execute(f"PRAGMA {p}")[0][0] for p in ("journal_mode", "synchronous")]
+        assert pragmas == ["wal", 2]
+        assert store.execute("PRAGMA busy_timeout")[0][0] == 30_000
+        assert store.execute("PRAGMA foreign_keys")[0][0] == 1
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"not a database, " * 64)
+    with pytest.raises(StoreError, match=rf"^{garbage}: file is not a database$"):
+        SqliteStore(garbage)
+
+
 def test_an_empty_store_loads_empty(any_store: Any) -> None:
     state = any_store.load_state()
     assert (state.orders, state.trades, state.balances, state.epochs) == ([], [], [], [])
@@ -512,7 +528,11 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
         sqlite_store.write_changes(ChangeBatch(position=7))
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
     check_image_size("sqlite::memory:", 2)  # at the limit: taken
-    with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
+    with pytest.raises(
+        StoreError,
+        match=r"^sqlite::memory:: the state image is 3 bytes, past the 2-byte limit of a database"
+        r" field: not written \(recovery replays the AOF from the last image\)$",
+    ):
         SqliteStore(":memory:").write_image(5, None, b"xyz")
 
 
@@ -670,7 +690,8 @@ def test_the_claim_rule_keeps_moves_takes_or_refuses() -> None:
     assert claim(moved, None) == Claim("owned", insert=False, move=True)
     assert claim(None, False) == Claim("new", insert=True, move=False)
     assert claim(None, True, adopt=True) == Claim("adopted", insert=True, move=False)
-    with pytest.raises(IdentityMismatchError, match="holds a snapshot but no data directory"):
+    with pytest.raises(IdentityMismatchError) as refused:
         claim(None, True)
+    assert str(refused.value) == str(unclaimed_snapshot("db", ours, "/data/a"))
     with pytest.raises(IdentityMismatchError, match=r"^opening: the database db belongs to"):
         claim(DatabaseIdentity(other, "/data/a", "new"), None)
