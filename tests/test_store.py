@@ -48,6 +48,7 @@ from openmatch_persistence.store.base import (
     unclaimed_snapshot,
     window_start_id,
 )
+from openmatch_persistence.store.postgres import PostgresStore
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -488,11 +489,52 @@ def test_trades_whose_orders_are_known_stay_out_of_orphans_past_one_query(
     assert len(sqlite_store.load_state().trades) == 501
 
 
-def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None:
-    sqlite_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
-    sqlite_store.execute("UPDATE epochs SET phase = 'BOGUS'")
+def _run_sql(store: Any, sql: str) -> None:
+    """One statement on either store's database: a test's own edit of its rows."""
+    if isinstance(store, SqliteStore):
+        store.execute(sql)
+    else:
+        with store.connection() as conn:
+            conn.execute(sql)
+
+
+def test_an_unknown_epoch_phase_names_its_row(any_store: Any) -> None:
+    any_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
+    _run_sql(any_store, "UPDATE epochs SET phase = 'BOGUS'")
     with pytest.raises(StoreError, match=r"^epochs row 4: phase: unknown value 'BOGUS'"):
-        sqlite_store.load_state()
+        any_store.load_state()
+
+
+def test_postgres_reads_epoch_times_of_rows_from_before_the_ns_columns(pg_store: Any) -> None:
+    # Rows written before the *_ns columns have only the TIMESTAMPTZ: the
+    # times are read from it, to the microsecond it holds.
+    done = T0 + 7_654
+    epoch = make_epoch(epoch_id=4, phase=EpochPhase.FINALIZE, started_at=T0, completed_at=done)
+    pg_store.write_changes(ChangeBatch(epochs=[epoch], position=100))
+    _run_sql(pg_store, "UPDATE epochs SET started_at_ns = NULL, completed_at_ns = NULL")
+    [loaded] = pg_store.load_state().epochs
+    assert (loaded.started_at_ns, loaded.completed_at_ns) == (
+        T0 // 1000 * 1000,
+        done // 1000 * 1000,
+    )
+
+
+def test_postgres_turns_nanoseconds_into_the_exact_microsecond(pg_store: Any) -> None:
+    # Whole seconds through to_timestamp, the rest as whole microseconds:
+    # truncated, never rounded through a double.
+    from openmatch_persistence.store import postgres
+
+    with pg_store.connection() as conn:
+        for ns in (T0, T0 + 999, 0, 1_999, 2**62):
+            [(at,)] = conn.execute(f"SELECT {postgres._ts('x')} FROM (VALUES ({ns}::bigint)) t(x)")
+            assert at == datetime.datetime.fromtimestamp(0, datetime.timezone.utc) + (
+                datetime.timedelta(microseconds=ns // 1000)
+            ), ns
+
+
+def test_an_unmigrated_postgres_schema_has_no_identity(database_url: str, pg_schema: str) -> None:
+    with PostgresStore(database_url, schema=pg_schema) as store:
+        assert store.identity() is None
 
 
 def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
