@@ -400,31 +400,31 @@ def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
     assert path.stat().st_mode & 0o777 == 0o640
 
 
-def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(sqlite_store: SqliteStore) -> None:
-    assert sqlite_store.load_image() is None
-    sqlite_store.write_image(500, 7, b"five")
-    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
-    sqlite_store.write_image(400, 6, b"four")  # older than the one kept: dropped
-    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
-    sqlite_store.write_image(500, 8, b"again")  # the same position: replaced
-    assert sqlite_store.load_image() == StateImage(500, 8, b"again", None)
+def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(any_store: Any) -> None:
+    assert any_store.load_image() is None
+    any_store.write_image(500, 7, b"five")
+    assert any_store.load_image() == StateImage(500, 7, b"five", None)
+    any_store.write_image(400, 6, b"four")  # older than the one kept: dropped
+    assert any_store.load_image() == StateImage(500, 7, b"five", None)
+    any_store.write_image(500, 8, b"again")  # the same position: replaced
+    assert any_store.load_image() == StateImage(500, 8, b"again", None)
 
     # An unclaimed database holding a snapshot is adopted only when asked;
     # the claim stamps what it holds.
     ours = uuid.UUID(int=5)
-    with pytest.raises(IdentityMismatchError, match=r"the database sqlite::memory: holds a"):
-        sqlite_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
-    assert sqlite_store.identity() is None
-    assert sqlite_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
-    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
-    assert sqlite_store.load_image() == StateImage(500, 8, b"again", ours)
-    sqlite_store.write_image(600, None, b"six")
-    assert sqlite_store.load_image() == StateImage(600, None, b"six", ours)
+    with pytest.raises(IdentityMismatchError, match=r"holds a snapshot but no data directory"):
+        any_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
+    assert any_store.identity() is None
+    assert any_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
+    assert any_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
+    assert any_store.load_image() == StateImage(500, 8, b"again", ours)
+    any_store.write_image(600, None, b"six")
+    assert any_store.load_image() == StateImage(600, None, b"six", ours)
     # The same data directory, moved: the claim follows it.
-    assert sqlite_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
-    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
+    assert any_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
+    assert any_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
     with pytest.raises(IdentityMismatchError):
-        sqlite_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
+        any_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
 
 
 def test_an_empty_database_is_claimed_as_new_and_stamps_its_first_flush() -> None:
