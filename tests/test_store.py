@@ -4,6 +4,7 @@ ordered by position, and keep trades with unknown orders apart."""
 from __future__ import annotations
 
 import datetime
+import re
 import sqlite3
 import uuid
 from decimal import Decimal
@@ -576,6 +577,21 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
         r" field: not written \(recovery replays the AOF from the last image\)$",
     ):
         SqliteStore(":memory:").write_image(5, None, b"xyz")
+
+
+def test_postgres_names_what_it_was_doing_when_it_refuses_an_image(
+    pg_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    label = re.escape(pg_store.label)
+    pg_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+    _run_sql(pg_store, f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
+    with pytest.raises(
+        IdentityMismatchError, match=rf"^state image at position 5: the database {label} belongs"
+    ):
+        pg_store.write_image(5, None, b"x")
+    monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
+    with pytest.raises(StoreError, match=rf"^{label}: the state image is 3 bytes, past"):
+        pg_store.write_image(5, None, b"xyz")
 
 
 def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteStore) -> None:
