@@ -579,7 +579,7 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
         SqliteStore(":memory:").write_image(5, None, b"xyz")
 
 
-def test_postgres_names_what_it_was_doing_when_it_refuses_an_image(
+def test_postgres_names_what_it_was_doing_when_it_refuses_an_image_or_a_flush(
     pg_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     label = re.escape(pg_store.label)
@@ -589,6 +589,10 @@ def test_postgres_names_what_it_was_doing_when_it_refuses_an_image(
         IdentityMismatchError, match=rf"^state image at position 5: the database {label} belongs"
     ):
         pg_store.write_image(5, None, b"x")
+    with pytest.raises(
+        IdentityMismatchError, match=rf"^flush to position 6: the database {label} belongs"
+    ):
+        pg_store.write_changes(ChangeBatch(position=6))
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
     with pytest.raises(StoreError, match=rf"^{label}: the state image is 3 bytes, past"):
         pg_store.write_image(5, None, b"xyz")
