@@ -520,6 +520,22 @@ def test_postgres_reads_epoch_times_of_rows_from_before_the_ns_columns(pg_store:
     )
 
 
+def test_postgres_takes_a_flush_past_one_copy_chunk_whole(pg_store: Any) -> None:
+    # The orders' COPY text goes in 1 MiB writes: 5,000 orders are more.
+    orders = [make_order() for _ in range(5_000)]
+    assert len(_core.pg_copy_orders(ChangeBatch(orders=orders).rows)) > 1 << 20
+    pg_store.write_changes(ChangeBatch(orders=orders, position=1))
+    assert {o.id for o in pg_store.load_state().orders} == {o.id for o in orders}
+
+
+def test_a_postgres_store_pool_defaults(database_url: str) -> None:
+    with PostgresStore(database_url) as store:
+        pool = store.pool
+        assert (pool.min_size, pool.max_size, pool.timeout) == (1, 10, 5.0)
+        assert isinstance(pool.kwargs, dict) and pool.kwargs["connect_timeout"] == 5
+        assert pool.name == "openmatch-store"
+
+
 def test_postgres_turns_nanoseconds_into_the_exact_microsecond(pg_store: Any) -> None:
     # Whole seconds through to_timestamp, the rest as whole microseconds:
     # truncated, never rounded through a double.
@@ -589,10 +605,13 @@ def test_postgres_names_what_it_was_doing_when_it_refuses_an_image_or_a_flush(
         IdentityMismatchError, match=rf"^state image at position 5: the database {label} belongs"
     ):
         pg_store.write_image(5, None, b"x")
-    with pytest.raises(
-        IdentityMismatchError, match=rf"^flush to position 6: the database {label} belongs"
-    ):
+    with pytest.raises(IdentityMismatchError) as refused:
         pg_store.write_changes(ChangeBatch(position=6))
+    theirs = DatabaseIdentity(uuid.UUID(int=2), "/d", "new")
+    expected = identity_mismatch(
+        pg_store.label, uuid.UUID(int=1), "/d", theirs, "flush to position 6"
+    )
+    assert str(refused.value) == str(expected)
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
     with pytest.raises(StoreError, match=rf"^{label}: the state image is 3 bytes, past"):
         pg_store.write_image(5, None, b"xyz")
