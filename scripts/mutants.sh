@@ -4,6 +4,9 @@
 #   bash scripts/mutants.sh rust [FILE...]              cargo-mutants over rust/openmatch-aof
 #   bash scripts/mutants.sh python [MODULE|MUTANT...]   mutmut over the SQLite store,
 #                                                       flusher, recovery, compaction
+#   bash scripts/mutants.sh python store/postgres.py [MUTANT...]
+#                                                       mutmut over the PostgreSQL store
+#                                                       (needs the server at DATABASE_URL)
 #   bash scripts/mutants.sh sample                      the small fast Rust sample
 #   bash scripts/mutants.sh sample-python               the Python sample CI runs (about 30 s)
 #
@@ -86,6 +89,7 @@ PY_TESTS=(
     tests/test_flusher.py tests/test_flusher_state.py tests/test_recovery_start.py
     tests/test_persistence.py tests/test_faults_store.py tests/test_faults_io.py
     tests/test_async_persistence.py tests/test_journal.py tests/test_identity.py tests/test_cli.py
+    tests/test_schemas.py::test_schema_names_are_plain_identifiers  # needs no server
 )
 PY_DESELECT=(
     tests/test_persistence.py::test_appends_wait_for_a_slow_flusher_but_not_for_a_failing_database
@@ -93,8 +97,103 @@ PY_DESELECT=(
     tests/test_async_persistence.py::test_user_code_of_the_whole_api_type_checks_strictly
     tests/test_cli.py::test_an_sqlite_file_locked_by_another_process_fails_at_once
 )
+PY_SELECT=(-m "not postgres and not slow and not soak" -k "not postgres")
+
+# store/postgres.py alone, with every test of these files that reaches it
+# in process (the stats pass finds which; the SQLite ones never run for a
+# mutant), against the server at DATABASE_URL. Left out: the tests that stop
+# or restart the server (test_faults_db.py, test_flusher_pg.py's restart,
+# marked slow) and the kill -9 ones: a restart under the run would fail
+# every mutant's tests and report it killed; and the migration and sqlx
+# tests (the migrator and child processes, not the store).
+PG_TESTS=(
+    tests/test_store.py tests/test_store_rows.py tests/test_store_validate.py
+    tests/test_store_pool.py tests/test_flusher_pg.py tests/test_schemas.py
+    tests/test_schema_limits.py tests/test_identity.py
+    tests/test_persistence.py tests/test_flusher.py
+)
+PG_DESELECT=("${PY_DESELECT[0]}")
+PG_SELECT=(-m "not slow and not soak")
+
+pg_answers() {
+    "$root/.venv/bin/python" -c '
+import sys, psycopg
+try:
+    psycopg.connect(sys.argv[1], connect_timeout=5).close()
+except psycopg.Error as e:
+    sys.exit(f"{type(e).__name__}: {e}".strip())
+' "$1"
+}
+
+pg_sql() {  # runs one statement; prints the first column of the first row, if any
+    "$root/.venv/bin/python" -c '
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as c:
+    cur = c.execute(sys.argv[2])
+    if cur.description:
+        print(cur.fetchone()[0])
+' "$1" "$2"
+}
+
+python_pg() {
+    # Each run's tests work in a database of their own, made here beside
+    # the one DATABASE_URL names and dropped at the end, with whatever
+    # schemas a timed-out mutant's test could not drop.
+    PG_ADMIN_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test}
+    if ! pg_answers "$PG_ADMIN_URL"; then
+        echo "mutants: PostgreSQL at $PG_ADMIN_URL does not answer: not starting (each" \
+            "mutant's tests would fail, and count as killing it). Start it first:" \
+            "pg_ctlcluster --skip-systemctl-redirect \$(ls /etc/postgresql) main start" >&2
+        exit 2
+    fi
+    PG_RUN_DB="mutmut_$(date +%s)_$$"
+    local base=${PG_ADMIN_URL%%\?*} run_url
+    run_url="${base%/*}/$PG_RUN_DB"
+    [ "$base" = "$PG_ADMIN_URL" ] || run_url="$run_url?${PG_ADMIN_URL#*\?}"
+    local started
+    started=$(pg_sql "$PG_ADMIN_URL" "SELECT pg_postmaster_start_time()")
+    pg_sql "$PG_ADMIN_URL" "CREATE DATABASE $PG_RUN_DB"
+    trap 'pg_sql "$PG_ADMIN_URL" "DROP DATABASE IF EXISTS $PG_RUN_DB WITH (FORCE)"' EXIT
+    echo "mutants: the tests run in database $PG_RUN_DB (dropped at the end)"
+    PY_MODULES=(store/postgres.py)
+    PY_TESTS=("${PG_TESTS[@]}")
+    PY_DESELECT=("${PG_DESELECT[@]}")
+    PY_SELECT=("${PG_SELECT[@]}")
+    local status=0
+    DATABASE_URL=$run_url MUTMUT_STAGE=${MUTMUT_STAGE:-$root/target/mutmut-pg} \
+        python_run "$@" || status=$?
+    # A server that went away under the run (down, or restarted) failed the
+    # tests of the mutants run meanwhile: their verdicts say nothing.
+    if ! pg_answers "$run_url" \
+        || [ "$(pg_sql "$run_url" "SELECT pg_postmaster_start_time()")" != "$started" ]; then
+        echo "mutants: PostgreSQL stopped or restarted during the run: its kills are not" \
+            "to be trusted; run it again (MUTMUT_FRESH=1)" >&2
+        exit 3
+    fi
+    return $status
+}
 
 python() {
+    # store/postgres.py runs on its own, against the server (python_pg).
+    local pg=0 other=0
+    for m in "$@"; do
+        case $m in
+            store/postgres.py | openmatch_persistence.store.postgres.*) pg=1 ;;
+            *) other=1 ;;
+        esac
+    done
+    if [ $pg = 1 ]; then
+        if [ $other = 1 ]; then
+            echo "mutants: store/postgres.py runs alone (its own tests, stage and database)" >&2
+            exit 2
+        fi
+        python_pg "$@"
+    else
+        python_run "$@"
+    fi
+}
+
+python_run() {
     # Every module is mutated; the arguments (modules, as in PY_MODULES, or
     # mutant names and globs of them) choose which mutants run now. The
     # stage is kept between runs (its results stand until a run names them
@@ -128,7 +227,8 @@ python() {
         for m in "${PY_MODULES[@]}"; do printf '    src/openmatch_persistence/%s\n' "$m"; done
         printf 'pytest_add_cli_args_test_selection =\n'
         for t in "${PY_TESTS[@]}"; do printf '    %s\n' "$t"; done
-        printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -m\n    not postgres and not slow and not soak\n    -k\n    not postgres\n'
+        printf 'pytest_add_cli_args =\n    -p\n    no:cacheprovider\n'
+        for a in "${PY_SELECT[@]}"; do printf '    %s\n' "$a"; done
         for t in "${PY_DESELECT[@]}"; do printf '    --deselect\n    %s\n' "$t"; done
     } > "$stage/setup.cfg"
     sed -i '/^\[tool.mutmut\]/,/^\[/d' "$stage/pyproject.toml"
@@ -136,7 +236,7 @@ python() {
     # test would keep its old map. Stats cost one pass of the tests: redo them.
     rm -f "$stage/mutants/mutmut-stats.json"
     (cd "$stage" && nice -n 10 mutmut run --max-children "${MUTMUT_CHILDREN:-1}" "${globs[@]}" \
-        && mutmut results) | tee "$root/target/mutmut.log"
+        && mutmut results) | tee "$stage.log"
 }
 
 sample() {
@@ -153,7 +253,7 @@ sample_python() {
     PY_MODULES=(compaction.py)
     PY_TESTS=(tests/test_persistence.py)
     PY_DESELECT=(tests/test_persistence.py::test_appends_wait_for_a_slow_flusher_but_not_for_a_failing_database)
-    MUTMUT_FRESH=1 MUTMUT_STAGE="$root/target/mutmut-sample" python compaction.py
+    MUTMUT_FRESH=1 MUTMUT_STAGE="$root/target/mutmut-sample" python_run compaction.py
     local survivors
     survivors=$(cd "$root/target/mutmut-sample" && mutmut results 2>/dev/null \
         | awk -F: '/: survived/ {gsub(/^ +/, "", $1); print $1}')
@@ -182,5 +282,5 @@ case "${1:-}" in
     python) shift; python "$@" ;;
     sample) sample ;;
     sample-python) sample_python ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

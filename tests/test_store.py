@@ -3,6 +3,8 @@ ordered by position, and keep trades with unknown orders apart."""
 
 from __future__ import annotations
 
+import datetime
+import re
 import sqlite3
 import uuid
 from decimal import Decimal
@@ -29,12 +31,26 @@ from openmatch_persistence import (
     OrderStatus,
     OrderType,
     TradeExecuted,
+    _core,
     encode,
 )
 from openmatch_persistence._core import SQLITE_ROWS_PER_STATEMENT
 from openmatch_persistence.errors import IdentityMismatchError, StoreError
 from openmatch_persistence.store import ChangeBatch, SqliteStore
-from openmatch_persistence.store.base import DatabaseIdentity, StateImage
+from openmatch_persistence.store.base import (
+    Claim,
+    DatabaseIdentity,
+    StateImage,
+    WriteResult,
+    check_image_size,
+    decide_claim,
+    hot_rows_sql,
+    identity_mismatch,
+    schema_label,
+    unclaimed_snapshot,
+    window_start_id,
+)
+from openmatch_persistence.store.postgres import PostgresStore
 
 pytest_plugins = ["test_store_support"]  # the store fixtures
 
@@ -161,10 +177,27 @@ def test_a_batch_older_than_the_checkpoint_writes_nothing(any_store: Any) -> Non
     any_store.write_changes(ChangeBatch(orders=[new], position=500))
     old = make_order(id=new.id, user_id=new.user_id, sr_id=new.sr_id, status=OrderStatus.ACTIVE)
     result = any_store.write_changes(ChangeBatch(orders=[old], position=400))
-    assert result.stale
+    assert result == WriteResult(400, 0, 0, 0, 0, stale=True)
     state = any_store.load_state()
     assert state.orders == [new]
     assert state.checkpoint.position == 500
+    # Only an older batch is dropped: one at the checkpoint's own position
+    # is written (idempotent when it holds the same rows).
+    again = make_order(id=new.id, user_id=new.user_id, sr_id=new.sr_id, epoch_id=3)
+    assert any_store.write_changes(ChangeBatch(orders=[again], position=500)) == WriteResult(
+        500, 1, 0, 0, 0
+    )
+    assert any_store.load_state().orders == [again]
+
+
+def test_the_checkpoint_records_when_it_was_flushed(any_store: Any) -> None:
+    before = datetime.datetime.now(datetime.timezone.utc)
+    any_store.write_changes(ChangeBatch(position=10))
+    after = datetime.datetime.now(datetime.timezone.utc)
+    flushed_at = any_store.checkpoint().flushed_at
+    if isinstance(flushed_at, str):  # SQLite: RFC 3339 text
+        flushed_at = datetime.datetime.fromisoformat(flushed_at)
+    assert before <= flushed_at <= after
 
 
 def test_a_position_only_batch_moves_the_checkpoint(any_store: Any) -> None:
@@ -176,16 +209,22 @@ def test_a_position_only_batch_moves_the_checkpoint(any_store: Any) -> None:
 
 def test_a_trade_with_unknown_orders_is_kept_apart_then_moved(any_store: Any) -> None:
     taker, maker = make_order(), make_order(side=OrderSide.SELL)
-    trade = make_trade(taker, maker)
-    result = any_store.write_changes(ChangeBatch(trades=[trade], orders=[taker], position=100))
-    assert result.orphan_trade_ids == (trade.id,)
+    trade = make_trade(taker, maker)  # its maker unknown
+    stranger = make_order()
+    other = make_trade(stranger, taker)  # its taker unknown
+    batch = ChangeBatch(trades=[trade, other], orders=[taker], position=100)
+    result = any_store.write_changes(batch)
+    assert set(result.orphan_trade_ids) == {trade.id, other.id}
     state = any_store.load_state()
-    assert state.trades == [trade]  # nothing lost
-    assert state.orphan_trade_ids == [trade.id]
+    assert state.trades == sorted([trade, other], key=lambda t: (t.executed_at, t.id))
+    assert set(state.orphan_trade_ids) == {trade.id, other.id}  # nothing lost
     # The missing order arrives: the trade moves to `trades`.
     assert any_store.write_changes(ChangeBatch(orders=[maker], position=200)).orphan_trade_ids == ()
     state = any_store.load_state()
-    assert state.trades == [trade]
+    assert set(state.orphan_trade_ids) == {other.id}
+    any_store.write_changes(ChangeBatch(orders=[stranger], position=300))
+    state = any_store.load_state()
+    assert {t.id for t in state.trades} == {trade.id, other.id}
     assert state.orphan_trade_ids == []
 
 
@@ -244,6 +283,22 @@ def test_sqlite_file_is_owner_only(tmp_path: Any) -> None:
     with SqliteStore(path) as again:
         assert again.migrate() == []
         assert len(again.load_state().orders) == 1
+
+
+def test_a_sqlite_file_is_written_ahead_synced_fully_and_waits_for_a_busy_writer(
+    tmp_path: Path,
+) -> None:
+    # WAL and synchronous=FULL: a committed flush survives a power loss; a
+    # writer waits up to 30 s for another (a CLI next to the engine).
+    with SqliteStore(tmp_path / "state.sqlite3") as store:
+        pragmas = [store.execute(f"PRAGMA {p}")[0][0] for p in ("journal_mode", "synchronous")]
+        assert pragmas == ["wal", 2]
+        assert store.execute("PRAGMA busy_timeout")[0][0] == 30_000
+        assert store.execute("PRAGMA foreign_keys")[0][0] == 1
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"not a database, " * 64)
+    with pytest.raises(StoreError, match=rf"^{garbage}: file is not a database$"):
+        SqliteStore(garbage)
 
 
 def test_an_empty_store_loads_empty(any_store: Any) -> None:
@@ -318,6 +373,8 @@ def test_a_checkpoint_with_a_clock_loads_the_hot_rows(any_store: Any) -> None:
     assert {o.id for o in hot.orders} == {o.id for o in open_orders}
     assert sorted(map(balance_key, hot.balances)) == sorted(map(balance_key, batch.balances))
     assert sorted(map(epoch_key, hot.epochs)) == sorted(map(epoch_key, batch.epochs))
+    state = hot.state()  # at the checkpoint's position and clock, not its rows' latest time
+    assert (state.position, state.clock_ns) == (4096, T0 + 10**9)
 
 
 def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
@@ -345,31 +402,31 @@ def test_a_database_file_that_cannot_be_made_owner_only_is_used_with_a_warning(
     assert path.stat().st_mode & 0o777 == 0o640
 
 
-def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(sqlite_store: SqliteStore) -> None:
-    assert sqlite_store.load_image() is None
-    sqlite_store.write_image(500, 7, b"five")
-    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
-    sqlite_store.write_image(400, 6, b"four")  # older than the one kept: dropped
-    assert sqlite_store.load_image() == StateImage(500, 7, b"five", None)
-    sqlite_store.write_image(500, 8, b"again")  # the same position: replaced
-    assert sqlite_store.load_image() == StateImage(500, 8, b"again", None)
+def test_the_state_image_keeps_the_newest_and_a_claim_stamps_it(any_store: Any) -> None:
+    assert any_store.load_image() is None
+    any_store.write_image(500, 7, b"five")
+    assert any_store.load_image() == StateImage(500, 7, b"five", None)
+    any_store.write_image(400, 6, b"four")  # older than the one kept: dropped
+    assert any_store.load_image() == StateImage(500, 7, b"five", None)
+    any_store.write_image(500, 8, b"again")  # the same position: replaced
+    assert any_store.load_image() == StateImage(500, 8, b"again", None)
 
     # An unclaimed database holding a snapshot is adopted only when asked;
     # the claim stamps what it holds.
     ours = uuid.UUID(int=5)
-    with pytest.raises(IdentityMismatchError, match=r"the database sqlite::memory: holds a"):
-        sqlite_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
-    assert sqlite_store.identity() is None
-    assert sqlite_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
-    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
-    assert sqlite_store.load_image() == StateImage(500, 8, b"again", ours)
-    sqlite_store.write_image(600, None, b"six")
-    assert sqlite_store.load_image() == StateImage(600, None, b"six", ours)
+    with pytest.raises(IdentityMismatchError, match=r"holds a snapshot but no data directory"):
+        any_store.claim(ours, "/data/a", adopt=False, claimed_as="adopted")
+    assert any_store.identity() is None
+    assert any_store.claim(ours, "/data/a", adopt=True, claimed_as="adopted") == "adopted"
+    assert any_store.identity() == DatabaseIdentity(ours, "/data/a", "adopted")
+    assert any_store.load_image() == StateImage(500, 8, b"again", ours)
+    any_store.write_image(600, None, b"six")
+    assert any_store.load_image() == StateImage(600, None, b"six", ours)
     # The same data directory, moved: the claim follows it.
-    assert sqlite_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
-    assert sqlite_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
+    assert any_store.claim(ours, "/data/b", adopt=False, claimed_as="new") == "owned"
+    assert any_store.identity() == DatabaseIdentity(ours, "/data/b", "adopted")
     with pytest.raises(IdentityMismatchError):
-        sqlite_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
+        any_store.claim(uuid.UUID(int=6), "/data/b", adopt=True, claimed_as="adopted")
 
 
 def test_an_empty_database_is_claimed_as_new_and_stamps_its_first_flush() -> None:
@@ -444,11 +501,68 @@ def test_a_flush_longer_than_one_statement_keeps_every_rows_own_values(
     assert tuple(orphan) == (str(trades[-1].id), nodes[-1], 100)
 
 
-def test_an_unknown_epoch_phase_names_its_row(sqlite_store: SqliteStore) -> None:
-    sqlite_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
-    sqlite_store.execute("UPDATE epochs SET phase = 'BOGUS'")
+def _run_sql(store: Any, sql: str) -> None:
+    """One statement on either store's database: a test's own edit of its rows."""
+    if isinstance(store, SqliteStore):
+        store.execute(sql)
+    else:
+        with store.connection() as conn:
+            conn.execute(sql)
+
+
+def test_an_unknown_epoch_phase_names_its_row(any_store: Any) -> None:
+    any_store.write_changes(ChangeBatch(epochs=[make_epoch(epoch_id=4)], position=100))
+    _run_sql(any_store, "UPDATE epochs SET phase = 'BOGUS'")
     with pytest.raises(StoreError, match=r"^epochs row 4: phase: unknown value 'BOGUS'"):
-        sqlite_store.load_state()
+        any_store.load_state()
+
+
+def test_postgres_reads_epoch_times_of_rows_from_before_the_ns_columns(pg_store: Any) -> None:
+    # Rows written before the *_ns columns have only the TIMESTAMPTZ: the
+    # times are read from it, to the microsecond it holds.
+    done = T0 + 7_654
+    epoch = make_epoch(epoch_id=4, phase=EpochPhase.FINALIZE, started_at=T0, completed_at=done)
+    pg_store.write_changes(ChangeBatch(epochs=[epoch], position=100))
+    _run_sql(pg_store, "UPDATE epochs SET started_at_ns = NULL, completed_at_ns = NULL")
+    [loaded] = pg_store.load_state().epochs
+    assert (loaded.started_at_ns, loaded.completed_at_ns) == (
+        T0 // 1000 * 1000,
+        done // 1000 * 1000,
+    )
+
+
+def test_postgres_takes_a_flush_past_one_copy_chunk_whole(pg_store: Any) -> None:
+    # The orders' COPY text goes in 1 MiB writes: 5,000 orders are more.
+    orders = [make_order() for _ in range(5_000)]
+    assert len(_core.pg_copy_orders(ChangeBatch(orders=orders).rows)) > 1 << 20
+    pg_store.write_changes(ChangeBatch(orders=orders, position=1))
+    assert {o.id for o in pg_store.load_state().orders} == {o.id for o in orders}
+
+
+def test_a_postgres_store_pool_defaults(database_url: str) -> None:
+    with PostgresStore(database_url) as store:
+        pool = store.pool
+        assert (pool.min_size, pool.max_size, pool.timeout) == (1, 10, 5.0)
+        assert isinstance(pool.kwargs, dict) and pool.kwargs["connect_timeout"] == 5
+        assert pool.name == "openmatch-store"
+
+
+def test_postgres_turns_nanoseconds_into_the_exact_microsecond(pg_store: Any) -> None:
+    # Whole seconds through to_timestamp, the rest as whole microseconds:
+    # truncated, never rounded through a double.
+    from openmatch_persistence.store import postgres
+
+    with pg_store.connection() as conn:
+        for ns in (T0, T0 + 999, 0, 1_999, 2**62):
+            [(at,)] = conn.execute(f"SELECT {postgres._ts('x')} FROM (VALUES ({ns}::bigint)) t(x)")
+            assert at == datetime.datetime.fromtimestamp(0, datetime.timezone.utc) + (
+                datetime.timedelta(microseconds=ns // 1000)
+            ), ns
+
+
+def test_an_unmigrated_postgres_schema_has_no_identity(database_url: str, pg_schema: str) -> None:
+    with PostgresStore(database_url, schema=pg_schema) as store:
+        assert store.identity() is None
 
 
 def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
@@ -464,9 +578,54 @@ def test_the_sqlite_store_names_what_it_was_doing_when_it_fails(
     sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
     with pytest.raises(IdentityMismatchError, match=r"^state image at position 5: the database"):
         sqlite_store.write_image(5, None, b"x")
+    with pytest.raises(IdentityMismatchError) as refused:
+        sqlite_store.write_changes(ChangeBatch(position=6))
+    assert str(refused.value) == str(
+        identity_mismatch(
+            "sqlite::memory:",
+            uuid.UUID(int=1),
+            "/d",
+            DatabaseIdentity(uuid.UUID(int=2), "/d", "new"),
+            "flush to position 6",
+        )
+    )
+    sqlite_store.execute(f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=1)}'")
+    sqlite_store.execute(
+        "CREATE TRIGGER refuse_checkpoint BEFORE INSERT ON persistence_checkpoint"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    with pytest.raises(StoreError, match=r"^:memory:: flush to position 7: refused$"):
+        sqlite_store.write_changes(ChangeBatch(position=7))
     monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
-    with pytest.raises(StoreError, match=r"^sqlite::memory:: the state image is 3 bytes, past"):
+    check_image_size("sqlite::memory:", 2)  # at the limit: taken
+    with pytest.raises(
+        StoreError,
+        match=r"^sqlite::memory:: the state image is 3 bytes, past the 2-byte limit of a database"
+        r" field: not written \(recovery replays the AOF from the last image\)$",
+    ):
         SqliteStore(":memory:").write_image(5, None, b"xyz")
+
+
+def test_postgres_names_what_it_was_doing_when_it_refuses_an_image_or_a_flush(
+    pg_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    label = re.escape(pg_store.label)
+    pg_store.claim(uuid.UUID(int=1), "/d", adopt=False, claimed_as="new")
+    _run_sql(pg_store, f"UPDATE persistence_identity SET data_dir_id = '{uuid.UUID(int=2)}'")
+    with pytest.raises(
+        IdentityMismatchError, match=rf"^state image at position 5: the database {label} belongs"
+    ):
+        pg_store.write_image(5, None, b"x")
+    with pytest.raises(IdentityMismatchError) as refused:
+        pg_store.write_changes(ChangeBatch(position=6))
+    theirs = DatabaseIdentity(uuid.UUID(int=2), "/d", "new")
+    expected = identity_mismatch(
+        pg_store.label, uuid.UUID(int=1), "/d", theirs, "flush to position 6"
+    )
+    assert str(refused.value) == str(expected)
+    monkeypatch.setattr("openmatch_persistence.store.base.MAX_IMAGE_BYTES", 2)
+    with pytest.raises(StoreError, match=rf"^{label}: the state image is 3 bytes, past"):
+        pg_store.write_image(5, None, b"xyz")
 
 
 def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteStore) -> None:
@@ -475,3 +634,156 @@ def test_the_image_and_the_claim_record_their_time_in_utc(sqlite_store: SqliteSt
     [(written_at,)] = sqlite_store.execute("SELECT written_at FROM persistence_state_image")
     [(claimed_at,)] = sqlite_store.execute("SELECT claimed_at FROM persistence_identity")
     assert written_at.endswith("+00:00") and claimed_at.endswith("+00:00")
+
+
+def test_an_identity_mismatch_names_both_sides_and_what_was_refused() -> None:
+    ours, theirs = uuid.UUID(int=1), DatabaseIdentity(uuid.UUID(int=2), "/data/b", "new")
+    unbound = identity_mismatch("db", ours, "/data/a", None, "flush to position 5")
+    assert str(unbound) == (
+        f"flush to position 5: the database db has no data directory identity, and this store "
+        f"writes for data directory /data/a (id {ours}): refusing to write to it"
+    )
+    assert (unbound.data_dir_id, unbound.data_dir_path) == (ours, "/data/a")
+    assert (unbound.database_id, unbound.database_path) == (None, None)
+
+    other = identity_mismatch("db", ours, "/data/a", theirs, "opening")
+    assert str(other) == (
+        f"opening: the database db belongs to data directory /data/b (id {theirs.data_dir_id}),"
+        f" not to data directory /data/a (id {ours}): nothing was written; give each data"
+        " directory its own database (or schema)"
+    )
+    assert (other.data_dir_id, other.data_dir_path) == (ours, "/data/a")
+    assert (other.database_id, other.database_path) == (theirs.data_dir_id, "/data/b")
+
+    nobody = identity_mismatch("db", None, None, theirs, "opening")
+    assert "not to a store bound to no data directory: nothing" in str(nobody)
+    # The same path with another id: the data directory's identity file
+    # was lost or replaced, and the message says how to restore it.
+    same_path = identity_mismatch("db", ours, "/data/b", theirs, "opening")
+    assert str(same_path).endswith(
+        f"(or schema) (the same path: if /data/b/identity was deleted or replaced, restore it"
+        f" with the id {theirs.data_dir_id})"
+    )
+
+
+def test_a_snapshot_of_no_data_directory_is_refused_naming_who_asked() -> None:
+    ours = uuid.UUID(int=1)
+    refused = unclaimed_snapshot("db", ours, "/data/a")
+    assert str(refused) == (
+        "the database db holds a snapshot but no data directory identity: it may be another"
+        f" data directory's, so data directory /data/a (id {ours}) does not take it silently."
+        " If it is this data directory's state, adopt it (--adopt, or"
+        " Persistence.open(..., adopt=True)); otherwise use an empty database"
+    )
+    assert (refused.data_dir_id, refused.data_dir_path) == (ours, "/data/a")
+    assert (refused.database_id, refused.database_path) == (None, None)
+
+
+def test_a_schema_is_named_in_messages_unless_it_is_the_default() -> None:
+    assert schema_label("postgresql://h/db", None) == "postgresql://h/db"
+    assert schema_label("postgresql://h/db", "public") == "postgresql://h/db"
+    assert schema_label("postgresql://h/db", "tenant") == "postgresql://h/db (schema tenant)"
+
+
+def _v7(ms: int, n: int) -> uuid.UUID:
+    """A UUIDv7 of millisecond ``ms`` (the variant bits set), ``n`` apart."""
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62) | n)
+
+
+def _untimed(n: int) -> uuid.UUID:
+    """A UUIDv4-shaped id: no time in it, so never out of the id window."""
+    return uuid.UUID(int=(0x4 << 76) | (0b10 << 62) | n)
+
+
+def test_the_id_window_starts_at_the_first_id_of_its_oldest_millisecond() -> None:
+    window = _core.ID_WINDOW_MS
+    clock = (window + 1000) * 1_000_000 + 999_999  # late in millisecond window + 1000
+    start = window_start_id(clock)
+    assert start == uuid.UUID(int=1000 << 80)
+    assert _v7(999, 2**62 - 1) < start <= _v7(1000, 0)
+    # A clock younger than the window: every id is inside it.
+    assert window_start_id(window * 1_000_000 - 1) == uuid.UUID(int=0)
+
+
+def test_the_hot_rows_queries_read_the_open_orders_the_window_and_the_kept_epochs(
+    sqlite_store: SqliteStore,
+) -> None:
+    # hot_rows_sql's predicates run directly (the stores build theirs once,
+    # at import): what each query keeps and what it leaves to the history.
+    clock = (_core.ID_WINDOW_MS + 1000) * 1_000_000
+    filled = {"status": OrderStatus.FILLED, "remaining_qty": Decimal("0")}
+    open_new, open_old = make_order(id=_v7(1500, 1)), make_order(id=_v7(10, 2))
+    retired = [make_order(id=i, **filled) for i in (_v7(1500, 3), _v7(1000, 4), _untimed(5))]
+    forgotten = [make_order(id=i, **filled) for i in (_v7(999, 6), _v7(10, 7))]
+    a, b = retired[0], forgotten[0]
+    trades = [make_trade(a, b, id=i) for i in (_v7(1500, 8), _untimed(9), _v7(999, 10))]
+    orphan = make_trade(make_order(), make_order(), id=_v7(10, 11))  # its orders unknown
+    kept = _core.FINALIZED_EPOCHS_KEPT
+    finalized = [
+        make_epoch(epoch_id=i, phase=EpochPhase.FINALIZE, completed_at=T0 + 1)
+        for i in range(1, kept + 3)
+    ]
+    sqlite_store.write_changes(
+        ChangeBatch([open_new, open_old, *retired, *forgotten], [*trades, orphan], [],
+                    [*finalized, make_epoch(epoch_id=kept + 3)], position=10, clock_ns=clock)
+    )  # fmt: skip
+    queries = hot_rows_sql("?", "id")
+    start = (str(window_start_id(clock)),)
+
+    def ids(key: str, *params: str) -> set[str]:
+        return {r[0] for r in sqlite_store.execute(queries[key], params)}
+
+    assert ids("orders") == {str(open_new.id), str(open_old.id)}
+    assert ids("retired_orders", *start) == {str(o.id) for o in retired}
+    assert ids("retired_trades", *start) == {str(trades[0].id), str(trades[1].id), str(orphan.id)}
+    epochs = sorted(r["epoch_id"] for r in sqlite_store.execute(queries["epochs"]))
+    assert epochs == list(range(3, kept + 4))  # the newest finalized, and the open one
+
+
+def test_an_unmigrated_database_has_no_identity_and_a_broken_one_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SqliteStore() as store:  # in memory by default: no file
+        assert store.path == ":memory:" and list(tmp_path.iterdir()) == []
+        assert store.identity() is None
+        store.execute("CREATE TABLE persistence_identity (singleton INTEGER)")
+        with pytest.raises(StoreError, match=r"^:memory:: no such column: data_dir_id"):
+            store.identity()
+
+
+def test_a_change_batch_shows_its_counts_and_position() -> None:
+    batch = ChangeBatch(orders=[make_order(), make_order()], epochs=[make_epoch()], position=7)
+    assert repr(batch) == "ChangeBatch(orders=2, trades=0, balances=0, epochs=1, position=7)"
+    # Its rows, or lists made into rows: never both, whichever list is given.
+    rows = batch.rows
+    assert ChangeBatch(rows=rows, position=7).counts() == (2, 0, 0, 1)
+    order = make_order()
+    given: list[list[Any]] = [[order], [make_trade(order, order)], [make_balance()], [make_epoch()]]
+    for kind in range(4):
+        lists = [rows_of_kind if k == kind else [] for k, rows_of_kind in enumerate(given)]
+        with pytest.raises(ValueError, match=r"^a ChangeBatch takes rows or lists, not both$"):
+            ChangeBatch(lists[0], lists[1], lists[2], lists[3], rows=rows)
+
+
+def test_the_claim_rule_keeps_moves_takes_or_refuses() -> None:
+    ours, other = uuid.UUID(int=1), uuid.UUID(int=2)
+
+    def never() -> bool:
+        raise AssertionError("an owned database is not asked whether it holds a snapshot")
+
+    def claim(theirs: DatabaseIdentity | None, held: bool | None, adopt: bool = False) -> Claim:
+        holds = never if held is None else (lambda: held)
+        return decide_claim("db", theirs, holds, ours, "/data/a", adopt=adopt, claimed_as="adopted")
+
+    mine = DatabaseIdentity(ours, "/data/a", "new")
+    assert claim(mine, None) == Claim("owned", insert=False, move=False)
+    moved = DatabaseIdentity(ours, "/data/old", "new")
+    assert claim(moved, None) == Claim("owned", insert=False, move=True)
+    assert claim(None, False) == Claim("new", insert=True, move=False)
+    assert claim(None, True, adopt=True) == Claim("adopted", insert=True, move=False)
+    with pytest.raises(IdentityMismatchError) as refused:
+        claim(None, True)
+    assert str(refused.value) == str(unclaimed_snapshot("db", ours, "/data/a"))
+    with pytest.raises(IdentityMismatchError, match=r"^opening: the database db belongs to"):
+        claim(DatabaseIdentity(other, "/data/a", "new"), None)

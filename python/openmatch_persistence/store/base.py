@@ -390,14 +390,6 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def ns_to_datetime(ns: int) -> datetime.datetime:
-    """A UTC datetime, truncated (floor) to microseconds."""
-    return _EPOCH + datetime.timedelta(microseconds=ns // 1000)
-
-
 #: Whether a database holds a snapshot (in either dialect).
 HOLDS_SNAPSHOT_SQL = (
     "SELECT EXISTS (SELECT 1 FROM persistence_checkpoint)"

@@ -200,14 +200,12 @@ class SqliteStore(ClosesOnExit):
 
     def identity(self) -> DatabaseIdentity | None:
         try:
-            rows = self.execute(
-                "SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity"
-            )
+            with self._lock:
+                return self._identity_in(self._conn)
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
                 return None  # not migrated yet: no identity
             raise StoreError(f"{self._path}: {e}") from e
-        return DatabaseIdentity(uuid.UUID(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def claim(
         self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
