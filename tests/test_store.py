@@ -488,17 +488,40 @@ def test_a_flush_longer_than_one_statement_keeps_every_rows_own_values(
     n = 2 * SQLITE_ROWS_PER_STATEMENT + 3
     nodes = [i.to_bytes(32, "big") for i in range(n)]
     orders = [make_order(origin_node=nodes[i]) for i in range(n)]
-    # The last trade's maker is an order the database does not have.
-    makers = [*orders[1:], make_order()]
+    # The first and the last trade's makers are orders the database does
+    # not have: one orphan in the first statement, one in the last.
+    makers = [make_order(), *orders[2:], make_order()]
     trades = [make_trade(orders[i], makers[i], matcher_node=nodes[i]) for i in range(n)]
     result = sqlite_store.write_changes(ChangeBatch(orders=orders, trades=trades, position=100))
-    assert result.orphan_trade_ids == (trades[-1].id,)
+    assert set(result.orphan_trade_ids) == {trades[0].id, trades[-1].id}
     stored = {r[0]: r[1] for r in sqlite_store.execute("SELECT id, origin_node FROM orders")}
     assert stored == {str(o.id): o.origin_node for o in orders}
     stored = {r[0]: r[1] for r in sqlite_store.execute("SELECT id, matcher_node FROM trades")}
-    assert stored == {str(t.id): t.matcher_node for t in trades[:-1]}
-    (orphan,) = sqlite_store.execute("SELECT id, matcher_node, aof_position FROM orphan_trades")
-    assert tuple(orphan) == (str(trades[-1].id), nodes[-1], 100)
+    assert stored == {str(t.id): t.matcher_node for t in trades[1:-1]}
+    orphans = sqlite_store.execute("SELECT id, matcher_node, aof_position FROM orphan_trades")
+    assert sorted(tuple(r) for r in orphans) == sorted(
+        (str(t.id), t.matcher_node, 100) for t in (trades[0], trades[-1])
+    )
+
+
+def test_the_json_rows_select_each_column_by_index_and_each_node_by_row() -> None:
+    # The statements are built once at import; called here, so that a
+    # mistake in how they are built shows as a wrong row, not only as SQL.
+    from openmatch_persistence.store import sqlite as store_sqlite
+
+    select = store_sqlite._json_rows(("a", "node", "b"), "node")
+    known = store_sqlite._orders_known("j.value ->> 0", "j.value ->> 2")
+    c = sqlite3.connect(":memory:")
+    c.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+    c.execute("INSERT INTO orders VALUES ('x'), ('3')")
+    rows = b'[["x", null, 3], ["y", null, 4], ["x", null, 4]]'
+    nodes = b"A" * 32 + b"B" * 32 + b"C" * 32
+    got = c.execute(f"SELECT {select}, {known} FROM {store_sqlite._JSON_EACH}", (rows, nodes))
+    assert got.fetchall() == [
+        ("x", b"A" * 32, 3, 1),
+        ("y", b"B" * 32, 4, 0),
+        ("x", b"C" * 32, 4, 0),
+    ]
 
 
 def _run_sql(store: Any, sql: str) -> None:
