@@ -810,3 +810,15 @@ def test_the_claim_rule_keeps_moves_takes_or_refuses() -> None:
     assert str(refused.value) == str(unclaimed_snapshot("db", ours, "/data/a"))
     with pytest.raises(IdentityMismatchError, match=r"^opening: the database db belongs to"):
         claim(DatabaseIdentity(other, "/data/a", "new"), None)
+
+
+def test_a_sqlite_database_claimed_by_another_data_dir_is_named_in_the_refusal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    with SqliteStore(path) as store:
+        store.migrate()
+        store.claim(uuid.uuid4(), str(tmp_path / "a"), adopt=False, claimed_as="a")
+        with pytest.raises(IdentityMismatchError) as refused:
+            store.claim(uuid.uuid4(), str(tmp_path / "b"), adopt=False, claimed_as="b")
+    assert f"sqlite:{path}" in str(refused.value)
