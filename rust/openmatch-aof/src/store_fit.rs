@@ -25,7 +25,7 @@ pub const ASSET_LEN: usize = 10;
 // more than the checks themselves.
 
 /// The name of the checked field, built on failure only.
-type Field<'a> = &'a dyn Fn() -> String;
+pub type Field<'a> = &'a dyn Fn() -> String;
 
 /// The integer part's bound, 10^20.
 const NUMERIC_LIMIT: Decimal = Decimal::from_parts(1_661_992_960, 1_808_227_885, 5, false, 0);
@@ -49,7 +49,9 @@ fn decimal(value: &Decimal, field: Field<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn text(value: &str, limit: Option<usize>, field: Field<'_>) -> Result<(), String> {
+/// `Err` naming `field` when `value` is longer than `limit` characters or
+/// holds a NUL (which no store's text can hold).
+pub fn text(value: &str, limit: Option<usize>, field: Field<'_>) -> Result<(), String> {
     let quoted = || format!("'{}'", value.escape_debug());
     if let Some(limit) = limit {
         // Bytes bound characters from above: count them only when needed.
@@ -77,7 +79,8 @@ fn text(value: &str, limit: Option<usize>, field: Field<'_>) -> Result<(), Strin
     Ok(())
 }
 
-fn bigint(value: u64, field: Field<'_>) -> Result<(), String> {
+/// `Err` naming `field` when `value` does not fit the store's BIGINT.
+pub fn bigint(value: u64, field: Field<'_>) -> Result<(), String> {
     if i64::try_from(value).is_err() {
         return Err(format!(
             "{}: {value} does not fit the store's BIGINT",

@@ -17,6 +17,7 @@
 
 use chrono::{DateTime, Utc};
 use openmatch_aof::state as st;
+use openmatch_aof::store_fit;
 use openmatch_aof::types as t;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -171,15 +172,11 @@ impl JsonRows {
 
     /// Text that came from outside (a market's symbols), which may hold
     /// what SQLite's JSON cannot give back: it reads `\u0000` as the end of
-    /// the text. The journal refuses a NUL at append (`store_fit`); a row
-    /// that skipped it is refused here, never stored cut short.
-    fn outside_text(&mut self, s: &str, what: impl FnOnce() -> String) -> PyResult<()> {
-        if s.contains('\0') {
-            return Err(invalid_value(format!(
-                "{}: {s:?} contains a NUL character, which the SQLite store cannot hold",
-                what()
-            )));
-        }
+    /// the text. The journal refuses a NUL at append (`store_fit`, whose
+    /// rule this is); a row that skipped it is refused here, never stored
+    /// cut short.
+    fn outside_text(&mut self, s: &str, what: impl Fn() -> String) -> PyResult<()> {
+        store_fit::text(s, None, &what).map_err(invalid_value)?;
         self.text(s);
         Ok(())
     }
@@ -206,13 +203,11 @@ impl JsonRows {
 
     /// An id or sequence for an INTEGER column. SQLite's JSON reads a
     /// number past `i64` as a float, which would store another value; the
-    /// journal refuses one at append (`store_fit`), and a row that skipped
-    /// it is refused here.
-    fn bigint(&mut self, n: u64, what: impl FnOnce() -> String) -> PyResult<()> {
-        let n = i64::try_from(n).map_err(|_| {
-            invalid_value(format!("{}: {n} does not fit the store's BIGINT", what()))
-        })?;
-        self.int(n);
+    /// journal refuses one at append (`store_fit`, whose rule this is), and
+    /// a row that skipped it is refused here.
+    fn bigint(&mut self, n: u64, what: impl Fn() -> String) -> PyResult<()> {
+        store_fit::bigint(n, &what).map_err(invalid_value)?;
+        self.int(n as i64); // in range: store_fit::bigint passed
         Ok(())
     }
 
