@@ -471,3 +471,20 @@ def test_repair_api_refuses_an_oversized_frame(tmp_path: Path) -> None:
         assert not isinstance(e.value, om.CorruptFrameError)
         assert (e.value.offset, e.value.path) == (0, str(seg))
     assert seg.read_bytes() == bytes(data)
+
+
+def test_repair_refuses_a_checkpoint_past_the_aofs_end_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # Damage below a checkpoint the log never reached: not this database's
+    # AOF, or one that lost its tail. No restart can be made from there.
+    from openmatch_persistence import repair as rp
+
+    aof, _, _ = _damaged_below_the_checkpoint(tmp_path / "data")
+    (segment,) = aof.glob("*.aof")
+    before = segment.read_bytes()
+    beyond = len(before) + 1
+    with pytest.raises(om.AofError, match=f"checkpoint {beyond} is past the AOF's end"):
+        rp.repair(aof, checkpoint=beyond)
+    assert [p.name for p in aof.iterdir() if p.suffix != ".lock"] == [segment.name]
+    assert segment.read_bytes() == before
