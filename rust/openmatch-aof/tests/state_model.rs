@@ -31,7 +31,7 @@ enum Retired {
     Trade,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Model {
     /// Open orders and what has been filled of each.
     orders: HashMap<OrderId, (Order, Decimal)>,
@@ -430,6 +430,59 @@ proptest! {
         if !shared && !rounded {
             model.assert_same(&State::from_snapshot(state.export()).unwrap(), &ids);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The journal applies each batch under a savepoint and takes it back
+    /// whole when it is refused: batches of any length (receipts, fills,
+    /// cancels and retirements of orders of earlier batches and of the
+    /// same one), each kept or rolled back at random, leave the state as
+    /// the model that applied only the kept ones. Savepoint after savepoint
+    /// on one state, as the journal runs them.
+    #[test]
+    fn a_rolled_back_batch_leaves_the_state_as_the_model_without_it(
+        inputs in prop::collection::vec(input(), 0..160),
+        ends in prop::collection::vec(any::<bool>(), 160),
+        kept in prop::collection::vec(any::<bool>(), 160),
+    ) {
+        let mut model = Model::default();
+        let mut batch = model.clone();
+        let mut state = State::new();
+        state.savepoint();
+        let mut ids = vec![];
+        let mut batches = 0;
+        for (i, input) in inputs.into_iter().enumerate() {
+            let op = match input {
+                Input::Op(op) => op,
+                Input::FinalizeNext => {
+                    let next = batch.max_finalized.map_or(0, |e| e.0.saturating_add(1));
+                    Op::EpochAdvanced(EpochId(next), EpochPhase::Finalize)
+                }
+            };
+            ids.extend(ids_of(&op));
+            let expected = batch.apply(&op);
+            let got = state
+                .try_apply(&op, (i as u64 + 1) * 100)
+                .map_err(|v| (v.kind.name(), v.entity));
+            prop_assert_eq!(&got, &expected, "operation {} {:?}", i, op);
+            if ends[i] {
+                if kept[batches] {
+                    state.release();
+                    model = batch.clone();
+                } else {
+                    state.rollback();
+                    batch = model.clone();
+                }
+                model.assert_same(&state, &ids);
+                batches += 1;
+                state.savepoint();
+            }
+        }
+        state.rollback();
+        model.assert_same(&state, &ids);
     }
 }
 

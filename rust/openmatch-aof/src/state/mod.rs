@@ -381,6 +381,8 @@ pub struct State {
     track_changes: bool,
     /// Set between [`State::savepoint`] and its release or rollback.
     undo: Option<Box<UndoLog>>,
+    /// The last savepoint's log, emptied, for the next one.
+    spare_undo: Option<Box<UndoLog>>,
 }
 
 impl Default for State {
@@ -409,6 +411,7 @@ impl State {
             departed: Departed::default(),
             track_changes: true,
             undo: None,
+            spare_undo: None,
         }
     }
 

@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{BalanceEntry, EpochEntry, Map, OrderEntry, RetiredKind, State};
+use super::{BalanceEntry, EpochEntry, OrderEntry, RetiredKind, State};
 use crate::types::{EpochId, OrderId};
 
 /// What a rollback restores: the scalars and lengths at the savepoint, the
 /// entries as they were before each change (in the order of the changes),
 /// and the id window's additions and removals.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct UndoLog {
     position: u64,
     clock: DateTime<Utc>,
@@ -25,11 +25,19 @@ pub(super) struct UndoLog {
     departed_orders: usize,
     departed_trades: usize,
     departed_epochs: usize,
-    /// Orders by id as they were (None: not held) before their first
-    /// change since the savepoint; only the first is needed, so an order
-    /// received and filled in one batch is never cloned.
-    saved_orders: Vec<(OrderId, Option<OrderEntry>)>,
-    saved_order_ids: Map<OrderId, ()>,
+    /// The number of held orders at the savepoint. A removal moves the
+    /// last entry down into the hole, so an entry at this index or past it
+    /// was received since the savepoint (the converse need not hold).
+    orders: usize,
+    /// Orders not held when first changed since the savepoint (received
+    /// in it): a rollback removes them.
+    added_orders: Vec<OrderId>,
+    /// Held orders as they were before each change, in the order of the
+    /// changes; a rollback restores them last to first, so each ends as it
+    /// was at the savepoint. An order received since the savepoint is not
+    /// saved while it stays at its index (no clone for receive-then-fill);
+    /// saved or not, its removal undoes it.
+    saved_orders: Vec<(OrderId, OrderEntry)>,
     /// Balances that existed at the savepoint (balances never leave, so
     /// their indexes are stable), as they were before each change.
     saved_balances: Vec<(usize, BalanceEntry)>,
@@ -45,55 +53,77 @@ impl State {
     /// leaves the state as it was. Not nested: a second call moves the
     /// savepoint here.
     pub fn savepoint(&mut self) {
-        self.undo = Some(Box::new(UndoLog {
-            position: self.position,
-            clock: self.clock,
-            max_finalized: self.max_finalized,
-            closed_through: self.closed_through,
-            balances: self.balances.len(),
-            recorded: self.recorded.len(),
-            recorded_dropped: self.recorded_dropped,
-            dirty_orders: self.dirty_orders.len(),
-            dirty_balances: self.dirty_balances.len(),
-            dirty_epochs: self.dirty_epochs.len(),
-            departed_orders: self.departed.orders.len(),
-            departed_trades: self.departed.trades.len(),
-            departed_epochs: self.departed.epochs.len(),
-            saved_orders: Vec::new(),
-            saved_order_ids: Map::default(),
-            saved_balances: Vec::new(),
-            saved_epochs: Vec::new(),
-            added_ids: Vec::new(),
-            forgotten_ids: Vec::new(),
-        }));
+        // The log of the last savepoint is kept, emptied, for the next:
+        // a batch of thousands of orders would otherwise allocate (and
+        // fault in) its vectors again every time.
+        let mut u = self.spare_undo.take().unwrap_or_default();
+        u.position = self.position;
+        u.clock = self.clock;
+        u.max_finalized = self.max_finalized;
+        u.closed_through = self.closed_through;
+        u.orders = self.orders.len();
+        u.balances = self.balances.len();
+        u.recorded = self.recorded.len();
+        u.recorded_dropped = self.recorded_dropped;
+        u.dirty_orders = self.dirty_orders.len();
+        u.dirty_balances = self.dirty_balances.len();
+        u.dirty_epochs = self.dirty_epochs.len();
+        u.departed_orders = self.departed.orders.len();
+        u.departed_trades = self.departed.trades.len();
+        u.departed_epochs = self.departed.epochs.len();
+        self.undo = Some(u);
+    }
+
+    /// Empties `u` and keeps it for the next savepoint, unless one batch
+    /// made it large (its memory is then given back).
+    fn keep_spare(&mut self, mut u: Box<UndoLog>) {
+        const KEPT_CAPACITY: usize = 1 << 16;
+        if u.added_orders.capacity() > KEPT_CAPACITY
+            || u.saved_orders.capacity() > KEPT_CAPACITY
+            || u.saved_balances.capacity() > KEPT_CAPACITY
+            || u.saved_epochs.capacity() > KEPT_CAPACITY
+            || u.added_ids.capacity() > KEPT_CAPACITY
+            || u.forgotten_ids.capacity() > KEPT_CAPACITY
+        {
+            return;
+        }
+        u.added_orders.clear();
+        u.saved_orders.clear();
+        u.saved_balances.clear();
+        u.saved_epochs.clear();
+        u.added_ids.clear();
+        u.forgotten_ids.clear();
+        self.spare_undo = Some(u);
     }
 
     /// Keeps what was applied since the savepoint.
     pub fn release(&mut self) {
-        self.undo = None;
+        if let Some(u) = self.undo.take() {
+            self.keep_spare(u);
+        }
     }
 
     /// Puts the state back as it was at the savepoint: the same content,
     /// digest, pending changes and recorded violations. A no-op without one.
     pub fn rollback(&mut self) {
-        let Some(u) = self.undo.take() else { return };
-        // Each order once, as it was before its first change.
-        for (id, entry) in u.saved_orders {
-            match entry {
-                Some(e) => {
-                    self.orders.insert(id, e);
-                }
-                None => {
-                    self.orders.remove(&id, |e| e.order.id);
-                }
-            }
+        let Some(mut u) = self.undo.take() else {
+            return;
+        };
+        // Last change first: each held order ends as it was before its
+        // first change. Then the ones received since go (whatever a saved
+        // entry of theirs put back).
+        for (id, entry) in u.saved_orders.drain(..).rev() {
+            self.orders.insert(id, entry);
         }
-        for (i, entry) in u.saved_balances.into_iter().rev() {
+        for id in &u.added_orders {
+            self.orders.remove(id, |e| e.order.id);
+        }
+        for (i, entry) in u.saved_balances.drain(..).rev() {
             self.balances.entries[i] = entry;
         }
         self.balances
             .truncate(u.balances, |e| (e.balance.user_id, e.balance.asset.clone()));
-        for (id, entry) in u.saved_epochs.into_iter().rev() {
+        for (id, entry) in u.saved_epochs.drain(..).rev() {
             match entry {
                 Some(e) => self.epochs.insert(id, e),
                 None => self.epochs.remove(&id),
@@ -101,10 +131,10 @@ impl State {
         }
         // Forgotten ones back first, then the added ones out: an id added
         // and then forgotten within the savepoint must end up absent.
-        for (id, kind) in u.forgotten_ids {
+        for (id, kind) in u.forgotten_ids.drain(..) {
             self.retired.insert(id, kind, 0);
         }
-        for id in u.added_ids {
+        for id in u.added_ids.drain(..) {
             self.retired.remove(id);
         }
         self.dirty_orders.truncate(u.dirty_orders);
@@ -119,6 +149,7 @@ impl State {
         self.clock = u.clock;
         self.max_finalized = u.max_finalized;
         self.closed_through = u.closed_through;
+        self.keep_spare(u);
     }
 
     /// Under a savepoint, keeps the order `id` as it is now (or that it is
@@ -127,9 +158,10 @@ impl State {
         let Some(u) = self.undo.as_deref_mut() else {
             return;
         };
-        if u.saved_order_ids.insert(id, ()).is_none() {
-            let now = self.orders.get(&id).cloned();
-            u.saved_orders.push((id, now));
+        match self.orders.index_of(&id) {
+            None => u.added_orders.push(id),
+            Some(i) if i >= u.orders => {} // received since: its removal undoes it
+            Some(i) => u.saved_orders.push((id, self.orders.entries[i].clone())),
         }
     }
 
