@@ -561,6 +561,22 @@ def one_fsync_per_deletion_run(ops: Sequence[Op]) -> tuple[Op, ...]:
     return tuple(op for op, k in zip(out, keep) if k)
 
 
+def one_fsync_after_all_removals(ops: Sequence[Op]) -> tuple[Op, ...]:
+    """Before the fix: a repair removed every part (the segment unlinks,
+    last first, then the truncation) and fsynced the directory once, after
+    all of them: each directory fsync right after a segment unlink moves to
+    the end."""
+    out: list[Op] = []
+    moved: list[Op] = []
+    for i, op in enumerate(ops):
+        after_unlink = i > 0 and ops[i - 1].kind == "unlink" and ops[i - 1].path.endswith(".aof")
+        if op.kind == "fsyncdir" and after_unlink:
+            moved.append(op)
+            continue
+        out.append(op)
+    return (*out, *moved[-1:])
+
+
 def without_new_file_sync(ops: Sequence[Op], suffix: str) -> tuple[Op, ...]:
     """Before the fix: the file whose name ends with ``suffix`` was created
     with a bare open (no fsync of it or of its directory right after)."""

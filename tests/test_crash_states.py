@@ -31,6 +31,7 @@ from crashkit import (
     Recording,
     crash_points,
     crash_states,
+    one_fsync_after_all_removals,
     one_fsync_per_deletion_run,
     record,
     without_fsync_after_mkdir,
@@ -384,27 +385,6 @@ def test_every_crash_state_of_a_torn_tail_cut_recovers(
     print(f"torn tail: {len(recording.ops)} ops, {tally.states} states, {dict(tally.outcomes)}")
 
 
-#: The repair before its fix: no directory fsync between two removals, one
-#: after all of them (the old ``_remove``).
-REPAIR_WORKLOAD_BEFORE_THE_FIX = """
-import os, sys
-from pathlib import Path
-from openmatch_persistence import repair
-def apply(part):
-    seg = Path(part.segment)
-    if part.removes_file:
-        seg.unlink()
-        return
-    fd = os.open(seg, os.O_WRONLY)
-    os.ftruncate(fd, part.offset)
-    os.fsync(fd)
-    os.close(fd)
-repair._apply = apply
-repair.repair(sys.argv[1])
-repair.fsync_directory(sys.argv[1])
-"""
-
-
 @pytest.fixture(scope="module")
 def repair_recording(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     return record_repair(tmp_path_factory, REPAIR_WORKLOAD)
@@ -499,7 +479,7 @@ def _toggled(recording: Recording, name: str) -> Recording:
 def test_the_suite_finds_what_the_fixes_fixed(
     data_dir_recording: Recording,
     writer_always: Recording,
-    tmp_path_factory: pytest.TempPathFactory,
+    repair_recording: Recording,
 ) -> None:
     """The sampled run is not blind: on the operations of the version before
     the fixes, the crash states right after the steps each fix changed break
@@ -519,7 +499,7 @@ def test_the_suite_finds_what_the_fixes_fixed(
     tally = run_states(unlinks, old_repair, False, seed=6, points=points)
     assert tally.outcomes["violation(repair)"] > 0, tally.outcomes
 
-    old = record_repair(tmp_path_factory, REPAIR_WORKLOAD_BEFORE_THE_FIX)
+    old = replace(repair_recording, ops=one_fsync_after_all_removals(repair_recording.ops))
     tally = run_states(old, check_repair(old), False, seed=8, points=crash_points(old))
     assert tally.outcomes["violation(verify)"] > 0, tally.outcomes
 
@@ -529,7 +509,6 @@ def test_count_the_crash_states_of_the_version_before_the_fixes(
     data_dir_recording: Recording,
     writer_always: Recording,
     repair_recording: Recording,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """The table in docs/fault-model.md: every crash point, each fix undone
     alone (and the repair that did not know the checkpoint)."""
@@ -559,7 +538,7 @@ def test_count_the_crash_states_of_the_version_before_the_fixes(
         rows.append(
             f"| {name}: {label} | {tally.states} | {dict(sorted(tally.outcomes.items()))} |"
         )
-    old = record_repair(tmp_path_factory, REPAIR_WORKLOAD_BEFORE_THE_FIX)
+    old = replace(repair_recording, ops=one_fsync_after_all_removals(repair_recording.ops))
     for label, recording in [("repair", repair_recording), ("repair, old code", old)]:
         tally = run_states(recording, check_repair(recording), True, seed=7)
         rows.append(f"| {label} | {tally.states} | {dict(sorted(tally.outcomes.items()))} |")

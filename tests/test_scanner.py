@@ -3,6 +3,7 @@ and the repair that cuts only what it backed up."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import stat
@@ -10,6 +11,7 @@ import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,21 +354,28 @@ def test_bench_scan_smoke() -> None:
 def test_a_repair_that_fails_midway_leaves_the_aof_whole(
     aof_dir: Path, ops: list[om.Operation], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A backup that cannot be written whole (here: the last segment is
+    shorter than planned, as if it changed under the repair) fails the
+    repair before anything is removed."""
     first, second = sorted(aof_dir.iterdir())
     data = bytearray(first.read_bytes())
     data[len(om.encode(ops[0])) + 12] ^= 1
     first.write_bytes(bytes(data))
     before = {p: p.read_bytes() for p in (first, second)}
+    plan = rp.plan_repair
 
-    def disk_full(part: rp.RemovedPart) -> None:
-        raise OSError(28, "No space left on device")
+    def stale_plan(path: Path, **kwargs: Any) -> rp.RepairPlan:
+        fresh = plan(path, **kwargs)
+        *kept, last = fresh.parts
+        longer = dataclasses.replace(last, bytes=last.bytes + 1)
+        return dataclasses.replace(fresh, parts=(*kept, longer))
 
-    monkeypatch.setattr(rp, "_apply", disk_full)
-    with pytest.raises(om.AofError, match="repair failed"):
+    monkeypatch.setattr(rp, "plan_repair", stale_plan)
+    with pytest.raises(om.AofError, match=r"repair failed: .*changed"):
         rp.repair(aof_dir)
-    # Nothing was cut; the backups were written first and stay.
+    # Nothing was cut; the backup written before the failure stays.
     assert {p: p.read_bytes() for p in (first, second)} == before
-    assert len([p for p in os.listdir(aof_dir) if p.endswith(".bak")]) == 2
+    assert len([p for p in os.listdir(aof_dir) if p.endswith(".bak")]) == 1
 
 
 MEMORY_PROBE = """

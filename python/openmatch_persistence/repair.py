@@ -9,8 +9,9 @@ deletes the segments after it (the last one first, each unlink made
 durable by a directory fsync before the next removal, so that a crash
 midway leaves a prefix of the log followed by bytes that are already backed
 up, never a gap).
-Backups are named and written by the Rust core (``backup.rs``), which the
-writer uses for the torn tails it cuts.
+The file actions are the Rust core's (``cut.rs``, with ``backup.rs`` naming
+and writing the backups, which the writer uses for the torn tails it cuts):
+this module decides what goes, Rust removes it.
 
 :func:`repair` holds the AOF directory's writer lock while it works, and
 refuses with :class:`WriterLockedError` while a writer has the AOF open.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from openmatch_persistence import _core
 from openmatch_persistence.errors import AofError, OversizedFrameError, WriterLockedError
-from openmatch_persistence.fileio import StrPath, fsync_directory
+from openmatch_persistence.fileio import StrPath
 
 _SEGMENT_NAME = re.compile(r"^[0-9]{20}\.aof$")
 
@@ -240,29 +241,6 @@ def _plan_restart(
     return RepairPlan(str(root), report, tuple(parts), damaged, 0, restart_at)
 
 
-def _backup_name(part: RemovedPart, stamp: str, why: str) -> Path:
-    offset = None if part.removes_file else part.offset
-    return Path(_core.backup_path(part.segment, why, stamp, offset))
-
-
-def _apply(part: RemovedPart) -> None:
-    """Removes one part durably: an unlink is made durable (its directory
-    fsynced) before the caller removes the next part, as compaction does, so
-    that a crash cannot bring back an earlier-removed later segment while
-    keeping a later removal: that would be a gap."""
-    seg = Path(part.segment)
-    if part.removes_file:
-        seg.unlink()
-        fsync_directory(seg.parent)
-        return
-    fd = os.open(seg, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, part.offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _locked(path: StrPath, why: str) -> _core.AofDirLock:
     """The AOF directory's writer lock, or ``WriterLockedError``."""
     root = Path(path)
@@ -334,36 +312,23 @@ def _remove(
 ) -> tuple[RemovedPart, ...]:
     """Backs up every part (fsynced, directory fsynced), then removes them,
     the last segment first, so that a crash midway leaves a prefix of the
-    log followed by bytes that are already backed up.
+    log followed by bytes that are already backed up
+    (``cut::cut_with_backups`` in Rust, the one owner of that order).
 
     With ``restart_at`` (see :func:`_plan_restart`) the new segment is made
     before anything is removed: a crash then leaves it overlapping the
     parts, or after a gap, each of which a repair with the checkpoint ends."""
-    stamp = _core.backup_stamp()
-    done: list[RemovedPart] = []
-    dirs: set[Path] = set()
+    cut = [(p.segment, p.offset, p.bytes, p.removes_file) for p in parts]
     try:
-        for part in parts:
-            target = _backup_name(part, stamp, why)
-            _core.write_backup(part.segment, part.offset, part.bytes, target)
-            dirs.add(target.parent)
-            done.append(
-                RemovedPart(part.segment, part.offset, part.bytes, part.removes_file, str(target))
-            )
-        for d in dirs:
-            fsync_directory(d)
-        if restart_at is not None:
-            last = Path(parts[-1].segment)
-            _core.restart_segment_at(last.parent, _start_of(last), restart_at)
-        # Only now, with every removed byte durable elsewhere, cut: the last
-        # segment first, each removal durable before the next.
-        for part in reversed(parts):
-            _apply(part)
+        backups = _core.cut_with_backups(cut, why, restart_at)
     except OSError as e:
         if isinstance(e, AofError):
-            raise
+            raise AofError(f"{path}: {e}") from e
         raise AofError(f"{path}: {why} failed: {e}") from e
-    return tuple(done)
+    return tuple(
+        RemovedPart(p.segment, p.offset, p.bytes, p.removes_file, backup)
+        for p, backup in zip(parts, backups, strict=True)
+    )
 
 
 def describe(plan: RepairPlan, removed: Sequence[RemovedPart] = ()) -> list[str]:

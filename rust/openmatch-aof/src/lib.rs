@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod codec;
+pub mod cut;
 pub mod decimal_sign;
 pub mod journal;
 mod read_ahead;

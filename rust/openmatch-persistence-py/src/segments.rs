@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openmatch_aof::{backup, segment};
+use openmatch_aof::{backup, cut, segment};
 use pyo3::prelude::*;
 
 use crate::errors::AofError;
@@ -47,40 +47,32 @@ fn list_backups(dir: PathBuf) -> PyResult<Vec<(String, u64)>> {
         .collect())
 }
 
-/// A new backup time stamp (UTC, to the microsecond).
+/// Removes `parts` (`(segment, offset, bytes, removes_file)`, in log
+/// order) after backing each up (`cut::cut_with_backups`: every backup
+/// fsynced, then the removals, the last part first, each durable before
+/// the next); with `restart_at`, the log starts again there in the last
+/// part's segment first. Returns each part's backup path, in order.
 #[pyfunction]
-fn backup_stamp() -> String {
-    backup::backup_stamp()
-}
-
-/// Where to back up `segment` from `offset` to its end (the whole file
-/// when `offset` is None), cut by the tool named `reason`.
-#[pyfunction]
-#[pyo3(signature = (segment, reason, stamp, offset = None))]
-fn backup_path(segment: PathBuf, reason: &str, stamp: &str, offset: Option<u64>) -> String {
-    backup::backup_path(&segment, reason, stamp, offset)
-        .display()
-        .to_string()
-}
-
-/// Copies `length` bytes of `source` from `offset` to the new file `target`
-/// (0600) and fsyncs it; the caller fsyncs the directory. Nothing is left
-/// at `target` on error.
-#[pyfunction]
-fn write_backup(
+#[pyo3(signature = (parts, reason, restart_at = None))]
+fn cut_with_backups(
     py: Python<'_>,
-    source: PathBuf,
-    offset: u64,
-    length: u64,
-    target: PathBuf,
-) -> PyResult<()> {
-    py.detach(|| backup::write_backup(&source, offset, length, &target))
-        .map_err(|e| {
-            aof_io_error(
-                &e,
-                format!("{}: cannot write the backup: {e}", target.display()),
-            )
+    parts: Vec<(PathBuf, u64, u64, bool)>,
+    reason: &str,
+    restart_at: Option<u64>,
+) -> PyResult<Vec<String>> {
+    let parts: Vec<cut::CutPart> = parts
+        .into_iter()
+        .map(|(segment, offset, bytes, removes_file)| cut::CutPart {
+            segment,
+            offset,
+            bytes,
+            removes_file,
         })
+        .collect();
+    let backups = py
+        .detach(|| cut::cut_with_backups(&parts, reason, restart_at))
+        .map_err(|e| aof_io_error(&e, format!("{reason} failed: {e}")))?;
+    Ok(backups.iter().map(|b| b.display().to_string()).collect())
 }
 
 /// An `AofError` carrying the OS error number, when there is one.
@@ -159,9 +151,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
     m.add_function(wrap_pyfunction!(restart_segment_at, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
-    m.add_function(wrap_pyfunction!(backup_stamp, m)?)?;
-    m.add_function(wrap_pyfunction!(backup_path, m)?)?;
-    m.add_function(wrap_pyfunction!(write_backup, m)?)?;
+    m.add_function(wrap_pyfunction!(cut_with_backups, m)?)?;
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;
     m.add_function(wrap_pyfunction!(aof_start, m)?)?;
     m.add_function(wrap_pyfunction!(segment_file_name, m)?)?;
