@@ -777,8 +777,8 @@ fn a_full_batch_ends_the_gathering_window() {
         ..WriterOptions::default()
     };
     let w = Arc::new(AofWriter::open(dir.path(), o).unwrap());
-    // Never dropped, even when an assertion fails: closing leads one more
-    // batch, which would gather for the whole window (an hour).
+    // Never dropped, even when an assertion fails: a close with a record
+    // still pending would gather for the whole window (an hour).
     let _never_closed = std::mem::ManuallyDrop::new(Arc::clone(&w));
     let p1 = w.submit_frames(&frame(1), 1).unwrap();
     let waiters: Vec<_> = (0..2)
@@ -797,6 +797,36 @@ fn a_full_batch_ends_the_gathering_window() {
         assert_eq!(t.join().unwrap(), p1);
     }
     assert_eq!(w.stats().writes, 1, "one write for the whole batch");
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2)]);
+}
+
+/// A leader with nothing to write does not gather: with everything
+/// written but not yet durable, `wait_durable` and `close` lead for an
+/// fsync alone, and return without waiting out the window (an hour here;
+/// the test gives up after two minutes and says why).
+#[test]
+fn a_leader_with_nothing_pending_does_not_gather() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        fsync: FsyncPolicy::No,
+        gather: Gather::Window(Duration::from_secs(3600)),
+        max_batch_bytes: 1, // any record fills a batch: appends never gather
+        ..WriterOptions::default()
+    };
+    let w = AofWriter::open(dir.path(), o).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let p = w.append(&op(1)).unwrap();
+        assert_eq!(w.durable_position(), 0, "fsync=no: written, not durable");
+        w.wait_durable(p).unwrap();
+        let p = w.append(&op(2)).unwrap();
+        w.close().unwrap();
+        let _ = done.send((p, w.durable_position(), w.stats().fsyncs));
+    });
+    let (end, durable, fsyncs) = finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("wait_durable or close gathered for the window with nothing pending");
+    assert_eq!((durable, fsyncs), (end, 2));
     assert_eq!(read_log(dir.path()), vec![op(1), op(2)]);
 }
 

@@ -401,7 +401,9 @@ impl Shared {
     ) -> Result<(MutexGuard<'a, State>, Wakes), WriterError> {
         st.leader = true;
         let goal = st.pace.goal(self.opts.gather);
-        if !goal.window.is_zero() {
+        // A leader with nothing pending leads for an fsync alone (a close,
+        // a rotation, a `wait_durable`): gathering would only delay it.
+        if !goal.window.is_zero() && st.pending_records > 0 {
             st.gather_want = goal.records;
             // The clock is read only once the batch is seen short: a
             // leader whose batch is already full writes it at once.
