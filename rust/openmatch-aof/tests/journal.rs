@@ -367,3 +367,90 @@ fn close_makes_everything_durable_and_stats_count_the_appends() {
     assert_eq!((replayed.operations, replayed.position), (2, end));
     again.close().unwrap();
 }
+
+/// `n` new orders with ids of their own from `first` on.
+fn new_orders(first: u128, n: usize) -> Vec<Op> {
+    (0..n as u128)
+        .map(|k| {
+            let mut o = order(1, "5", 1);
+            o.id = OrderId(Uuid::from_u128((1 << 64) + first + k));
+            Op::OrderReceived(o)
+        })
+        .collect()
+}
+
+/// An order the database's NUMERIC(28,8) cannot hold (nine places).
+fn unfit_order(id: u128) -> Op {
+    let mut o = order(1, "5", 1);
+    o.id = OrderId(Uuid::from_u128((1 << 64) + id));
+    o.quantity = d("0.123456789");
+    o.remaining_qty = o.quantity;
+    Op::OrderReceived(o)
+}
+
+fn segment_bytes(dir: &Path) -> Vec<u8> {
+    list_segments(dir)
+        .unwrap()
+        .iter()
+        .flat_map(|s| std::fs::read(&s.path).unwrap())
+        .collect()
+}
+
+/// A large batch is encoded on a thread of its own, a chunk at a time,
+/// while the chunks before are judged: its log and state are those of the
+/// same operations appended in small batches.
+#[test]
+fn a_large_batch_writes_and_applies_what_small_batches_do() {
+    let (large, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ops = new_orders(0, 10_000);
+    let j = open(large.path());
+    let end = j.append_many(ops.clone()).unwrap();
+    let k = open(small.path());
+    for batch in ops.chunks(100) {
+        k.append_many(batch.to_vec()).unwrap();
+    }
+    assert_eq!(k.position().unwrap(), end);
+    assert_eq!(segment_bytes(large.path()), segment_bytes(small.path()));
+    assert_eq!(digest(&j), digest(&k));
+    assert_eq!(j.read(State::order_count).unwrap(), 10_000);
+    assert_eq!(j.stats().appends, 10_000);
+}
+
+/// A batch fails at its first refused operation by index, whichever rule
+/// refuses it (the schema or an invariant) and in whichever chunk of a
+/// large batch, and leaves nothing: no byte, no change of the state.
+#[test]
+fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    j.append_many(new_orders(0, 10)).unwrap();
+    let (bytes, before) = (log_bytes(dir.path()), digest(&j));
+    let duplicate = new_orders(3, 1).remove(0); // an order already held
+                                                // (batch size, index of the duplicate, index of the unfit order)
+    for (n, dup_at, unfit_at) in [
+        (10_000, 9_000, 9_500),
+        (10_000, 9_500, 5_000),
+        (10_000, 1_500, 0),
+        (100, 50, 80),
+        (100, 60, 30),
+    ] {
+        let mut ops = new_orders(1_000_000, n);
+        ops[dup_at] = duplicate.clone();
+        ops[unfit_at] = unfit_order(2_000_000);
+        match (j.append_many(ops), dup_at < unfit_at) {
+            (Err(JournalError::Refused { index, violation }), true) => {
+                assert_eq!((index, violation.kind.name()), (dup_at, "duplicate_order"));
+            }
+            (Err(JournalError::Unfit { index, reason }), false) => {
+                assert_eq!(index, unfit_at);
+                assert!(reason.contains("decimal places"), "{reason}");
+            }
+            (other, _) => panic!("{n} ops, duplicate at {dup_at}, unfit at {unfit_at}: {other:?}"),
+        }
+        assert_eq!(log_bytes(dir.path()), bytes, "bytes were written");
+        assert_eq!(digest(&j), before, "the state changed");
+    }
+    // And the journal goes on.
+    j.append_many(new_orders(3_000_000, 5_000)).unwrap();
+    assert_eq!(j.read(State::order_count).unwrap(), 5_010);
+}

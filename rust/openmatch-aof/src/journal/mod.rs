@@ -68,7 +68,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use replay::{replay, replay_with_limit, LogViolation, Replayed};
 
-use crate::codec::{encode_batch_checked, BatchError, EncodeError};
+use crate::codec::{encode_batch_checked, BatchError, EncodeError, EncodedBatch};
 use crate::scanner::{OutcomeKind, ScanError};
 use crate::state::{Changes, State, Violation};
 use crate::state_image::encode_image;
@@ -125,6 +125,44 @@ pub enum JournalError {
     /// as an error rather than a panic.
     #[error("journal invariant broken (a bug, please report it): {0}")]
     Broken(String),
+}
+
+/// Batches of at least this many operations are encoded on a thread of
+/// their own while they are judged (below it, the thread costs more than
+/// it saves).
+const OVERLAP_FROM: usize = 4096;
+
+/// Operations per chunk of an overlapped batch: large enough that the
+/// hand-over costs nothing, small enough that judging starts early.
+const OVERLAP_CHUNK: usize = 1024;
+
+/// A chunk's frames and their lengths, or the first operation of the chunk
+/// that does not fit or cannot be encoded.
+type EncodedChunk = Result<EncodedBatch, (usize, BatchError<String>)>;
+
+fn more_than_one_core() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// `ops` split, in order, into vectors of `size` (the last may be shorter).
+fn into_chunks(ops: Vec<AofOperation>, size: usize) -> Vec<Vec<AofOperation>> {
+    let mut chunks = Vec::with_capacity(ops.len().div_ceil(size));
+    let mut ops = ops.into_iter();
+    loop {
+        let chunk: Vec<AofOperation> = ops.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            return chunks;
+        }
+        chunks.push(chunk);
+    }
+}
+
+/// The journal's error for an operation the encoding refused.
+fn unfit(index: usize, e: BatchError<String>) -> JournalError {
+    match e {
+        BatchError::Check(reason) => JournalError::Unfit { index, reason },
+        BatchError::Encode(source) => JournalError::Encode { index, source },
+    }
 }
 
 /// The durable, validated write path of one AOF directory. `Send + Sync`:
@@ -215,17 +253,54 @@ impl Journal {
 
     /// Judges, applies and queues `ops`; returns the position after the
     /// last. The caller waits for it ([`AofWriter::wait_appended`]).
+    ///
+    /// A large batch is encoded on a thread of its own, a chunk at a time,
+    /// while this thread judges and applies the chunks already encoded:
+    /// the two costs overlap instead of adding up. The outcome is the same
+    /// either way (the frames, the state, and the first refusal by index).
     fn submit(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
-        let (frames, lengths) =
-            encode_batch_checked(&ops, check_fits_store).map_err(|(index, e)| match e {
-                BatchError::Check(reason) => JournalError::Unfit { index, reason },
-                BatchError::Encode(source) => JournalError::Encode { index, source },
-            })?;
+        let total = ops.len();
+        if total == 0 {
+            let _state = self.lock(); // the end, with no append half done
+            return Ok(self.writer.position());
+        }
+        if total < OVERLAP_FROM || !more_than_one_core() {
+            let encoded = encode_batch_checked(&ops, check_fits_store);
+            return self.admit(std::iter::once((ops, encoded)), total);
+        }
+        let chunks = into_chunks(ops, OVERLAP_CHUNK);
+        std::thread::scope(|scope| {
+            // Bounded: the encoder runs at most a few chunks ahead.
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            let encoder = scope.spawn(move || {
+                for chunk in chunks {
+                    let encoded = encode_batch_checked(&chunk, check_fits_store);
+                    if tx.send((chunk, encoded)).is_err() {
+                        break; // refused: the rest is not needed
+                    }
+                }
+            });
+            // A panicking encoder drops its sender: the chunks then end
+            // early, which `admit` refuses. Joined here, so its panic ends
+            // with it rather than in the scope (and in the caller).
+            let admitted = self.admit(rx.into_iter(), total);
+            let _ = encoder.join();
+            admitted
+        })
+    }
+
+    /// Judges and applies, under the state's lock, the chunks of one batch
+    /// in order, each with its encoding, then queues all their frames at
+    /// once. The first operation that does not fit, cannot be encoded or
+    /// would break an invariant fails the batch, and the state is rolled
+    /// back to before it.
+    fn admit(
+        &self,
+        chunks: impl Iterator<Item = (Vec<AofOperation>, EncodedChunk)>,
+        total: usize,
+    ) -> Result<u64, JournalError> {
         let mut state = self.lock();
         let base = self.writer.position();
-        if ops.is_empty() {
-            return Ok(base);
-        }
         if state.position() > base {
             return Err(JournalError::Broken(format!(
                 "the state is at position {} past the log's end {base}",
@@ -234,14 +309,45 @@ impl Journal {
         }
         state.savepoint();
         let mut at = base;
-        for (index, (op, len)) in ops.into_iter().zip(&lengths).enumerate() {
-            at += *len as u64;
-            if let Err(violation) = state.try_apply_owned(op, at) {
-                state.rollback();
-                return Err(JournalError::Refused { index, violation });
+        let mut index = 0;
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for (ops, encoded) in chunks {
+            let count = ops.len();
+            let (frames, lengths, refusal) = match encoded {
+                Ok((frames, lengths)) => (frames, lengths, None),
+                // The operations before the refused one are judged first:
+                // the batch fails at its first refusal, whichever the rule.
+                // (Encoding is deterministic: the ones before encode again.)
+                Err((i, e)) => match encode_batch_checked(&ops[..i], check_fits_store) {
+                    Ok((frames, lengths)) => (frames, lengths, Some(unfit(index + i, e))),
+                    Err((j, e)) => (Vec::new(), Vec::new(), Some(unfit(index + j, e))),
+                },
+            };
+            for (i, (op, len)) in ops.into_iter().zip(&lengths).enumerate() {
+                at += *len as u64;
+                if let Err(violation) = state.try_apply_owned(op, at) {
+                    state.rollback();
+                    return Err(JournalError::Refused {
+                        index: index + i,
+                        violation,
+                    });
+                }
             }
+            if let Some(e) = refusal {
+                state.rollback();
+                return Err(e);
+            }
+            index += count;
+            parts.push(frames);
         }
-        match self.writer.submit_frames(&frames, lengths.len() as u64) {
+        if index != total {
+            state.rollback();
+            return Err(JournalError::Broken(format!(
+                "the batch's encoding stopped after {index} of its {total} operations"
+            )));
+        }
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        match self.writer.submit_frame_parts(&slices, index as u64) {
             Ok(end) if end == at => {
                 state.release();
                 Ok(end)

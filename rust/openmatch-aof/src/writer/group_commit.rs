@@ -263,14 +263,24 @@ impl Shared {
         Ok(())
     }
 
-    /// Queues whole frames; returns the position just past them.
-    pub fn enqueue(&self, st: &mut State, frames: &[u8], records: u64) -> Result<u64, WriterError> {
+    /// Queues whole frames, given in one or more parts that follow each
+    /// other in the log; returns the position just past them.
+    pub fn enqueue(
+        &self,
+        st: &mut State,
+        parts: &[&[u8]],
+        records: u64,
+    ) -> Result<u64, WriterError> {
         self.check_usable(st)?;
-        st.pending.extend_from_slice(frames);
+        let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        st.pending.reserve(bytes);
+        for part in parts {
+            st.pending.extend_from_slice(part);
+        }
         st.pending_records += records;
-        st.end += frames.len() as u64;
+        st.end += bytes as u64;
         st.counters.appends += records;
-        st.counters.bytes += frames.len() as u64;
+        st.counters.bytes += bytes as u64;
         if st.leader && st.has_full_batch(st.gather_want, self.opts.max_batch_bytes) {
             self.batch_full.notify_one();
         }

@@ -394,7 +394,7 @@ impl AofWriter {
     /// [`encode_frame_into`]); an empty batch returns the current end.
     pub fn append_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
         let mut st = self.shared.lock();
-        let end = self.shared.enqueue(&mut st, frames, records)?;
+        let end = self.shared.enqueue(&mut st, &[frames], records)?;
         let goal = self.append_goal();
         self.shared.wait_for(st, end, goal)?;
         self.rotate_if_full()?;
@@ -405,8 +405,15 @@ impl AofWriter {
     /// returned position gives the policy's guarantee. For pipelining
     /// (asyncio): the order of positions is the order of `submit` calls.
     pub fn submit_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
+        self.submit_frame_parts(&[frames], records)
+    }
+
+    /// As [`AofWriter::submit_frames`], the frames given in parts that
+    /// follow each other in the log (a batch encoded in chunks), queued
+    /// together: no other append comes between them.
+    pub fn submit_frame_parts(&self, parts: &[&[u8]], records: u64) -> Result<u64, WriterError> {
         let mut st = self.shared.lock();
-        self.shared.enqueue(&mut st, frames, records)
+        self.shared.enqueue(&mut st, parts, records)
     }
 
     /// Waits until the record ending at `position` has what the policy
