@@ -34,6 +34,8 @@ declare -A RUST_TESTS=(
     [rust/openmatch-aof/src/writer/recover.rs]="--lib --test writer --test tail"
     [rust/openmatch-aof/src/state/judge.rs]="--lib --test state --test state_model"
     [rust/openmatch-aof/src/state/mod.rs]="--lib --test state --test state_model"
+    [rust/openmatch-aof/src/state/undo.rs]="--lib --test state --test state_model --test bounded_state --test journal"
+    [rust/openmatch-aof/src/cut.rs]="--lib"
     [rust/openmatch-aof/src/journal/mod.rs]="--lib --test journal"
     [rust/openmatch-aof/src/journal/replay.rs]="--lib --test journal"
 )
@@ -46,8 +48,10 @@ RUST_ORDER=(
     rust/openmatch-aof/src/scanner.rs
     rust/openmatch-aof/src/state/judge.rs
     rust/openmatch-aof/src/state/mod.rs
+    rust/openmatch-aof/src/state/undo.rs
     rust/openmatch-aof/src/journal/mod.rs
     rust/openmatch-aof/src/journal/replay.rs
+    rust/openmatch-aof/src/cut.rs
 )
 
 rust() {
