@@ -195,7 +195,7 @@ pub fn encode_batch_checked<E: Send>(
         return encode_all(ops, 0);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts = (ops.len() / PARALLEL_ENCODE_CHUNK).clamp(1, cores);
+    let parts = encode_parts(ops.len(), cores);
     if parts == 1 {
         return encode_all(ops, 0);
     }
@@ -230,6 +230,14 @@ pub fn encode_batch_checked<E: Send>(
         lengths.extend(lens);
     }
     Ok((out, lengths))
+}
+
+/// How many parts (threads, the calling one included) a batch of `len`
+/// operations is encoded in with `cores` CPUs: one per whole
+/// [`PARALLEL_ENCODE_CHUNK`] of operations, at least one, at most one per
+/// core.
+fn encode_parts(len: usize, cores: usize) -> usize {
+    (len / PARALLEL_ENCODE_CHUNK).clamp(1, cores)
 }
 
 /// As [`encode_frame_into`], refusing payloads longer than `max_payload`.
@@ -628,6 +636,20 @@ mod tests {
                 "{n} operations"
             );
         }
+    }
+
+    /// One part per whole chunk of operations, at least one, at most one
+    /// per core: on a machine of many cores a batch of two chunks is
+    /// still encoded in two parts, not one per core.
+    #[test]
+    fn a_batch_is_split_in_one_part_per_whole_chunk_up_to_the_cores() {
+        let c = PARALLEL_ENCODE_CHUNK;
+        assert_eq!(encode_parts(2 * c, 8), 2);
+        assert_eq!(encode_parts(3 * c - 1, 8), 2);
+        assert_eq!(encode_parts(3 * c + 5, 8), 3);
+        assert_eq!(encode_parts(100 * c, 8), 8);
+        assert_eq!(encode_parts(c - 1, 8), 1);
+        assert_eq!(encode_parts(2 * c, 1), 1);
     }
 
     #[test]

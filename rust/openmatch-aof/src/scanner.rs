@@ -1140,4 +1140,127 @@ mod tests {
         }
         assert!(got.is_empty(), "no frame past a failed read");
     }
+
+    /// A reader that records how many bytes each read asked for.
+    struct Recorded {
+        inner: Box<dyn Read + Send + Sync>,
+        asked: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl Read for Recorded {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.asked.lock().unwrap().push(out.len());
+            self.inner.read(out)
+        }
+    }
+
+    /// The default read size is 1 MiB (`docs/scanner.md`): a default scan
+    /// of more than that asks for 1 MiB in its first read.
+    #[test]
+    fn a_default_scan_reads_a_mebibyte_at_a_time() {
+        let ops = ops(50_000);
+        let data = frames(&ops);
+        assert!(data.len() > 1 << 20);
+        let mut s = Scanner::from_bytes(data, 0, ScanOptions::default());
+        assert!(s.open_next().unwrap());
+        let asked = std::sync::Arc::default();
+        let c = s.cursor.as_mut().unwrap();
+        let inner = std::mem::replace(&mut c.input, Input::Direct(Box::new(io::empty())));
+        let Input::Direct(inner) = inner else {
+            panic!("bytes in memory are read on the scanning thread");
+        };
+        c.input = Input::Direct(Box::new(Recorded {
+            inner,
+            asked: std::sync::Arc::clone(&asked),
+        }));
+        let mut got = Vec::new();
+        s.next_batch(usize::MAX, &mut got).unwrap();
+        assert_eq!(got.len(), ops.len());
+        assert_eq!(asked.lock().unwrap()[0], 1 << 20);
+    }
+
+    fn more_cpus() -> bool {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+    }
+
+    /// A segment file of `data`, in a directory the caller keeps.
+    fn segment_file(data: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::segment::segment_file_name(0));
+        std::fs::write(&path, data).unwrap();
+        (dir, path)
+    }
+
+    /// Read-ahead is for a segment of more than two chunks, when asked for
+    /// and a second CPU can run it (`ScanOptions::read_ahead`).
+    #[test]
+    fn only_a_segment_of_more_than_two_chunks_is_read_ahead() {
+        let (_dir, path) = segment_file(&[0u8; 100]);
+        let ahead = |read_ahead: bool, left: u64| {
+            let opts = ScanOptions {
+                chunk_size: 16,
+                read_ahead,
+                ..Default::default()
+            };
+            let s = Scanner::from_bytes(Vec::new(), 0, opts);
+            let input = s.file_input(File::open(&path).unwrap(), left);
+            matches!(input, Input::ReadAhead(_))
+        };
+        assert!(!ahead(true, 32), "two chunks: read on this thread");
+        assert_eq!(ahead(true, 33), more_cpus(), "more than two chunks");
+        assert!(!ahead(false, 1000), "read-ahead not asked for");
+    }
+
+    /// Read ahead, the scan takes a chunk only when the bytes it holds are
+    /// fewer than it needs: what the reader thread read beyond waits in
+    /// the ring (bounded), not in the scanner's buffer.
+    #[test]
+    fn read_ahead_chunks_are_taken_only_as_the_scan_needs_them() {
+        if !more_cpus() {
+            return; // one CPU: no read-ahead
+        }
+        let (_dir, path) = segment_file(&frames(&ops(20)));
+        let opts = ScanOptions {
+            chunk_size: 48,
+            ..Default::default()
+        };
+        let mut s = Scanner::open(&path, None, opts).unwrap();
+        assert!(s.open_next().unwrap());
+        let c = s.cursor.as_mut().unwrap();
+        assert!(matches!(c.input, Input::ReadAhead(_)));
+        let taken = |c: &Cursor| c.win.offset_of(c.win.hi);
+        c.fill(48, 48).unwrap();
+        assert_eq!(taken(c), 48, "one chunk holds what is needed");
+        c.fill(8, 48).unwrap();
+        assert_eq!(taken(c), 48);
+        c.fill(49, 48).unwrap();
+        assert_eq!(taken(c), 96);
+    }
+
+    /// The rest of a segment after a bad frame is read from the buffer
+    /// first; the input is read again only once the buffer is empty.
+    #[test]
+    fn the_rest_comes_from_the_buffer_before_any_new_read() {
+        let data: Vec<u8> = (0..64).collect();
+        let opts = ScanOptions {
+            chunk_size: 16,
+            ..Default::default()
+        };
+        let mut s = Scanner::from_bytes(data.clone(), 0, opts);
+        assert!(s.open_next().unwrap());
+        let c = s.cursor.as_mut().unwrap();
+        c.fill(16, 16).unwrap();
+        let taken = |c: &Cursor| c.win.offset_of(c.win.hi);
+        assert_eq!(taken(c), 16);
+        let mut rest = Rest { c, chunk: 16 };
+        let mut out = [0u8; 4];
+        for at in (0..16).step_by(4) {
+            assert_eq!(rest.read(&mut out).unwrap(), 4);
+            assert_eq!(out[..], data[at..at + 4]);
+            assert_eq!(taken(rest.c), 16, "no read while buffered bytes are left");
+        }
+        let mut all = Vec::new();
+        rest.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data[16..]);
+    }
 }

@@ -751,3 +751,74 @@ fn a_state_without_change_tracking_keeps_no_departed_rows() {
     assert!(c.orders.iter().all(|o| o.id != oid(1) && o.id != oid(2)));
     assert_eq!(s.order_count(), 0);
 }
+
+/// Without change tracking the rows that leave are dropped, but
+/// `has_changes` still says that something changed: a cancel of an order
+/// whose changes were taken marks it, as every other change does. A
+/// rollback takes the mark back with the cancel.
+#[test]
+fn a_cancel_is_a_change_also_without_change_tracking() {
+    let mut s = State::new().without_change_tracking();
+    s.apply(&Op::OrderReceived(order(1, "5", 10)), 100);
+    s.take_changes();
+    assert!(!s.has_changes());
+    s.savepoint();
+    s.apply(&Op::OrderCancelled(oid(1)), 200);
+    assert!(s.has_changes(), "the cancel changed the state");
+    s.rollback();
+    assert!(!s.has_changes(), "the cancel was rolled back");
+    assert_eq!(s.order_count(), 1);
+    s.apply(&Op::OrderCancelled(oid(1)), 200);
+    assert!(s.has_changes(), "the cancel changed the state");
+    assert_eq!(s.order_count(), 0);
+}
+
+fn finalized_epoch(id: u64) -> Epoch {
+    Epoch {
+        epoch_id: EpochId(id),
+        phase: EpochPhase::Finalize,
+        batch_hash: None,
+        result_hash: None,
+        trade_count: 0,
+        started_at: ts(id as i64),
+        completed_at: Some(ts(id as i64)),
+    }
+}
+
+fn import_epochs(epochs: Vec<Epoch>) -> State {
+    let snap = Snapshot::from_history(vec![], vec![], vec![], epochs, 1_000, None, None);
+    State::from_snapshot(snap).unwrap()
+}
+
+/// A history holding more finalized epochs than a state keeps (a database
+/// keeps them all) imports as its last [`FINALIZED_EPOCHS_KEPT`]: the
+/// older ones are closed.
+#[test]
+fn importing_more_finalized_epochs_than_kept_closes_the_oldest() {
+    let s = import_epochs((1..=20).map(finalized_epoch).collect());
+    assert_eq!(FINALIZED_EPOCHS_KEPT, 16);
+    assert_eq!(s.epoch_count(), 16);
+    assert_eq!(s.closed_through(), Some(EpochId(4)));
+    assert!(s.epoch(EpochId(4)).is_none());
+    assert!(s.epoch(EpochId(5)).is_some());
+}
+
+/// Epochs finalize in id order: once the highest finalized epoch of an
+/// imported history is 5, epoch 4 may not move, in whatever order the
+/// history lists its epochs.
+#[test]
+fn an_imported_history_bars_epochs_below_its_highest_finalized_one() {
+    for ids in [[5, 3], [3, 5]] {
+        let mut s = import_epochs(ids.into_iter().map(finalized_epoch).collect());
+        let v = s
+            .try_apply(&Op::EpochAdvanced(EpochId(4), EpochPhase::Seal), 2_000)
+            .unwrap_err();
+        assert_eq!(
+            (v.kind.name(), v.entity),
+            ("epoch_regression", EntityRef::Epoch(EpochId(4))),
+            "{ids:?}"
+        );
+        s.try_apply(&Op::EpochAdvanced(EpochId(6), EpochPhase::Seal), 2_000)
+            .unwrap();
+    }
+}

@@ -959,6 +959,51 @@ fn an_overtaken_background_fsync_is_not_counted() {
     assert_eq!((s.fsyncs, s.records_fsynced), (1, 1));
 }
 
+/// Each new segment's name, and a torn tail's backup before the cut, are
+/// made durable by a directory fsync (a power loss could otherwise lose
+/// the file, or keep the cut and lose the backup). A directory fsync
+/// changes nothing a process can read back, so the writer counts them.
+#[test]
+fn new_segments_and_torn_tail_backups_fsync_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.stats().dir_fsyncs, 1, "the first segment");
+    let p = w.append(&op(1)).unwrap();
+    assert_eq!(w.rotate().unwrap(), p);
+    assert_eq!(w.stats().dir_fsyncs, 2, "the rotated segment");
+    assert_eq!(w.rotate().unwrap(), p, "an empty segment is kept");
+    assert_eq!(w.stats().dir_fsyncs, 2);
+    w.close().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.stats().dir_fsyncs, 0, "a clean reopen creates nothing");
+    drop(w);
+    let frame = encode_frame(&op(2)).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(segment_file_name(p)))
+        .unwrap()
+        .write_all(&frame[..5])
+        .unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::No)).unwrap();
+    assert_eq!(w.open_report().truncated_bytes, 5);
+    assert!(w.open_report().torn_tail_backup.is_some());
+    assert_eq!(w.stats().dir_fsyncs, 1, "the backup, before the cut");
+    w.close().unwrap();
+}
+
+/// The benchmarks' baseline appends: each record after the last, so the
+/// file ends as long as all of them (rewriting one block in place would
+/// measure fsyncs that change no file size).
+#[test]
+fn the_raw_fdatasync_baseline_appends_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raw");
+    let file = fs::File::create(&path).unwrap();
+    openmatch_aof::writer::raw_fdatasync_appends(&file, 3, 100).unwrap();
+    drop(file);
+    assert_eq!(fs::read(&path).unwrap(), vec![0xa5u8; 300]);
+}
+
 /// The benchmarks' physical baseline does its writes and fsyncs, reports
 /// the time they took and leaves no file behind.
 #[test]

@@ -230,14 +230,20 @@ impl AofWriter {
         create_dir_durably(&dir).map_err(|e| WriterError::io("create directory", &dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
         let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
+        let mut dir_fsyncs = 0;
         let (start, path, file, valid_len, truncated, backup) = match segments.last() {
             None => {
                 let path = dir.join(segment_file_name(0));
-                let file = recover::create_segment(&dir, &path)?;
+                let file = recover::create_segment(&dir, &path, &mut dir_fsyncs)?;
                 (0, path, file, 0, 0, None)
             }
             Some(last) => {
-                let (file, tail) = recover::open_last_segment(&dir, &last.path, opts.max_payload)?;
+                let (file, tail) = recover::open_last_segment(
+                    &dir,
+                    &last.path,
+                    opts.max_payload,
+                    &mut dir_fsyncs,
+                )?;
                 (
                     last.start,
                     last.path.clone(),
@@ -255,6 +261,7 @@ impl AofWriter {
         }
         let mut counters = Counters::default();
         counters.truncated_on_open = truncated;
+        counters.dir_fsyncs = dir_fsyncs;
         let report = OpenReport {
             segment: path.clone(),
             segment_start: start,
@@ -570,9 +577,11 @@ impl AofWriter {
         let new_start = st.written;
         drop(st);
         let path = shared.dir.join(segment_file_name(new_start));
-        let created = recover::create_segment(&shared.dir, &path);
+        let mut dir_fsyncs = 0;
+        let created = recover::create_segment(&shared.dir, &path, &mut dir_fsyncs);
         let mut st = shared.lock();
         st.leader = false;
+        st.counters.dir_fsyncs += dir_fsyncs;
         let result = match created {
             Ok(file) => {
                 st.current = Current {
@@ -717,16 +726,25 @@ pub fn raw_fdatasync_loop(path: &Path, n: u64, size: usize) -> io::Result<Durati
         .create_new(true)
         .mode(0o600)
         .open(path)?;
+    let elapsed = raw_fdatasync_appends(&file, n, size)?;
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(elapsed)
+}
+
+/// [`raw_fdatasync_loop`]'s loop, on a file the caller keeps (a test reads
+/// what it wrote): `n` records of `size` bytes (`0xa5`) appended from
+/// offset 0, each `pwrite` followed by an `fdatasync`; returns the elapsed
+/// time.
+#[doc(hidden)]
+pub fn raw_fdatasync_appends(file: &std::fs::File, n: u64, size: usize) -> io::Result<Duration> {
     let buf = vec![0xa5u8; size];
     let t0 = Instant::now();
     let mut offset = 0u64;
     for _ in 0..n {
-        std::os::unix::fs::FileExt::write_all_at(&file, &buf, offset)?;
+        std::os::unix::fs::FileExt::write_all_at(file, &buf, offset)?;
         file.sync_data()?;
         offset += size as u64;
     }
-    let elapsed = t0.elapsed();
-    drop(file);
-    std::fs::remove_file(path)?;
-    Ok(elapsed)
+    Ok(t0.elapsed())
 }

@@ -72,11 +72,12 @@ pub(crate) fn scan_tail(path: &Path, max_payload: u32) -> Result<u64, WriterErro
 }
 
 /// Opens the last segment of `dir` for writing; backs up and cuts its torn
-/// tail (durably).
+/// tail (durably). Counts its directory fsyncs in `dir_fsyncs`.
 pub(crate) fn open_last_segment(
     dir: &Path,
     path: &Path,
     max_payload: u32,
+    dir_fsyncs: &mut u64,
 ) -> Result<(File, Tail), WriterError> {
     let file = OpenOptions::new()
         .read(true)
@@ -98,7 +99,7 @@ pub(crate) fn open_last_segment(
         let backup = backup_path(path, "torn", &backup_stamp(), Some(valid_len));
         write_backup(path, valid_len, tail.torn_bytes, &backup)
             .map_err(|e| WriterError::io("back up torn tail to", &backup, e))?;
-        fsync_dir(dir)?;
+        fsync_dir(dir, dir_fsyncs)?;
         file.set_len(tail.valid_len)
             .map_err(|e| WriterError::io("truncate torn tail of", path, e))?;
         file.sync_all()
@@ -108,8 +109,13 @@ pub(crate) fn open_last_segment(
     Ok((file, tail))
 }
 
-/// Creates an empty segment file (0600) and makes its name durable.
-pub(crate) fn create_segment(dir: &Path, path: &Path) -> Result<File, WriterError> {
+/// Creates an empty segment file (0600) and makes its name durable. Counts
+/// its directory fsync in `dir_fsyncs`.
+pub(crate) fn create_segment(
+    dir: &Path,
+    path: &Path,
+    dir_fsyncs: &mut u64,
+) -> Result<File, WriterError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,14 +125,18 @@ pub(crate) fn create_segment(dir: &Path, path: &Path) -> Result<File, WriterErro
         .map_err(|e| WriterError::io("create segment", path, e))?;
     file.sync_all()
         .map_err(|e| WriterError::io("fsync new segment", path, e))?;
-    fsync_dir(dir)?;
+    fsync_dir(dir, dir_fsyncs)?;
     Ok(file)
 }
 
 /// Makes the directory's entries (new files, renames, truncations' names)
-/// durable.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), WriterError> {
+/// durable; adds one to `done` once the fsync succeeded (the writer's
+/// [`super::WriterStats::dir_fsyncs`]: a test's only view of a directory
+/// fsync, which matters to a power loss, not to the process).
+pub(crate) fn fsync_dir(dir: &Path, done: &mut u64) -> Result<(), WriterError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| WriterError::io("fsync directory", dir, e))
+        .map_err(|e| WriterError::io("fsync directory", dir, e))?;
+    *done += 1;
+    Ok(())
 }

@@ -32,6 +32,11 @@ pub struct WriterStats {
     /// Segment files the `everysec` thread opened for its fsyncs: one
     /// per segment it fsynced, not one per fsync.
     pub fsync_thread_opens: u64,
+    /// Directory fsyncs that made a segment file's creation durable (at
+    /// open and at each rotation), or a torn tail's backup before its cut.
+    /// Not counted: those of creating the directory, and of
+    /// [`super::AofWriter::delete_covered`]'s deletions.
+    pub dir_fsyncs: u64,
     /// Bytes of torn tail cut from the last segment when the writer opened.
     pub truncated_on_open: u64,
     /// Fsync latency percentiles over the last [`LATENCY_WINDOW`] fsyncs.
@@ -72,6 +77,7 @@ pub(crate) struct Counters {
     pub max_records_per_fsync: u64,
     pub rotations: u64,
     pub fsync_thread_opens: u64,
+    pub dir_fsyncs: u64,
     pub truncated_on_open: u64,
     /// Records written since the last fsync: what the next one covers.
     pub unsynced_records: u64,
@@ -129,6 +135,7 @@ impl Counters {
             max_records_per_fsync: self.max_records_per_fsync,
             rotations: self.rotations,
             fsync_thread_opens: self.fsync_thread_opens,
+            dir_fsyncs: self.dir_fsyncs,
             truncated_on_open: self.truncated_on_open,
             fsync_p50: pct(0.50),
             fsync_p90: pct(0.90),
