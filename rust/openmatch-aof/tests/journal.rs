@@ -412,6 +412,12 @@ fn a_large_batch_writes_and_applies_what_small_batches_do() {
     assert_eq!(k.position().unwrap(), end);
     assert_eq!(segment_bytes(large.path()), segment_bytes(small.path()));
     assert_eq!(digest(&j), digest(&k));
+    // Taken out of items the caller keeps (the binding's way), the same.
+    let borrowed = tempfile::tempdir().unwrap();
+    let b = open(borrowed.path());
+    assert_eq!(b.append_many_with(&ops, Op::clone).unwrap(), end);
+    assert_eq!(segment_bytes(borrowed.path()), segment_bytes(small.path()));
+    assert_eq!(digest(&b), digest(&k));
     assert_eq!(j.read(State::order_count).unwrap(), 10_000);
     assert_eq!(j.stats().appends, 10_000);
 }
@@ -431,13 +437,23 @@ fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
         (10_000, 9_000, 9_500),
         (10_000, 9_500, 5_000),
         (10_000, 1_500, 0),
+        (9_999, 9_000, 9_500),
+        (9_999, 9_500, 5_000),
         (100, 50, 80),
         (100, 60, 30),
+        (99, 50, 80),
+        (99, 60, 30),
     ] {
         let mut ops = new_orders(1_000_000, n);
         ops[dup_at] = duplicate.clone();
         ops[unfit_at] = unfit_order(2_000_000);
-        match (j.append_many(ops), dup_at < unfit_at) {
+        // Owned, or taken out of items the caller keeps, alike.
+        let result = if n % 3 == 0 {
+            j.append_many_with(&ops, Op::clone)
+        } else {
+            j.append_many(ops)
+        };
+        match (result, dup_at < unfit_at) {
             (Err(JournalError::Refused { index, violation }), true) => {
                 assert_eq!((index, violation.kind.name()), (dup_at, "duplicate_order"));
             }
