@@ -64,6 +64,7 @@
 mod replay;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use replay::{replay, replay_with_limit, LogViolation, Replayed};
@@ -173,6 +174,8 @@ pub struct Journal {
     writer: AofWriter,
     /// The state with every admitted operation applied, in log order.
     state: Mutex<State>,
+    /// Batches encoded on a thread of their own beside their judging.
+    overlapped: AtomicU64,
 }
 
 impl Journal {
@@ -222,6 +225,7 @@ impl Journal {
             Journal {
                 writer,
                 state: Mutex::new(state),
+                overlapped: AtomicU64::new(0),
             },
             replayed,
         ))
@@ -302,6 +306,7 @@ impl Journal {
         total: usize,
         chunks: impl Iterator<Item = Vec<AofOperation>> + Send,
     ) -> Result<u64, JournalError> {
+        self.overlapped.fetch_add(1, Ordering::Relaxed);
         std::thread::scope(|scope| {
             // Bounded: the encoder runs at most a few chunks ahead.
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
@@ -443,6 +448,12 @@ impl Journal {
     /// The writer: its positions, statistics, rotation and close.
     pub fn writer(&self) -> &AofWriter {
         &self.writer
+    }
+
+    /// How many batches were encoded on a thread of their own while they
+    /// were judged (those of at least 4,096 operations, given two cores).
+    pub fn overlapped_batches(&self) -> u64 {
+        self.overlapped.load(Ordering::Relaxed)
     }
 
     /// The writer's counters.
