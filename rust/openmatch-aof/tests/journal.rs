@@ -412,8 +412,23 @@ fn a_large_batch_writes_and_applies_what_small_batches_do() {
     assert_eq!(k.position().unwrap(), end);
     assert_eq!(segment_bytes(large.path()), segment_bytes(small.path()));
     assert_eq!(digest(&j), digest(&k));
+    // Taken out of items the caller keeps (the binding's way), the same.
+    let borrowed = tempfile::tempdir().unwrap();
+    let b = open(borrowed.path());
+    assert_eq!(b.append_many_with(&ops, Op::clone).unwrap(), end);
+    assert_eq!(segment_bytes(borrowed.path()), segment_bytes(small.path()));
+    assert_eq!(digest(&b), digest(&k));
     assert_eq!(j.read(State::order_count).unwrap(), 10_000);
     assert_eq!(j.stats().appends, 10_000);
+    // The large batches took the overlapped path (on two cores or more);
+    // the small ones did not.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let overlapped = u64::from(cores > 1);
+    assert_eq!(
+        (j.overlapped_batches(), b.overlapped_batches()),
+        (overlapped, overlapped)
+    );
+    assert_eq!(k.overlapped_batches(), 0);
 }
 
 /// A batch fails at its first refused operation by index, whichever rule
@@ -431,13 +446,23 @@ fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
         (10_000, 9_000, 9_500),
         (10_000, 9_500, 5_000),
         (10_000, 1_500, 0),
+        (9_999, 9_000, 9_500),
+        (9_999, 9_500, 5_000),
         (100, 50, 80),
         (100, 60, 30),
+        (99, 50, 80),
+        (99, 60, 30),
     ] {
         let mut ops = new_orders(1_000_000, n);
         ops[dup_at] = duplicate.clone();
         ops[unfit_at] = unfit_order(2_000_000);
-        match (j.append_many(ops), dup_at < unfit_at) {
+        // Owned, or taken out of items the caller keeps, alike.
+        let result = if n % 3 == 0 {
+            j.append_many_with(&ops, Op::clone)
+        } else {
+            j.append_many(ops)
+        };
+        match (result, dup_at < unfit_at) {
             (Err(JournalError::Refused { index, violation }), true) => {
                 assert_eq!((index, violation.kind.name()), (dup_at, "duplicate_order"));
             }
@@ -450,7 +475,14 @@ fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
         assert_eq!(log_bytes(dir.path()), bytes, "bytes were written");
         assert_eq!(digest(&j), before, "the state changed");
     }
+    // Five of the batches were large; the threshold is 4,096 operations.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(j.overlapped_batches(), if cores > 1 { 5 } else { 0 });
+    j.append_many(new_orders(4_000_000, 4_095)).unwrap();
+    assert_eq!(j.overlapped_batches(), if cores > 1 { 5 } else { 0 });
+    j.append_many(new_orders(5_000_000, 4_096)).unwrap();
+    assert_eq!(j.overlapped_batches(), if cores > 1 { 6 } else { 0 });
     // And the journal goes on.
     j.append_many(new_orders(3_000_000, 5_000)).unwrap();
-    assert_eq!(j.read(State::order_count).unwrap(), 5_010);
+    assert_eq!(j.read(State::order_count).unwrap(), 13_201);
 }

@@ -17,7 +17,7 @@ use crate::errors::invalid_value;
 use crate::model::Operation;
 use crate::scanner::scan_error;
 use crate::state::{refused_error, State, StateChanges, Violation};
-use crate::writer::{take_ops, writer_error, WriterStats};
+use crate::writer::{operation_handles, writer_error, WriterStats};
 
 pyo3::import_exception!(openmatch_persistence.errors, RecoveryError);
 pyo3::import_exception!(openmatch_persistence.errors, LogViolationError);
@@ -140,9 +140,11 @@ impl Journal {
     /// Appends operations as one contiguous run, all or nothing; returns
     /// the position after the last once the fsync policy is met.
     fn append_many(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let ops = take_ops(ops)?;
+        // Handles under the GIL; the operations are copied out of them
+        // without it (by the encoding thread, for a large batch).
+        let handles = operation_handles(ops)?;
         let j = &self.inner;
-        py.detach(|| j.append_many(ops))
+        py.detach(|| j.append_many_with(&handles, Operation::of))
             .map_err(|e| journal_error(py, e))
     }
 

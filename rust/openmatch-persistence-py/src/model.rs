@@ -522,13 +522,27 @@ impl Operation {
 impl Operation {
     /// The Rust operation behind any operation object.
     pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<t::AofOperation> {
-        match obj.cast::<Operation>() {
-            Ok(o) => Ok(o.get().op.clone()),
-            Err(_) => Err(invalid_type(format!(
+        Ok(Self::checked(obj)?.get().op.clone())
+    }
+
+    /// A handle on an operation object, through which its operation can be
+    /// read without the GIL (the class is frozen).
+    pub fn handle(obj: &Bound<'_, PyAny>) -> PyResult<Py<Operation>> {
+        Ok(Self::checked(obj)?.clone().unbind())
+    }
+
+    /// A copy of the operation behind a handle; needs no GIL.
+    pub fn of(handle: &Py<Operation>) -> t::AofOperation {
+        handle.get().op.clone()
+    }
+
+    fn checked<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Operation>> {
+        obj.cast::<Operation>().map_err(|_| {
+            invalid_type(format!(
                 "expected an operation (OrderReceived, OrderCancelled, BufferSealed, TradeExecuted, BalanceUpdated, EpochAdvanced), got {}",
                 type_name(obj)
-            ))),
-        }
+            ))
+        })
     }
 
     /// The Python object of the operation's own class.

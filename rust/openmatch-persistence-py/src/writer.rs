@@ -93,6 +93,17 @@ pub(crate) fn take_ops(ops: &Bound<'_, PyAny>) -> PyResult<Vec<AofOperation>> {
     Ok(owned)
 }
 
+/// The operation objects of `ops`, checked to be operations, as handles
+/// (this needs the GIL). The classes are frozen, so the operations can be
+/// read through the handles without it ([`Operation::of`]).
+pub(crate) fn operation_handles(ops: &Bound<'_, PyAny>) -> PyResult<Vec<Py<Operation>>> {
+    let mut handles = Vec::with_capacity(ops.len().unwrap_or(16));
+    for op in ops.try_iter()? {
+        handles.push(Operation::handle(&op?)?);
+    }
+    Ok(handles)
+}
+
 /// A snapshot of a writer's counters.
 #[pyclass(frozen, get_all, module = "openmatch_persistence._core")]
 pub struct WriterStats {

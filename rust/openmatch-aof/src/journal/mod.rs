@@ -64,6 +64,7 @@
 mod replay;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub use replay::{replay, replay_with_limit, LogViolation, Replayed};
@@ -140,8 +141,9 @@ const OVERLAP_CHUNK: usize = 1024;
 /// that does not fit or cannot be encoded.
 type EncodedChunk = Result<EncodedBatch, (usize, BatchError<String>)>;
 
-fn more_than_one_core() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+/// Whether a batch of `total` operations is encoded beside its judging.
+fn overlapped(total: usize) -> bool {
+    total >= OVERLAP_FROM && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
 }
 
 /// `ops` split, in order, into vectors of `size` (the last may be shorter).
@@ -172,6 +174,8 @@ pub struct Journal {
     writer: AofWriter,
     /// The state with every admitted operation applied, in log order.
     state: Mutex<State>,
+    /// Batches encoded on a thread of their own beside their judging.
+    overlapped: AtomicU64,
 }
 
 impl Journal {
@@ -221,6 +225,7 @@ impl Journal {
             Journal {
                 writer,
                 state: Mutex::new(state),
+                overlapped: AtomicU64::new(0),
             },
             replayed,
         ))
@@ -246,29 +251,62 @@ impl Journal {
     /// nothing is written or applied. Returns the position after the last,
     /// once the fsync policy is met; an empty batch returns the current end.
     pub fn append_many(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
-        let end = self.submit(ops)?;
+        let total = ops.len();
+        let end = if overlapped(total) {
+            self.submit_chunks(total, into_chunks(ops, OVERLAP_CHUNK).into_iter())?
+        } else {
+            self.submit(ops)?
+        };
         self.writer.wait_appended(end)?;
         Ok(end)
     }
 
-    /// Judges, applies and queues `ops`; returns the position after the
-    /// last. The caller waits for it ([`AofWriter::wait_appended`]).
-    ///
-    /// A large batch is encoded on a thread of its own, a chunk at a time,
-    /// while this thread judges and applies the chunks already encoded:
-    /// the two costs overlap instead of adding up. The outcome is the same
-    /// either way (the frames, the state, and the first refusal by index).
+    /// As [`Journal::append_many`], taking each operation out of an item
+    /// the caller keeps (`take`, a clone): for a large batch the taking is
+    /// done on the encoding thread, beside the judging. The Python binding
+    /// appends the operation objects of a list this way, without the GIL.
+    pub fn append_many_with<T: Sync>(
+        &self,
+        items: &[T],
+        take: impl Fn(&T) -> AofOperation + Sync,
+    ) -> Result<u64, JournalError> {
+        let total = items.len();
+        let end = if overlapped(total) {
+            let chunks = items
+                .chunks(OVERLAP_CHUNK)
+                .map(|chunk| chunk.iter().map(&take).collect());
+            self.submit_chunks(total, chunks)?
+        } else {
+            self.submit(items.iter().map(&take).collect())?
+        };
+        self.writer.wait_appended(end)?;
+        Ok(end)
+    }
+
+    /// Judges, applies and queues `ops`, encoded first; returns the
+    /// position after the last. The caller waits for it
+    /// ([`AofWriter::wait_appended`]).
     fn submit(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
         let total = ops.len();
         if total == 0 {
             let _state = self.lock(); // the end, with no append half done
             return Ok(self.writer.position());
         }
-        if total < OVERLAP_FROM || !more_than_one_core() {
-            let encoded = encode_batch_checked(&ops, check_fits_store);
-            return self.admit(std::iter::once((ops, encoded)), total);
-        }
-        let chunks = into_chunks(ops, OVERLAP_CHUNK);
+        let encoded = encode_batch_checked(&ops, check_fits_store);
+        self.admit(std::iter::once((ops, encoded)), total)
+    }
+
+    /// As [`Journal::submit`] for a large batch, given as `chunks` of
+    /// `total` operations in all: the chunks are made and encoded on a
+    /// thread of their own while this thread judges and applies the ones
+    /// already encoded, so the two costs overlap instead of adding up. The
+    /// outcome is the same (the frames, the state, the first refusal).
+    fn submit_chunks(
+        &self,
+        total: usize,
+        chunks: impl Iterator<Item = Vec<AofOperation>> + Send,
+    ) -> Result<u64, JournalError> {
+        self.overlapped.fetch_add(1, Ordering::Relaxed);
         std::thread::scope(|scope| {
             // Bounded: the encoder runs at most a few chunks ahead.
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
@@ -410,6 +448,12 @@ impl Journal {
     /// The writer: its positions, statistics, rotation and close.
     pub fn writer(&self) -> &AofWriter {
         &self.writer
+    }
+
+    /// How many batches were encoded on a thread of their own while they
+    /// were judged (those of at least 4,096 operations, given two cores).
+    pub fn overlapped_batches(&self) -> u64 {
+        self.overlapped.load(Ordering::Relaxed)
     }
 
     /// The writer's counters.
