@@ -32,9 +32,19 @@ pub struct CutPart {
     pub removes_file: bool,
 }
 
-/// Removes `parts` (in log order) after backing each up; returns each
-/// part's backup file, in the same order. `reason` names the tool in the
-/// backups' names (`repair`, `cut`).
+/// What a cut did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutDone {
+    /// Each part's backup file, in the order of the parts.
+    pub backups: Vec<PathBuf>,
+    /// The directory fsyncs the cut made itself: one per directory of
+    /// backups, one after each file deleted (a restart's own is not
+    /// counted). Tests read it: no in-process test can see a lost one.
+    pub directory_fsyncs: usize,
+}
+
+/// Removes `parts` (in log order) after backing each up. `reason` names
+/// the tool in the backups' names (`repair`, `cut`).
 ///
 /// With `restart_at`, the log starts again at that position inside the
 /// last part's segment ([`restart_segment_at`]) before anything is
@@ -48,8 +58,9 @@ pub fn cut_with_backups(
     parts: &[CutPart],
     reason: &str,
     restart_at: Option<u64>,
-) -> io::Result<Vec<PathBuf>> {
+) -> io::Result<CutDone> {
     let stamp = backup_stamp();
+    let mut directory_fsyncs = 0;
     let mut backups = Vec::with_capacity(parts.len());
     let mut dirs = BTreeSet::new();
     for part in parts {
@@ -61,6 +72,7 @@ pub fn cut_with_backups(
     }
     for dir in &dirs {
         fsync_directory(dir)?;
+        directory_fsyncs += 1;
     }
     if let Some(at) = restart_at {
         let last = parts
@@ -80,13 +92,17 @@ pub fn cut_with_backups(
         if part.removes_file {
             std::fs::remove_file(&part.segment)?;
             fsync_directory(&directory_of(&part.segment))?;
+            directory_fsyncs += 1;
         } else {
             let file = OpenOptions::new().write(true).open(&part.segment)?;
             file.set_len(part.offset)?;
             file.sync_all()?;
         }
     }
-    Ok(backups)
+    Ok(CutDone {
+        backups,
+        directory_fsyncs,
+    })
 }
 
 fn directory_of(path: &Path) -> PathBuf {
@@ -131,7 +147,10 @@ mod tests {
         let first = segment(dir.path(), 0, b"0123456789");
         let second = segment(dir.path(), 10, b"abcdef");
         let parts = [part(&first, 4, false), part(&second, 0, true)];
-        let backups = cut_with_backups(&parts, "repair", None).unwrap();
+        let done = cut_with_backups(&parts, "repair", None).unwrap();
+        // The backups' directory once, then once after the one deletion.
+        assert_eq!(done.directory_fsyncs, 2);
+        let backups = done.backups;
         assert_eq!(std::fs::read(&first).unwrap(), b"0123");
         assert!(!second.exists());
         assert_eq!(backups.len(), 2);
@@ -149,6 +168,13 @@ mod tests {
             let mode = std::fs::metadata(b).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", b.display());
         }
+    }
+
+    #[test]
+    fn a_bare_file_name_lives_in_the_current_directory() {
+        assert_eq!(directory_of(Path::new("x.aof")), PathBuf::from("."));
+        assert_eq!(directory_of(Path::new("d/x.aof")), PathBuf::from("d"));
+        assert_eq!(directory_of(Path::new("/x.aof")), PathBuf::from("/"));
     }
 
     #[test]
@@ -170,7 +196,8 @@ mod tests {
         let first = segment(dir.path(), 0, b"0123456789");
         let second = segment(dir.path(), 10, b"abcdef");
         let parts = [part(&first, 0, true), part(&second, 0, true)];
-        cut_with_backups(&parts, "repair", Some(13)).unwrap();
+        let done = cut_with_backups(&parts, "repair", Some(13)).unwrap();
+        assert_eq!(done.directory_fsyncs, 3);
         assert!(!first.exists() && !second.exists());
         let restarted = dir.path().join(segment_file_name(13));
         assert_eq!(std::fs::read(restarted).unwrap(), b"def");

@@ -822,3 +822,61 @@ fn an_imported_history_bars_epochs_below_its_highest_finalized_one() {
             .unwrap();
     }
 }
+
+/// `n` new orders with ids of their own from `first` on.
+fn new_orders(first: u128, n: usize) -> Vec<Op> {
+    (0..n as u128)
+        .map(|k| {
+            let mut o = order(1, "5", 1);
+            o.id = OrderId(Uuid::from_u128((1 << 64) + first + k));
+            Op::OrderReceived(o)
+        })
+        .collect()
+}
+
+/// After a release the savepoint is gone: a rollback then changes nothing.
+#[test]
+fn a_released_savepoint_cannot_be_rolled_back() {
+    let mut s = State::new();
+    s.savepoint();
+    s.try_apply(&Op::OrderReceived(order(1, "5", 1)), 100)
+        .unwrap();
+    s.release();
+    s.rollback();
+    assert_eq!(s.order_count(), 1);
+    assert_eq!(s.position(), 100);
+}
+
+/// A savepoint's log keeps its room for the next savepoint, up to
+/// `KEPT_UNDO_ENTRIES` entries: a batch that needed more gives it back,
+/// whether it was kept or rolled back.
+#[test]
+fn a_savepoint_log_keeps_its_room_up_to_a_bound() {
+    let mut s = State::new();
+    assert_eq!(s.kept_undo_entries(), 0);
+    let mut at = 0;
+    let mut batch = |s: &mut State, first: u128, n: usize, keep: bool| {
+        s.savepoint();
+        for op in new_orders(first, n) {
+            at += 100;
+            s.try_apply(&op, at).unwrap();
+        }
+        if keep {
+            s.release();
+        } else {
+            s.rollback();
+        }
+    };
+    batch(&mut s, 0, 10, true);
+    let small = s.kept_undo_entries();
+    assert!((10..=KEPT_UNDO_ENTRIES).contains(&small), "{small}");
+    // Exactly the bound (a vector's room doubles: 65,536 orders, 65,536
+    // entries) is kept; one more order needs twice the room, given back.
+    batch(&mut s, 1_000, KEPT_UNDO_ENTRIES, false);
+    assert_eq!(s.kept_undo_entries(), KEPT_UNDO_ENTRIES);
+    batch(&mut s, 100_000, KEPT_UNDO_ENTRIES + 1, true);
+    assert_eq!(s.kept_undo_entries(), 0);
+    assert_eq!(s.order_count(), 10 + KEPT_UNDO_ENTRIES + 1);
+    batch(&mut s, 200_000_000, 3, false);
+    assert!(s.kept_undo_entries() >= 3);
+}

@@ -69,10 +69,14 @@ fn cut_with_backups(
             removes_file,
         })
         .collect();
-    let backups = py
+    let done = py
         .detach(|| cut::cut_with_backups(&parts, reason, restart_at))
         .map_err(|e| aof_io_error(&e, format!("{reason} failed: {e}")))?;
-    Ok(backups.iter().map(|b| b.display().to_string()).collect())
+    Ok(done
+        .backups
+        .iter()
+        .map(|b| b.display().to_string())
+        .collect())
 }
 
 /// An `AofError` carrying the OS error number, when there is one.

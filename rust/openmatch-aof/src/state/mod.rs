@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ids::{uuid_v7_millis, window_start_ms, RetiredKind, ID_WINDOW_MS};
 pub use snapshot::{Snapshot, SNAPSHOT_VERSION};
+pub use undo::KEPT_UNDO_ENTRIES;
 
 use crate::codec::{decode_frame, FrameError};
 use crate::types::*;

@@ -46,6 +46,23 @@ pub(super) struct UndoLog {
     pub(super) forgotten_ids: Vec<(Uuid, RetiredKind)>,
 }
 
+/// At most this many entries of room (over all of a savepoint log's
+/// vectors) are kept between savepoints: a batch of thousands of orders
+/// reuses its room, one of millions gives it back.
+pub const KEPT_UNDO_ENTRIES: usize = 1 << 16;
+
+impl UndoLog {
+    /// The room of its vectors, in entries.
+    fn capacity(&self) -> usize {
+        self.added_orders.capacity()
+            + self.saved_orders.capacity()
+            + self.saved_balances.capacity()
+            + self.saved_epochs.capacity()
+            + self.added_ids.capacity()
+            + self.forgotten_ids.capacity()
+    }
+}
+
 impl State {
     /// Starts remembering how to undo what is applied from now on, until
     /// [`State::release`] or [`State::rollback`]. The journal applies a
@@ -75,16 +92,9 @@ impl State {
     }
 
     /// Empties `u` and keeps it for the next savepoint, unless one batch
-    /// made it large (its memory is then given back).
+    /// made it large: its memory is then given back.
     fn keep_spare(&mut self, mut u: Box<UndoLog>) {
-        const KEPT_CAPACITY: usize = 1 << 16;
-        if u.added_orders.capacity() > KEPT_CAPACITY
-            || u.saved_orders.capacity() > KEPT_CAPACITY
-            || u.saved_balances.capacity() > KEPT_CAPACITY
-            || u.saved_epochs.capacity() > KEPT_CAPACITY
-            || u.added_ids.capacity() > KEPT_CAPACITY
-            || u.forgotten_ids.capacity() > KEPT_CAPACITY
-        {
+        if u.capacity() > KEPT_UNDO_ENTRIES {
             return;
         }
         u.added_orders.clear();
@@ -94,6 +104,13 @@ impl State {
         u.added_ids.clear();
         u.forgotten_ids.clear();
         self.spare_undo = Some(u);
+    }
+
+    /// The room, in entries, that the last savepoint's log keeps allocated
+    /// for the next one (at most [`KEPT_UNDO_ENTRIES`]; 0 before the first
+    /// savepoint, or after a batch that needed more).
+    pub fn kept_undo_entries(&self) -> usize {
+        self.spare_undo.as_ref().map_or(0, |u| u.capacity())
     }
 
     /// Keeps what was applied since the savepoint.
