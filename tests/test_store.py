@@ -8,7 +8,7 @@ import re
 import sqlite3
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -574,15 +574,19 @@ def test_a_postgres_store_pool_defaults(database_url: str) -> None:
         assert pool.name == "openmatch-store"
 
 
-def _wait_until_blocked_by(database_url: str, holder: psycopg.Connection[Any]) -> None:
-    """Returns once another backend waits for a lock ``holder`` holds (a
-    bound against hanging, not a measure of time)."""
+def _wait_until_blocked_by(
+    database_url: str, holder: psycopg.Connection[Any], flush: Future[Any]
+) -> None:
+    """Returns once another backend waits for a lock ``holder`` holds; fails
+    if ``flush`` ends first (the deadline is a bound against hanging, not a
+    measure of time)."""
     deadline = time.monotonic() + 60
     with psycopg.connect(database_url, autocommit=True) as watcher:
         while not watcher.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
             (holder.info.backend_pid,),
         ).fetchone()[0]:  # type: ignore[index]
+            assert not flush.done(), f"the flush ended without waiting: {flush.result()}"
             assert time.monotonic() < deadline, "the flush never waited for the held row"
             time.sleep(0.01)
 
@@ -605,7 +609,7 @@ def test_a_postgres_claim_waits_for_a_flush_in_flight(pg_store: Any, database_ur
             holder.execute(f"SELECT 1 FROM {pg_store.schema}.persistence_checkpoint FOR UPDATE")
             flush = pool.submit(pg_store.write_changes, ChangeBatch(position=2))
             try:
-                _wait_until_blocked_by(database_url, holder)
+                _wait_until_blocked_by(database_url, holder, flush)
                 with pytest.raises(StoreError, match=r": LockNotAvailable: .*lock timeout"):
                     impatient.claim(ours, "/d", adopt=False, claimed_as="new")
             finally:
