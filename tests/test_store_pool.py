@@ -122,3 +122,17 @@ def test_a_store_whose_server_does_not_answer_fails_after_its_timeout() -> None:
         "no connection to postgresql://postgres:****@127.0.0.1:1/test within 0.2 s: "
     )
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_closed_store_refuses_with_a_store_error(database_url: str, pg_schema: str) -> None:
+    # Its pool is not opened again: the call fails as every driver error
+    # does, as a StoreError naming the database.
+    store = PostgresStore(database_url, schema=pg_schema)
+    store.migrate()
+    assert store.checkpoint() is None
+    store.close()
+    with pytest.raises(StoreError) as refused:
+        store.checkpoint()
+    assert str(refused.value) == (
+        f"{store.label}: PoolClosed: the pool 'openmatch-store' is already closed"
+    )
