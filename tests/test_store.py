@@ -6,12 +6,16 @@ from __future__ import annotations
 import datetime
 import re
 import sqlite3
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.adapt import Loader
 from test_store_support import (
     T0,
     balance_key,
@@ -568,6 +572,97 @@ def test_a_postgres_store_pool_defaults(database_url: str) -> None:
         assert (pool.min_size, pool.max_size, pool.timeout) == (1, 10, 5.0)
         assert isinstance(pool.kwargs, dict) and pool.kwargs["connect_timeout"] == 5
         assert pool.name == "openmatch-store"
+
+
+def _wait_until_blocked_by(
+    database_url: str, holder: psycopg.Connection[Any], flush: Future[Any]
+) -> None:
+    """Returns once another backend waits for a lock ``holder`` holds; fails
+    if ``flush`` ends first (the deadline is a bound against hanging, not a
+    measure of time)."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+        while not watcher.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid)))",
+            (holder.info.backend_pid,),
+        ).fetchone()[0]:  # type: ignore[index]
+            assert not flush.done(), f"the flush ended without waiting: {flush.result()}"
+            assert time.monotonic() < deadline, "the flush never waited for the held row"
+            time.sleep(0.01)
+
+
+def test_a_postgres_claim_waits_for_a_flush_in_flight(pg_store: Any, database_url: str) -> None:
+    # A flush reads the identity FOR SHARE first: until it commits, a claim
+    # (LOCK TABLE persistence_identity IN EXCLUSIVE MODE) cannot change the
+    # identity the flush checked. The flush is held inside its transaction,
+    # past that check, by a row lock of the test's on the checkpoint; a
+    # claim with a lock_timeout then fails instead of waiting.
+    ours = uuid.UUID(int=1)
+    pg_store.claim(ours, "/d", adopt=False, claimed_as="new")
+    pg_store.write_changes(ChangeBatch(position=1))
+    sep = "&" if "?" in database_url else "?"
+    impatient = PostgresStore(
+        f"{database_url}{sep}options=-clock_timeout%3D100", schema=pg_store.schema
+    )
+    with ThreadPoolExecutor(1) as pool, impatient:
+        with psycopg.connect(database_url) as holder:
+            holder.execute(f"SELECT 1 FROM {pg_store.schema}.persistence_checkpoint FOR UPDATE")
+            flush = pool.submit(pg_store.write_changes, ChangeBatch(position=2))
+            try:
+                _wait_until_blocked_by(database_url, holder, flush)
+                with pytest.raises(StoreError, match=r": LockNotAvailable: .*lock timeout"):
+                    impatient.claim(ours, "/d", adopt=False, claimed_as="new")
+            finally:
+                holder.rollback()  # the flush goes on
+        assert flush.result().position == 2
+    assert pg_store.checkpoint().position == 2
+
+
+class _BytesReadAsText(Loader):
+    """A bytea that arrives in text format reads as this marker."""
+
+    def load(self, data: Any) -> bytes:
+        return b"read as text"
+
+
+def test_a_postgres_state_image_is_read_in_binary(database_url: str, pg_schema: str) -> None:
+    # As text, bytea travels as hex, twice its size (an image past 512 MB
+    # would pass PostgreSQL's 1 GB limit on a field): the image is asked for
+    # in binary. One pooled connection, whose text loader of bytea is marked.
+    image = bytes(range(256)) * 3
+    with PostgresStore(database_url, schema=pg_schema, max_connections=1) as store:
+        store.migrate()
+        store.write_image(3, None, image)
+        with store.connection() as conn:
+            conn.adapters.register_loader("bytea", _BytesReadAsText)
+            [(as_text,)] = conn.execute("SELECT data FROM persistence_state_image").fetchall()
+        assert as_text == b"read as text"  # the marker is in place
+        assert store.load_image() == StateImage(3, None, image, None)
+
+
+def test_a_postgres_store_migrates_from_the_directory_it_is_given(
+    database_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    (tmp_path / "1_a_table_of_our_own.sql").write_text("CREATE TABLE ours (x int);\n")
+    with PostgresStore(database_url, schema=pg_schema, migrations_dir=tmp_path) as store:
+        assert store.migrate() == [1]
+        with store.connection() as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (pg_schema,)
+            ).fetchall()
+    assert {t for (t,) in tables} == {"ours", "_sqlx_migrations"}
+
+
+def test_a_postgres_migration_that_cannot_connect_says_why_and_hides_the_password() -> None:
+    # Nothing listens on port 1: libpq's reason, under the masked URL.
+    store = PostgresStore("postgresql://postgres:hunter2@127.0.0.1:1/test")
+    with store, pytest.raises(StoreError) as refused:
+        store.migrate()
+    assert str(refused.value).startswith(
+        "postgresql://postgres:****@127.0.0.1:1/test: OperationalError: connection failed: "
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    )
+    assert "hunter2" not in str(refused.value)
 
 
 def test_postgres_turns_nanoseconds_into_the_exact_microsecond(pg_store: Any) -> None:

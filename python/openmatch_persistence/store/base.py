@@ -398,6 +398,25 @@ HOLDS_SNAPSHOT_SQL = (
 #: The tables whose rows a claim stamps with the data directory's id.
 STAMPED_TABLES = ("persistence_checkpoint", "persistence_state_image")
 
+# The statements both stores run as they are (either dialect).
+#: The checkpoint's row, in :class:`Checkpoint`'s order.
+SELECT_CHECKPOINT = (
+    "SELECT aof_position, epoch_id, flushed_at, data_dir_id, clock_ns, closed_epochs_through"
+    " FROM persistence_checkpoint"
+)
+#: The identity row, in :class:`DatabaseIdentity`'s order.
+SELECT_IDENTITY = "SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity"
+#: The state image's row, in :class:`StateImage`'s order.
+SELECT_IMAGE = "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
+#: ``load_state``'s reads of the whole history (in one read transaction).
+SELECT_ORDERS = "SELECT * FROM orders ORDER BY created_at_ns, id"
+SELECT_TRADES = "SELECT * FROM trades"
+SELECT_ORPHAN_TRADES = "SELECT * FROM orphan_trades"
+SELECT_BALANCES = "SELECT * FROM balances ORDER BY user_id, asset"
+SELECT_EPOCHS = "SELECT * FROM epochs ORDER BY epoch_id"
+#: ``load_hot_state``'s balances: every one, in no order.
+SELECT_ALL_BALANCES = "SELECT * FROM balances"
+
 
 @dataclass(frozen=True)
 class Claim:

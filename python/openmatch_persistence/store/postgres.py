@@ -29,6 +29,15 @@ from openmatch_persistence.dsn import mask_dsn, scrub
 from openmatch_persistence.errors import StoreError
 from openmatch_persistence.store.base import (
     HOLDS_SNAPSHOT_SQL,
+    SELECT_ALL_BALANCES,
+    SELECT_BALANCES,
+    SELECT_CHECKPOINT,
+    SELECT_EPOCHS,
+    SELECT_IDENTITY,
+    SELECT_IMAGE,
+    SELECT_ORDERS,
+    SELECT_ORPHAN_TRADES,
+    SELECT_TRADES,
     STAMPED_TABLES,
     ChangeBatch,
     Checkpoint,
@@ -105,6 +114,12 @@ _TEMP_TABLES = {
     "tmp_epochs": """
         epoch_id bigint, phase text, batch_hash bytea, result_hash bytea, trade_count int,
         started_at_ns bigint, completed_at_ns bigint""",
+}
+# ON COMMIT DELETE ROWS: each table is made once per connection and is empty
+# at the start of every transaction.
+_CREATE_TEMP_TABLE = {
+    table: f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DELETE ROWS"
+    for table, columns in _TEMP_TABLES.items()
 }
 
 # Balances and epochs go by binary COPY with these types (psycopg's C
@@ -203,6 +218,33 @@ _UPSERT_IMAGE = """
         data = EXCLUDED.data, written_at = now(), data_dir_id = EXCLUDED.data_dir_id
     WHERE EXCLUDED.aof_position >= persistence_state_image.aof_position
 """
+
+# The other statements the store runs, each named once (those both stores
+# run as they are come from base.py).
+_IDENTITY_TABLE_EXISTS = "SELECT to_regclass('persistence_identity') IS NOT NULL"
+# A write's check of the identity: the row lock keeps the identity as it is
+# until the write commits, and a claim (which locks the table) waits for it.
+_SELECT_IDENTITY_FOR_SHARE = f"{SELECT_IDENTITY} FOR SHARE"
+_LOCK_IDENTITY = "LOCK TABLE persistence_identity IN EXCLUSIVE MODE"
+_MOVE_IDENTITY = "UPDATE persistence_identity SET data_dir_path = %s"
+_INSERT_IDENTITY = (
+    "INSERT INTO persistence_identity (data_dir_id, data_dir_path, claimed_as) VALUES (%s, %s, %s)"
+)
+#: A claim stamps the snapshot rows written before any data directory's.
+_STAMP_UNCLAIMED = tuple(
+    f"UPDATE {table} SET data_dir_id = %s WHERE data_dir_id IS NULL" for table in STAMPED_TABLES
+)
+_SYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = on"
+# FOR UPDATE: two flushers of one database take turns here.
+_LOCK_CHECKPOINT_POSITION = "SELECT aof_position FROM persistence_checkpoint FOR UPDATE"
+#: One snapshot for every read of a load: the rows and the checkpoint agree.
+_READ_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# The planner has no statistics for the untimed-id predicate (it guesses a
+# third of the table) and would scan the whole history; the partial indexes
+# are what the hot queries are for, and they hold only the hot part
+# (measured: a sequential scan of 2 M trades took most of 3.2 s).
+_USE_INDEXES = "SET LOCAL enable_seqscan = off"
+_HOT = hot_rows_sql("%s", "id::text")
 
 
 class PostgresStore(ClosesOnExit):
@@ -315,23 +357,21 @@ class PostgresStore(ClosesOnExit):
 
     def checkpoint(self) -> Checkpoint | None:
         with self.connection() as conn:
-            row = conn.cursor(row_factory=dict_row).execute(_SELECT_CHECKPOINT).fetchone()
+            row = conn.cursor(row_factory=dict_row).execute(SELECT_CHECKPOINT).fetchone()
         return None if row is None else _checkpoint(row)
 
     def identity(self) -> DatabaseIdentity | None:
         with self.connection() as conn:
-            exists = conn.execute(
-                "SELECT to_regclass('persistence_identity') IS NOT NULL"
-            ).fetchone()
+            exists = conn.execute(_IDENTITY_TABLE_EXISTS).fetchone()
             if not exists or not exists[0]:
                 return None  # not migrated yet: no identity
             return self._identity_in(conn)
 
     @staticmethod
-    def _identity_in(conn: psycopg.Connection[Any], lock: str = "") -> DatabaseIdentity | None:
-        row = conn.execute(
-            f"SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity {lock}"
-        ).fetchone()
+    def _identity_in(
+        conn: psycopg.Connection[Any], query: str = SELECT_IDENTITY
+    ) -> DatabaseIdentity | None:
+        row = conn.execute(query).fetchone()
         return None if row is None else DatabaseIdentity(row[0], row[1], row[2])
 
     def claim(
@@ -341,7 +381,7 @@ class PostgresStore(ClosesOnExit):
         with self.connection() as conn, conn.transaction():
             # Claims take turns, and wait for the flushes in flight (their
             # FOR SHARE), so two data directories never both claim.
-            conn.execute("LOCK TABLE persistence_identity IN EXCLUSIVE MODE")
+            conn.execute(_LOCK_IDENTITY)
             claim = decide_claim(
                 database,
                 self._identity_in(conn),
@@ -352,18 +392,11 @@ class PostgresStore(ClosesOnExit):
                 claimed_as=claimed_as,
             )
             if claim.move:
-                conn.execute("UPDATE persistence_identity SET data_dir_path = %s", (data_dir_path,))
+                conn.execute(_MOVE_IDENTITY, (data_dir_path,))
             if claim.insert:
-                conn.execute(
-                    "INSERT INTO persistence_identity (data_dir_id, data_dir_path, claimed_as)"
-                    " VALUES (%s, %s, %s)",
-                    (data_dir_id, data_dir_path, claim.how),
-                )
-                for table in STAMPED_TABLES:
-                    conn.execute(
-                        f"UPDATE {table} SET data_dir_id = %s WHERE data_dir_id IS NULL",
-                        (data_dir_id,),
-                    )
+                conn.execute(_INSERT_IDENTITY, (data_dir_id, data_dir_path, claim.how))
+                for stamp in _STAMP_UNCLAIMED:
+                    conn.execute(stamp, (data_dir_id,))
         self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
         return claim.how
 
@@ -371,7 +404,7 @@ class PostgresStore(ClosesOnExit):
         """Inside a write transaction, first: the database must be this
         store's data directory's (or, for a store bound to none, of none).
         FOR SHARE keeps the row as it is until the commit."""
-        theirs = self._identity_in(conn, "FOR SHARE")
+        theirs = self._identity_in(conn, _SELECT_IDENTITY_FOR_SHARE)
         check_owner(self._label, self._data_dir_id, self._data_dir_path, theirs, doing)
 
     def write_image(self, position: int, epoch_id: int | None, data: bytes) -> None:
@@ -383,24 +416,20 @@ class PostgresStore(ClosesOnExit):
             # flush also covers every earlier commit, the snapshot's
             # checkpoint included; the flusher's own commits keep the
             # server's setting (the AOF still holds what they wrote).
-            conn.execute("SET LOCAL synchronous_commit = on")
+            conn.execute(_SYNCHRONOUS_COMMIT)
             self._check_identity(conn, f"state image at position {position}")
             conn.execute(_UPSERT_IMAGE, (position, epoch_id, data, self._data_dir_id))
 
     def load_image(self) -> StateImage | None:
         with self.connection() as conn:
-            query = "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
-            row = conn.cursor(binary=True).execute(query).fetchone()
+            row = conn.cursor(binary=True).execute(SELECT_IMAGE).fetchone()
         return None if row is None else StateImage(row[0], row[1], bytes(row[2]), row[3])
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
         with self.connection() as conn, conn.transaction():
             self._check_identity(conn, f"flush to position {batch.position}")
             cur = conn.cursor()
-            # FOR UPDATE: two flushers of one database take turns here.
-            row = cur.execute(
-                "SELECT aof_position FROM persistence_checkpoint FOR UPDATE"
-            ).fetchone()
+            row = cur.execute(_LOCK_CHECKPOINT_POSITION).fetchone()
             if row is not None and batch.position < row[0]:
                 return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
             orphans: list[uuid.UUID] = []
@@ -429,11 +458,7 @@ class PostgresStore(ClosesOnExit):
 
     @staticmethod
     def _copy(cur: psycopg.Cursor[Any], table: str, rows: Any) -> None:
-        # ON COMMIT DELETE ROWS: the table is made once per connection and
-        # is empty at the start of every transaction.
-        cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
-        )
+        cur.execute(_CREATE_TEMP_TABLE[table])
         with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_COPY_TYPES[table])
             for r in rows:
@@ -444,39 +469,27 @@ class PostgresStore(ClosesOnExit):
         """COPY ``data``, the text lines that ``_core.pg_copy_orders`` /
         ``pg_copy_trades`` / ``pg_copy_balances`` make (rows.rs), into
         ``table``."""
-        cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_TABLES[table]}) ON COMMIT DELETE ROWS"
-        )
+        cur.execute(_CREATE_TEMP_TABLE[table])
         with cur.copy(f"COPY {table} FROM STDIN") as copy:
             view = memoryview(data)
             for start in range(0, len(data), 1 << 20):
                 copy.write(view[start : start + (1 << 20)])
 
     def load_state(self) -> LoadedState:
-        # One REPEATABLE READ transaction: the rows and the checkpoint agree.
         with self.connection() as conn:
             with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute(_READ_SNAPSHOT)
                 cur = conn.cursor(row_factory=dict_row)
-                orders = [
-                    order_from_row(r)
-                    for r in cur.execute("SELECT * FROM orders ORDER BY created_at_ns, id")
-                ]
-                trade_rows = cur.execute("SELECT * FROM trades").fetchall()
-                orphan_rows = cur.execute("SELECT * FROM orphan_trades").fetchall()
+                orders = [order_from_row(r) for r in cur.execute(SELECT_ORDERS)]
+                trade_rows = cur.execute(SELECT_TRADES).fetchall()
+                orphan_rows = cur.execute(SELECT_ORPHAN_TRADES).fetchall()
                 rows = sorted(
                     trade_rows + orphan_rows, key=lambda r: (r["executed_at_ns"], r["id"])
                 )
                 trades = [trade_from_row(r) for r in rows]
-                balances = [
-                    _balance_from_row(r)
-                    for r in cur.execute("SELECT * FROM balances ORDER BY user_id, asset")
-                ]
-                epochs = [
-                    _epoch_from_row(r)
-                    for r in cur.execute("SELECT * FROM epochs ORDER BY epoch_id")
-                ]
-                cp = cur.execute(_SELECT_CHECKPOINT).fetchone()
+                balances = [_balance_from_row(r) for r in cur.execute(SELECT_BALANCES)]
+                epochs = [_epoch_from_row(r) for r in cur.execute(SELECT_EPOCHS)]
+                cp = cur.execute(SELECT_CHECKPOINT).fetchone()
         checkpoint = None if cp is None else _checkpoint(cp)
         return LoadedState(
             orders, trades, balances, epochs, checkpoint, [r["id"] for r in orphan_rows]
@@ -485,15 +498,10 @@ class PostgresStore(ClosesOnExit):
     def load_hot_state(self) -> HotRows | None:
         with self.connection() as conn:
             with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                # The planner has no statistics for the untimed-id predicate
-                # (it guesses a third of the table) and would scan the whole
-                # history; the partial indexes are what these queries are
-                # for, and they hold only the hot part (measured: a
-                # sequential scan of 2 M trades took most of 3.2 s).
-                conn.execute("SET LOCAL enable_seqscan = off")
+                conn.execute(_READ_SNAPSHOT)
+                conn.execute(_USE_INDEXES)
                 cur = conn.cursor(row_factory=dict_row)
-                row = cur.execute(_SELECT_CHECKPOINT).fetchone()
+                row = cur.execute(SELECT_CHECKPOINT).fetchone()
                 cp = None if row is None else _checkpoint(row)
                 if cp is None or cp.clock_ns is None:
                     return None
@@ -502,17 +510,10 @@ class PostgresStore(ClosesOnExit):
                     orders=[order_from_row(r) for r in cur.execute(_HOT["orders"])],
                     retired_order_ids=[r["id"] for r in cur.execute(_HOT["retired_orders"], start)],
                     retired_trade_ids=[r["id"] for r in cur.execute(_HOT["retired_trades"], start)],
-                    balances=[_balance_from_row(r) for r in cur.execute("SELECT * FROM balances")],
+                    balances=[_balance_from_row(r) for r in cur.execute(SELECT_ALL_BALANCES)],
                     epochs=[_epoch_from_row(r) for r in cur.execute(_HOT["epochs"])],
                     checkpoint=cp,
                 )
-
-
-_SELECT_CHECKPOINT = (
-    "SELECT aof_position, epoch_id, flushed_at, data_dir_id, clock_ns, closed_epochs_through"
-    " FROM persistence_checkpoint"
-)
-_HOT = hot_rows_sql("%s", "id::text")
 
 
 def _checkpoint(r: dict[str, Any]) -> Checkpoint:

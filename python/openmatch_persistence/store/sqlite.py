@@ -28,6 +28,15 @@ from openmatch_persistence.errors import StoreError
 from openmatch_persistence.fileio import create_file_durably
 from openmatch_persistence.store.base import (
     HOLDS_SNAPSHOT_SQL,
+    SELECT_ALL_BALANCES,
+    SELECT_BALANCES,
+    SELECT_CHECKPOINT,
+    SELECT_EPOCHS,
+    SELECT_IDENTITY,
+    SELECT_IMAGE,
+    SELECT_ORDERS,
+    SELECT_ORPHAN_TRADES,
+    SELECT_TRADES,
     STAMPED_TABLES,
     ChangeBatch,
     Checkpoint,
@@ -143,6 +152,42 @@ _UPSERT_IMAGE = """
     WHERE excluded.aof_position >= persistence_state_image.aof_position
 """
 
+# The other statements the store runs, each named once (those both stores
+# run as they are come from base.py).
+_FOREIGN_KEYS_ON = "PRAGMA foreign_keys = ON"
+# A file only (``:memory:`` has no journal to write ahead of, nothing to sync).
+_WRITE_AHEAD_LOG = "PRAGMA journal_mode = WAL"
+_SYNC_FULLY = "PRAGMA synchronous = FULL"
+_MOVE_IDENTITY = "UPDATE persistence_identity SET data_dir_path = ?"
+_INSERT_IDENTITY = (
+    "INSERT INTO persistence_identity (singleton, data_dir_id, data_dir_path,"
+    " claimed_as, claimed_at) VALUES (1, ?, ?, ?, ?)"
+)
+#: A claim stamps the snapshot rows written before any data directory's.
+_STAMP_UNCLAIMED = tuple(
+    f"UPDATE {table} SET data_dir_id = ? WHERE data_dir_id IS NULL" for table in STAMPED_TABLES
+)
+# A write takes SQLite's one write lock at once (not at its first write).
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_BEGIN_READ = "BEGIN"
+_COMMIT = "COMMIT"
+_ROLLBACK = "ROLLBACK"
+_SELECT_CHECKPOINT_POSITION = "SELECT aof_position FROM persistence_checkpoint"
+_WRITE_CHECKPOINT = (
+    "INSERT INTO persistence_checkpoint AS t"
+    " (singleton, aof_position, epoch_id, flushed_at, data_dir_id, clock_ns,"
+    " closed_epochs_through)"
+    " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?, ?, ?, ?)"
+    " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
+    " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at,"
+    " data_dir_id = excluded.data_dir_id, clock_ns = excluded.clock_ns,"
+    " closed_epochs_through = excluded.closed_epochs_through"
+    " WHERE (t.aof_position, t.epoch_id, t.data_dir_id, t.clock_ns,"
+    " t.closed_epochs_through) IS NOT (excluded.aof_position, excluded.epoch_id,"
+    " excluded.data_dir_id, excluded.clock_ns, excluded.closed_epochs_through)"
+)
+_HOT = hot_rows_sql("?", "id")
+
 
 class SqliteStore(ClosesOnExit):
     """The engine's state in an SQLite file (or ``:memory:``)."""
@@ -152,7 +197,8 @@ class SqliteStore(ClosesOnExit):
     ) -> None:
         self._path = os.fspath(path)
         self._migrations_dir = migrations_dir
-        if self._path != ":memory:":
+        on_disk = self._path != ":memory:"
+        if on_disk:
             target = Path(self._path)
             # Owner-only from the first byte (sqlite3 would create it 0644),
             # and durably named before the first commit lands in it.
@@ -163,10 +209,10 @@ class SqliteStore(ClosesOnExit):
                 self._path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            if self._path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute(_FOREIGN_KEYS_ON)
+            if on_disk:
+                self._conn.execute(_WRITE_AHEAD_LOG)
+                self._conn.execute(_SYNC_FULLY)
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: {e}") from e
         self._lock = threading.Lock()
@@ -195,7 +241,7 @@ class SqliteStore(ClosesOnExit):
             return migrate_sqlite(self._conn, self._migrations_dir)
 
     def checkpoint(self) -> Checkpoint | None:
-        rows = self.execute(_SELECT_CHECKPOINT)
+        rows = self.execute(SELECT_CHECKPOINT)
         return None if not rows else _checkpoint(rows[0])
 
     def identity(self) -> DatabaseIdentity | None:
@@ -234,26 +280,17 @@ class SqliteStore(ClosesOnExit):
             claimed_as=claimed_as,
         )
         if claim.move:
-            c.execute("UPDATE persistence_identity SET data_dir_path = ?", (path,))
+            c.execute(_MOVE_IDENTITY, (path,))
         if claim.insert:
             now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-            c.execute(
-                "INSERT INTO persistence_identity (singleton, data_dir_id, data_dir_path,"
-                " claimed_as, claimed_at) VALUES (1, ?, ?, ?, ?)",
-                (str(data_dir_id), path, claim.how, now),
-            )
-            for table in STAMPED_TABLES:
-                c.execute(
-                    f"UPDATE {table} SET data_dir_id = ? WHERE data_dir_id IS NULL",
-                    (str(data_dir_id),),
-                )
+            c.execute(_INSERT_IDENTITY, (str(data_dir_id), path, claim.how, now))
+            for stamp in _STAMP_UNCLAIMED:
+                c.execute(stamp, (str(data_dir_id),))
         return claim.how
 
     @staticmethod
     def _identity_in(c: sqlite3.Connection) -> DatabaseIdentity | None:
-        row = c.execute(
-            "SELECT data_dir_id, data_dir_path, claimed_as FROM persistence_identity"
-        ).fetchone()
+        row = c.execute(SELECT_IDENTITY).fetchone()
         return None if row is None else DatabaseIdentity(uuid.UUID(row[0]), row[1], row[2])
 
     def _check_identity(self, c: sqlite3.Connection, doing: str) -> None:
@@ -273,9 +310,7 @@ class SqliteStore(ClosesOnExit):
 
     def load_image(self) -> StateImage | None:
         try:
-            rows = self.execute(
-                "SELECT aof_position, epoch_id, data, data_dir_id FROM persistence_state_image"
-            )
+            rows = self.execute(SELECT_IMAGE)
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: cannot read the state image: {e}") from e
         if not rows:
@@ -297,19 +332,19 @@ class SqliteStore(ClosesOnExit):
         with self._lock:
             c = self._conn
             try:
-                c.execute("BEGIN IMMEDIATE")
+                c.execute(_BEGIN_WRITE)
                 try:
                     yield c
                 except BaseException:
-                    c.execute("ROLLBACK")
+                    c.execute(_ROLLBACK)
                     raise
-                c.execute("COMMIT")
+                c.execute(_COMMIT)
             except sqlite3.Error as e:
                 raise StoreError(f"{self._path}: {what}: {e}") from e
 
     def _write(self, c: sqlite3.Connection, batch: ChangeBatch) -> WriteResult:
         self._check_identity(c, f"flush to position {batch.position}")
-        row = c.execute("SELECT aof_position FROM persistence_checkpoint").fetchone()
+        row = c.execute(_SELECT_CHECKPOINT_POSITION).fetchone()
         if row is not None and batch.position < row[0]:
             return WriteResult(batch.position, 0, 0, 0, 0, stale=True)
         orders, trades, balances, epochs = batch.counts()
@@ -339,17 +374,7 @@ class SqliteStore(ClosesOnExit):
         if epochs:
             c.executemany(_UPSERT_EPOCHS, map(_epoch_row, batch.epochs))
         c.execute(
-            "INSERT INTO persistence_checkpoint AS t"
-            " (singleton, aof_position, epoch_id, flushed_at, data_dir_id, clock_ns,"
-            " closed_epochs_through)"
-            " VALUES (1, ?, (SELECT max(epoch_id) FROM epochs), ?, ?, ?, ?)"
-            " ON CONFLICT (singleton) DO UPDATE SET aof_position = excluded.aof_position,"
-            " epoch_id = excluded.epoch_id, flushed_at = excluded.flushed_at,"
-            " data_dir_id = excluded.data_dir_id, clock_ns = excluded.clock_ns,"
-            " closed_epochs_through = excluded.closed_epochs_through"
-            " WHERE (t.aof_position, t.epoch_id, t.data_dir_id, t.clock_ns,"
-            " t.closed_epochs_through) IS NOT (excluded.aof_position, excluded.epoch_id,"
-            " excluded.data_dir_id, excluded.clock_ns, excluded.closed_epochs_through)",
+            _WRITE_CHECKPOINT,
             (
                 batch.position,
                 ns_to_text(_now_ns()),
@@ -363,9 +388,9 @@ class SqliteStore(ClosesOnExit):
     def load_hot_state(self) -> HotRows | None:
         with self._lock:
             c = self._conn
-            c.execute("BEGIN")  # one read snapshot
+            c.execute(_BEGIN_READ)  # one read snapshot
             try:
-                cp_row = c.execute(_SELECT_CHECKPOINT).fetchone()
+                cp_row = c.execute(SELECT_CHECKPOINT).fetchone()
                 cp = None if cp_row is None else _checkpoint(cp_row)
                 if cp is None or cp.clock_ns is None:
                     return None
@@ -373,10 +398,10 @@ class SqliteStore(ClosesOnExit):
                 order_rows = c.execute(_HOT["orders"]).fetchall()
                 retired_orders = c.execute(_HOT["retired_orders"], start).fetchall()
                 retired_trades = c.execute(_HOT["retired_trades"], start).fetchall()
-                balance_rows = c.execute("SELECT * FROM balances").fetchall()
+                balance_rows = c.execute(SELECT_ALL_BALANCES).fetchall()
                 epoch_rows = c.execute(_HOT["epochs"]).fetchall()
             finally:
-                c.execute("COMMIT")
+                c.execute(_COMMIT)
         return HotRows(
             orders=[_order_from_row(r) for r in order_rows],
             retired_order_ids=[uuid.UUID(r[0]) for r in retired_orders],
@@ -389,18 +414,16 @@ class SqliteStore(ClosesOnExit):
     def load_state(self) -> LoadedState:
         with self._lock:
             c = self._conn
-            c.execute("BEGIN")  # one read snapshot
+            c.execute(_BEGIN_READ)  # one read snapshot
             try:
-                order_rows = c.execute("SELECT * FROM orders ORDER BY created_at_ns, id").fetchall()
-                trade_rows = c.execute("SELECT * FROM trades").fetchall()
-                orphan_rows = c.execute("SELECT * FROM orphan_trades").fetchall()
-                balance_rows = c.execute(
-                    "SELECT * FROM balances ORDER BY user_id, asset"
-                ).fetchall()
-                epoch_rows = c.execute("SELECT * FROM epochs ORDER BY epoch_id").fetchall()
-                cp = c.execute(_SELECT_CHECKPOINT).fetchone()
+                order_rows = c.execute(SELECT_ORDERS).fetchall()
+                trade_rows = c.execute(SELECT_TRADES).fetchall()
+                orphan_rows = c.execute(SELECT_ORPHAN_TRADES).fetchall()
+                balance_rows = c.execute(SELECT_BALANCES).fetchall()
+                epoch_rows = c.execute(SELECT_EPOCHS).fetchall()
+                cp = c.execute(SELECT_CHECKPOINT).fetchone()
             finally:
-                c.execute("COMMIT")
+                c.execute(_COMMIT)
         orders = [_order_from_row(r) for r in order_rows]
         trades_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in trade_rows]
         orphans_raw = [_decoded(r, _TRADE_UUIDS, _TRADE_DECIMALS) for r in orphan_rows]
@@ -413,13 +436,6 @@ class SqliteStore(ClosesOnExit):
             checkpoint=None if cp is None else _checkpoint(cp),
             orphan_trade_ids=[r["id"] for r in orphans_raw],
         )
-
-
-_SELECT_CHECKPOINT = (
-    "SELECT aof_position, epoch_id, flushed_at, data_dir_id, clock_ns, closed_epochs_through"
-    " FROM persistence_checkpoint"
-)
-_HOT = hot_rows_sql("?", "id")
 
 
 def _checkpoint(r: sqlite3.Row | tuple[Any, ...]) -> Checkpoint:
