@@ -71,8 +71,7 @@ pub fn cut_with_backups(
         backups.push(target);
     }
     for dir in &dirs {
-        fsync_directory(dir)?;
-        directory_fsyncs += 1;
+        fsync_directory(dir, &mut directory_fsyncs)?;
     }
     if let Some(at) = restart_at {
         let last = parts
@@ -91,8 +90,7 @@ pub fn cut_with_backups(
     for part in parts.iter().rev() {
         if part.removes_file {
             std::fs::remove_file(&part.segment)?;
-            fsync_directory(&directory_of(&part.segment))?;
-            directory_fsyncs += 1;
+            fsync_directory(&directory_of(&part.segment), &mut directory_fsyncs)?;
         } else {
             let file = OpenOptions::new().write(true).open(&part.segment)?;
             file.set_len(part.offset)?;
@@ -112,8 +110,11 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-fn fsync_directory(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Fsyncs `dir`, counting it in `done`.
+fn fsync_directory(dir: &Path, done: &mut usize) -> io::Result<()> {
+    File::open(dir)?.sync_all()?;
+    *done += 1;
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

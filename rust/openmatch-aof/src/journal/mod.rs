@@ -141,9 +141,15 @@ const OVERLAP_CHUNK: usize = 1024;
 /// that does not fit or cannot be encoded.
 type EncodedChunk = Result<EncodedBatch, (usize, BatchError<String>)>;
 
-/// Whether a batch of `total` operations is encoded beside its judging.
-fn overlapped(total: usize) -> bool {
-    total >= OVERLAP_FROM && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+/// Whether a batch of `total` operations is encoded beside its judging:
+/// a large batch, and a core for the encoder beside the judge's. `cores`
+/// is asked only for a large batch (on Linux it reads cgroup files).
+fn overlaps(total: usize, cores: impl FnOnce() -> usize) -> bool {
+    total >= OVERLAP_FROM && cores() > 1
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `ops` split, in order, into vectors of `size` (the last may be shorter).
@@ -252,7 +258,7 @@ impl Journal {
     /// once the fsync policy is met; an empty batch returns the current end.
     pub fn append_many(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
         let total = ops.len();
-        let end = if overlapped(total) {
+        let end = if overlaps(total, available_cores) {
             self.submit_chunks(total, into_chunks(ops, OVERLAP_CHUNK).into_iter())?
         } else {
             self.submit(ops)?
@@ -271,7 +277,7 @@ impl Journal {
         take: impl Fn(&T) -> AofOperation + Sync,
     ) -> Result<u64, JournalError> {
         let total = items.len();
-        let end = if overlapped(total) {
+        let end = if overlaps(total, available_cores) {
             let chunks = items
                 .chunks(OVERLAP_CHUNK)
                 .map(|chunk| chunk.iter().map(&take).collect());
@@ -356,10 +362,11 @@ impl Journal {
                 // The operations before the refused one are judged first:
                 // the batch fails at its first refusal, whichever the rule.
                 // (Encoding is deterministic: the ones before encode again.)
-                Err((i, e)) => match encode_batch_checked(&ops[..i], check_fits_store) {
-                    Ok((frames, lengths)) => (frames, lengths, Some(unfit(index + i, e))),
-                    Err((j, e)) => (Vec::new(), Vec::new(), Some(unfit(index + j, e))),
-                },
+                Err((i, e)) => {
+                    let (frames, lengths) =
+                        encode_batch_checked(&ops[..i], check_fits_store).unwrap_or_default();
+                    (frames, lengths, Some(unfit(index + i, e)))
+                }
             };
             for (i, (op, len)) in ops.into_iter().zip(&lengths).enumerate() {
                 at += *len as u64;
@@ -465,5 +472,20 @@ impl Journal {
     /// [`AofWriter::close`]). Idempotent.
     pub fn close(&self) -> Result<(), JournalError> {
         Ok(self.writer.close()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_overlaps_from_the_threshold_given_a_second_core() {
+        assert!(overlaps(OVERLAP_FROM, || 2));
+        assert!(!overlaps(OVERLAP_FROM - 1, || 2));
+        assert!(!overlaps(OVERLAP_FROM, || 1));
+        assert!(overlaps(10 * OVERLAP_FROM, || 8));
+        let small = overlaps(0, || unreachable!("the cores asked for a small batch"));
+        assert!(!small);
     }
 }

@@ -54,12 +54,16 @@ pub const KEPT_UNDO_ENTRIES: usize = 1 << 16;
 impl UndoLog {
     /// The room of its vectors, in entries.
     fn capacity(&self) -> usize {
-        self.added_orders.capacity()
-            + self.saved_orders.capacity()
-            + self.saved_balances.capacity()
-            + self.saved_epochs.capacity()
-            + self.added_ids.capacity()
-            + self.forgotten_ids.capacity()
+        [
+            self.added_orders.capacity(),
+            self.saved_orders.capacity(),
+            self.saved_balances.capacity(),
+            self.saved_epochs.capacity(),
+            self.added_ids.capacity(),
+            self.forgotten_ids.capacity(),
+        ]
+        .iter()
+        .sum()
     }
 }
 
