@@ -17,6 +17,7 @@ import pytest
 
 from openmatch_persistence import (
     AofWriter,
+    BufferSealed,
     ChecksumMismatchError,
     CorruptFrameError,
     EpochAdvanced,
@@ -314,6 +315,25 @@ def test_a_frame_past_the_limit_refuses_to_open_as_oversized_and_cuts_nothing(
     with AofWriter(tmp_path, max_payload=payload) as again:
         assert again.position == end
     assert segment.read_bytes() == data
+
+
+def test_a_writer_refuses_a_frame_past_its_own_limit_and_reopens(tmp_path: Path) -> None:
+    """What a writer accepts, its reopening reads: with ``max_payload``
+    below an operation's payload, the append is refused and writes nothing,
+    and the log reopens with the same limit (before, the frame was written
+    and the next open refused the log as oversized)."""
+    small = epoch(1)
+    limit = len(encode(small)) - 8
+    sealed = BufferSealed(1, bytes(32))
+    with AofWriter(tmp_path, max_payload=limit) as writer:
+        with pytest.raises(InvalidValueError, match=f"maximum frame payload of {limit}"):
+            writer.append(sealed)
+        with pytest.raises(InvalidValueError):
+            writer.append_many([small, sealed])
+        assert writer.position == 0
+        end = writer.append(small)
+    with AofWriter(tmp_path, max_payload=limit) as again:
+        assert again.position == end
 
 
 CHILD_APPENDER = """

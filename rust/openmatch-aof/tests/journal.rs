@@ -486,3 +486,29 @@ fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
     j.append_many(new_orders(3_000_000, 5_000)).unwrap();
     assert_eq!(j.read(State::order_count).unwrap(), 13_201);
 }
+
+/// A journal replays with its writer's own frame bound: a log holding a
+/// frame past the default bound (16 MiB, written by an engine with a higher
+/// one) opens with that bound, and is refused as oversized without it.
+#[test]
+fn a_journal_replays_with_its_writers_frame_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = 2 * codec::DEFAULT_MAX_PAYLOAD_LEN;
+    let o = WriterOptions {
+        max_payload: bound,
+        ..opts(FsyncPolicy::Always)
+    };
+    let long = Op::BalanceUpdated(user(1), "X".repeat(17 << 20), d("1"), d("0"));
+    let mut frame = Vec::new();
+    codec::encode_frame_into_bounded(&long, &mut frame, bound).unwrap();
+    let w = AofWriter::open(dir.path(), o.clone()).unwrap();
+    let end = w.append_frames(&frame, 1).unwrap();
+    w.close().unwrap();
+    let (j, replayed) = Journal::open(dir.path(), o, State::new()).unwrap();
+    assert_eq!((replayed.operations, j.position().unwrap()), (1, end));
+    j.close().unwrap();
+    match Journal::open(dir.path(), opts(FsyncPolicy::Always), State::new()) {
+        Err(e) => assert!(e.to_string().contains("oversized"), "{e}"),
+        Ok(_) => panic!("a default bound read a frame past it"),
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openmatch_aof::codec::{EncodeError, HEADER_LEN};
 use openmatch_aof::segment::{list_segments, segment_file_name};
 use openmatch_aof::writer::{
     AofWriter, Fault, FsyncPolicy, Gate, Gather, WriterError, WriterOptions,
@@ -1013,4 +1014,41 @@ fn the_raw_fdatasync_baseline_cleans_up_after_itself() {
     let elapsed = openmatch_aof::writer::raw_fdatasync_loop(&path, 3, 100).unwrap();
     assert!(elapsed > Duration::ZERO, "three fdatasyncs took no time");
     assert!(!path.exists());
+}
+
+/// What a writer accepts, its reopening reads: a frame over the writer's
+/// own payload bound is refused before anything is queued, by every way in
+/// (encoded by the writer or by the caller), and the log reopens with the
+/// same bound.
+#[test]
+fn a_frame_over_the_writers_own_bound_is_refused_and_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = AofOperation::BufferSealed(EpochId(1), [7; 32]);
+    let frame = encode_frame(&big).unwrap();
+    let payload = frame.len() - HEADER_LEN;
+    let small = AofOperation::EpochAdvanced(EpochId(1), EpochPhase::Seal);
+    let bound = (encode_frame(&small).unwrap().len() - HEADER_LEN) as u32;
+    assert!(payload > bound as usize);
+    let o = WriterOptions {
+        max_payload: bound,
+        ..opts(FsyncPolicy::Always)
+    };
+    let w = AofWriter::open(dir.path(), o.clone()).unwrap();
+    let refused = |r: Result<u64, WriterError>| match r {
+        Err(WriterError::Encode(EncodeError::TooLarge { length, max })) => {
+            assert_eq!((length, max), (payload, bound));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    refused(w.append(&big));
+    refused(w.append_many([&small, &big]));
+    refused(w.append_frames(&frame, 1));
+    refused(w.submit_frames(&frame, 1));
+    assert_eq!(w.position(), 0, "nothing was queued");
+    let end = w.append(&small).unwrap();
+    w.close().unwrap();
+    let w = AofWriter::open(dir.path(), o).unwrap();
+    assert_eq!(w.position(), end);
+    w.close().unwrap();
+    assert_eq!(read_log(dir.path()), vec![small]);
 }

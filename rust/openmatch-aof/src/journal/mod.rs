@@ -196,6 +196,8 @@ impl Journal {
         base: State,
     ) -> Result<(Journal, Replayed), JournalError> {
         let dir = dir.as_ref();
+        // The writer's own frame bound: what it accepts, replay reads.
+        let max_payload = opts.max_payload;
         let writer = AofWriter::open(dir, opts)?;
         let end = writer.position();
         if base.position() > end {
@@ -209,7 +211,7 @@ impl Journal {
             });
         }
         let mut state = base;
-        let replayed = replay(dir, &mut state, None)?;
+        let replayed = replay_with_limit(dir, &mut state, None, max_payload)?;
         if replayed.outcome.kind != OutcomeKind::Clean {
             // The writer cut a torn tail at the end when it opened, so any
             // stop before the end is damage (or another process writing).

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::fault::{Fault, Faults, Gate};
 use super::stats::Counters;
 use super::{Gather, WriterError, WriterOptions, MAX_ADAPTIVE_WAIT};
+use crate::codec::{EncodeError, HEADER_LEN};
 
 /// The segment being appended to.
 #[derive(Debug)]
@@ -272,6 +273,9 @@ impl Shared {
         records: u64,
     ) -> Result<u64, WriterError> {
         self.check_usable(st)?;
+        for part in parts {
+            check_payloads(part, self.opts.max_payload)?;
+        }
         let bytes: usize = parts.iter().map(|p| p.len()).sum();
         st.pending.reserve(bytes);
         for part in parts {
@@ -607,6 +611,27 @@ impl Shared {
             self.publish(&mut st).now();
         }
     }
+}
+
+/// Refuses a run of whole frames that holds a payload over `max`, the
+/// writer's own bound: its reopening reads the last segment with that bound
+/// and would stop at such a frame as oversized. What a writer queues, its
+/// reopening reads (every append passes here, whoever encoded it).
+fn check_payloads(frames: &[u8], max: u32) -> Result<(), WriterError> {
+    let mut at = 0usize;
+    while let Some(field) = frames.get(at..at + 4) {
+        let mut length = [0u8; 4];
+        length.copy_from_slice(field);
+        let length = u32::from_le_bytes(length);
+        if length > max {
+            return Err(WriterError::Encode(EncodeError::TooLarge {
+                length: length as usize,
+                max,
+            }));
+        }
+        at += HEADER_LEN + length as usize;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
