@@ -368,17 +368,6 @@ fn close_makes_everything_durable_and_stats_count_the_appends() {
     again.close().unwrap();
 }
 
-/// `n` new orders with ids of their own from `first` on.
-fn new_orders(first: u128, n: usize) -> Vec<Op> {
-    (0..n as u128)
-        .map(|k| {
-            let mut o = order(1, "5", 1);
-            o.id = OrderId(Uuid::from_u128((1 << 64) + first + k));
-            Op::OrderReceived(o)
-        })
-        .collect()
-}
-
 /// An order the database's NUMERIC(28,8) cannot hold (nine places).
 fn unfit_order(id: u128) -> Op {
     let mut o = order(1, "5", 1);

@@ -823,17 +823,6 @@ fn an_imported_history_bars_epochs_below_its_highest_finalized_one() {
     }
 }
 
-/// `n` new orders with ids of their own from `first` on.
-fn new_orders(first: u128, n: usize) -> Vec<Op> {
-    (0..n as u128)
-        .map(|k| {
-            let mut o = order(1, "5", 1);
-            o.id = OrderId(Uuid::from_u128((1 << 64) + first + k));
-            Op::OrderReceived(o)
-        })
-        .collect()
-}
-
 /// After a release the savepoint is gone: a rollback then changes nothing.
 #[test]
 fn a_released_savepoint_cannot_be_rolled_back() {

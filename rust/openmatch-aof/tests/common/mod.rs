@@ -74,3 +74,15 @@ pub fn trade(n: u8, taker: u8, maker: u8, qty: &str, epoch: u64, at: i64) -> Tra
         executed_at: ts(at),
     }
 }
+
+/// `n` new orders (quantity 5, distinct ids from `first` on, outside the
+/// small ids of [`oid`]).
+pub fn new_orders(first: u128, n: usize) -> Vec<AofOperation> {
+    (0..n as u128)
+        .map(|k| {
+            let mut o = order(1, "5", 1);
+            o.id = OrderId(Uuid::from_u128((1 << 64) + first + k));
+            AofOperation::OrderReceived(o)
+        })
+        .collect()
+}
