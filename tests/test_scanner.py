@@ -3,7 +3,6 @@ and the repair that cuts only what it backed up."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import stat
@@ -11,7 +10,6 @@ import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -351,31 +349,32 @@ def test_bench_scan_smoke() -> None:
     assert "raw read" in bench_scan.table(m)
 
 
-def test_a_repair_that_fails_midway_leaves_the_aof_whole(
-    aof_dir: Path, ops: list[om.Operation], monkeypatch: pytest.MonkeyPatch
+def test_a_repair_refuses_a_plan_the_aof_no_longer_matches(
+    aof_dir: Path, ops: list[om.Operation]
 ) -> None:
-    """A backup that cannot be written whole (here: the last segment is
-    shorter than planned, as if it changed under the repair) fails the
-    repair before anything is removed."""
+    """A repair carries out the plan it makes under the directory's lock,
+    and only if it is the plan the caller was shown: damage found earlier
+    in the log after planning (here, a second bit flip) refuses the repair
+    and cuts nothing. (A part that changes while the cut runs fails the cut
+    before anything is removed: `cut.rs`'s own test.)"""
     first, second = sorted(aof_dir.iterdir())
+    frame_1 = len(om.encode(ops[0]))
+    frame_2 = frame_1 + len(om.encode(ops[1]))
     data = bytearray(first.read_bytes())
-    data[len(om.encode(ops[0])) + 12] ^= 1
+    data[frame_2 + 12] ^= 1
+    first.write_bytes(bytes(data))
+    shown = rp.plan_repair(aof_dir)
+    assert shown.needed and shown.parts[0].offset == frame_2
+    data[frame_1 + 12] ^= 1
     first.write_bytes(bytes(data))
     before = {p: p.read_bytes() for p in (first, second)}
-    plan = rp.plan_repair
-
-    def stale_plan(path: Path, **kwargs: Any) -> rp.RepairPlan:
-        fresh = plan(path, **kwargs)
-        *kept, last = fresh.parts
-        longer = dataclasses.replace(last, bytes=last.bytes + 1)
-        return dataclasses.replace(fresh, parts=(*kept, longer))
-
-    monkeypatch.setattr(rp, "plan_repair", stale_plan)
-    with pytest.raises(om.AofError, match=r"repair failed: .*changed"):
-        rp.repair(aof_dir)
-    # Nothing was cut; the backup written before the failure stays.
+    with pytest.raises(om.AofError, match="changed since the repair was planned"):
+        rp.repair(aof_dir, plan=shown)
     assert {p: p.read_bytes() for p in (first, second)} == before
-    assert len([p for p in os.listdir(aof_dir) if p.endswith(".bak")]) == 1
+    assert not [p for p in os.listdir(aof_dir) if p.endswith(".bak")]
+    # Planned again, it cuts at the earlier damage.
+    done = rp.repair(aof_dir, plan=rp.plan_repair(aof_dir))
+    assert done.removed[0].offset == frame_1 and done.after.is_clean
 
 
 MEMORY_PROBE = """

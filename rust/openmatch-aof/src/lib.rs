@@ -12,6 +12,7 @@ pub mod cut;
 pub mod decimal_sign;
 pub mod journal;
 mod read_ahead;
+pub mod repair;
 pub mod rfc3339;
 pub mod scanner;
 pub mod segment;

@@ -14,6 +14,7 @@ mod group_commit;
 mod journal;
 mod memory;
 mod model;
+mod repair;
 mod rows;
 mod scanner;
 mod segments;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     memory::register(m)?;
     journal::register(m)?;
     rows::register(m)?;
+    repair::register(m)?;
     group_commit::register(m)?;
     Ok(())
 }

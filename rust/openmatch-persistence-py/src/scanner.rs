@@ -41,7 +41,7 @@ pub(crate) fn scan_error(e: ScanError) -> PyErr {
 
 /// Integer arguments arrive as `i128` so that a negative or huge value is
 /// our `InvalidValueError`, not a bare `OverflowError` from the conversion.
-fn bounded(value: i128, name: &str, min: u64, max: u64) -> PyResult<u64> {
+pub(crate) fn bounded(value: i128, name: &str, min: u64, max: u64) -> PyResult<u64> {
     u64::try_from(value)
         .ok()
         .filter(|v| (min..=max).contains(v))

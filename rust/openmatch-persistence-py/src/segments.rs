@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openmatch_aof::{backup, cut, segment};
+use openmatch_aof::{backup, segment};
 use pyo3::prelude::*;
 
 use crate::errors::AofError;
@@ -44,38 +44,6 @@ fn list_backups(dir: PathBuf) -> PyResult<Vec<(String, u64)>> {
     Ok(backups
         .into_iter()
         .map(|(p, len)| (p.display().to_string(), len))
-        .collect())
-}
-
-/// Removes `parts` (`(segment, offset, bytes, removes_file)`, in log
-/// order) after backing each up (`cut::cut_with_backups`: every backup
-/// fsynced, then the removals, the last part first, each durable before
-/// the next); with `restart_at`, the log starts again there in the last
-/// part's segment first. Returns each part's backup path, in order.
-#[pyfunction]
-#[pyo3(signature = (parts, reason, restart_at = None))]
-fn cut_with_backups(
-    py: Python<'_>,
-    parts: Vec<(PathBuf, u64, u64, bool)>,
-    reason: &str,
-    restart_at: Option<u64>,
-) -> PyResult<Vec<String>> {
-    let parts: Vec<cut::CutPart> = parts
-        .into_iter()
-        .map(|(segment, offset, bytes, removes_file)| cut::CutPart {
-            segment,
-            offset,
-            bytes,
-            removes_file,
-        })
-        .collect();
-    let done = py
-        .detach(|| cut::cut_with_backups(&parts, reason, restart_at))
-        .map_err(|e| aof_io_error(&e, format!("{reason} failed: {e}")))?;
-    Ok(done
-        .backups
-        .iter()
-        .map(|b| b.display().to_string())
         .collect())
 }
 
@@ -155,7 +123,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
     m.add_function(wrap_pyfunction!(restart_segment_at, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
-    m.add_function(wrap_pyfunction!(cut_with_backups, m)?)?;
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;
     m.add_function(wrap_pyfunction!(aof_start, m)?)?;
     m.add_function(wrap_pyfunction!(segment_file_name, m)?)?;
