@@ -36,6 +36,7 @@ declare -A RUST_TESTS=(
     [rust/openmatch-aof/src/state/mod.rs]="--lib --test state --test state_model"
     [rust/openmatch-aof/src/state/undo.rs]="--lib --test state --test state_model --test bounded_state --test journal"
     [rust/openmatch-aof/src/cut.rs]="--lib"
+    [rust/openmatch-aof/src/repair.rs]="--lib"
     [rust/openmatch-aof/src/journal/mod.rs]="--lib --test journal"
     [rust/openmatch-aof/src/journal/replay.rs]="--lib --test journal"
 )
@@ -52,6 +53,7 @@ RUST_ORDER=(
     rust/openmatch-aof/src/journal/mod.rs
     rust/openmatch-aof/src/journal/replay.rs
     rust/openmatch-aof/src/cut.rs
+    rust/openmatch-aof/src/repair.rs
 )
 
 rust() {
