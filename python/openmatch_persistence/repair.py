@@ -57,6 +57,8 @@ class RepairPlan:
     #: one's bytes from there (the checkpoint is a frame boundary, and
     #: everything before it is in the snapshot).
     restart_at: int | None = None
+    #: Bytes that leave the log (those a restart keeps are not counted).
+    bytes_removed: int = 0
 
     @property
     def needed(self) -> bool:
@@ -65,9 +67,6 @@ class RepairPlan:
     @property
     def cut_position(self) -> int:
         return self.report.position
-
-    #: Bytes that leave the log (those a restart keeps are not counted).
-    bytes_removed: int = 0
 
     @property
     def frames_removed(self) -> int:
