@@ -164,6 +164,7 @@ class AsyncPersistence(PersistenceBase):
         create: bool = True,
         schema: str | None = None,
         max_flush_lag: float | None = DEFAULT_MAX_FLUSH_LAG,
+        max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
     ) -> AsyncPersistence:
         """As :meth:`Persistence.open`, in a worker thread. Cancelled while
         the thread recovers, the open completes there and is closed again
@@ -179,6 +180,7 @@ class AsyncPersistence(PersistenceBase):
                 adopt=adopt,
                 create=create,
                 schema=schema,
+                max_payload=max_payload,
             ),
             _Opened.discard,
         )

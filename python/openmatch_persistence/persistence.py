@@ -90,6 +90,7 @@ def _open_data_dir(
     adopt: bool,
     create: bool,
     schema: str | None,
+    max_payload: int,
 ) -> _Opened:
     """Opens and recovers ``data_dir`` (blocking): see :meth:`Persistence.open`."""
     schema = store_schema(database_url, schema)  # before anything is created
@@ -116,7 +117,12 @@ def _open_data_dir(
     )
     try:
         journal, report = recover(
-            aof_dir, store, fsync, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
+            aof_dir,
+            store,
+            fsync,
+            ignore_snapshot=ignore_snapshot,
+            data_dir_id=identity.id,
+            max_payload=max_payload,
         )
     except BaseException:
         store.close()
@@ -444,6 +450,7 @@ class Persistence(PersistenceBase):
         create: bool = True,
         schema: str | None = None,
         max_flush_lag: float | None = DEFAULT_MAX_FLUSH_LAG,
+        max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
     ) -> Persistence:
         """Opens (creating it if needed, unless ``create`` is false) and
         recovers ``data_dir``. The database must be this data directory's:
@@ -461,7 +468,13 @@ class Persistence(PersistenceBase):
         older than this many seconds while the database takes writes, an
         append waits (after it is durable) until the flusher is back under
         half of it; None never waits. A database that fails holds nothing
-        back: the AOF keeps every operation until it is back."""
+        back: the AOF keeps every operation until it is back.
+
+        ``max_payload``: the longest frame payload the journal replays and
+        appends (16 MiB by default). A log written by an engine with a
+        higher bound is refused (:class:`OversizedFrameError`, naming the
+        frame) until it is raised to match (docs/recovery.md); an append
+        above it is refused and writes nothing."""
         opened = _open_data_dir(
             data_dir,
             database_url=database_url,
@@ -471,6 +484,7 @@ class Persistence(PersistenceBase):
             adopt=adopt,
             create=create,
             schema=schema,
+            max_payload=max_payload,
         )
         self = cls._from_opened(
             opened,
@@ -565,6 +579,7 @@ def cut_log_until(
     ignore_snapshot: bool = False,
     adopt: bool = False,
     schema: str | None = None,
+    max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
 ) -> CutReport:
     """``recover --until``: see :func:`recovery.cut_until`. The data
     directory must exist and not be open; the database must be its own."""
@@ -578,7 +593,12 @@ def cut_log_until(
     )
     try:
         return cut_until(
-            aof_dir, store, until, ignore_snapshot=ignore_snapshot, data_dir_id=identity.id
+            aof_dir,
+            store,
+            until,
+            ignore_snapshot=ignore_snapshot,
+            data_dir_id=identity.id,
+            max_payload=max_payload,
         )
     finally:
         store.close()

@@ -257,10 +257,13 @@ def recover(
     *,
     ignore_snapshot: bool = False,
     data_dir_id: uuid.UUID | None = None,
+    max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
 ) -> tuple[_core.Journal, RecoveryReport]:
     """The journal of ``aof_dir`` with the state at the AOF's end; see the
     module doc. ``data_dir_id``: refuse a snapshot written for another data
-    directory (the caller has claimed the store for this one)."""
+    directory (the caller has claimed the store for this one).
+    ``max_payload``: the journal's frame bound, for replay and appends; a
+    frame above it in the log is refused (``OversizedFrameError``)."""
     started = time.monotonic()
     base = load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     loaded: dict[str, int] = {}
@@ -271,7 +274,7 @@ def recover(
             "balances": base.state.balance_count,
             "epochs": base.state.epoch_count,
         }
-    journal, replayed = _core.Journal.open(aof_dir, fsync, base.state)
+    journal, replayed = _core.Journal.open(aof_dir, fsync, base.state, max_payload=max_payload)
     try:
         state = journal.state
         state.check()
@@ -332,13 +335,15 @@ def cut_until(
     *,
     ignore_snapshot: bool = False,
     data_dir_id: uuid.UUID | None = None,
+    max_payload: int = _core.DEFAULT_MAX_PAYLOAD_LEN,
 ) -> CutReport:
     """The way out of a log that breaks the invariants: moves the operation
     at position ``until`` (as recovery named it) and everything after it to
     backup files, so that recovery rebuilds the state before it. Nothing is
     deleted. Refuses when an earlier operation breaks an invariant too
     (naming it), when ``until`` is not an operation's position, or when the
-    database's snapshot already covers it. Run it while nothing has the
+    database's snapshot already covers it, or a frame before it is above
+    ``max_payload`` (``OversizedFrameError``). Run it while nothing has the
     data directory open."""
     base = load_base(aof_dir, store, ignore_snapshot, data_dir_id)
     if base.position >= until:
@@ -346,7 +351,7 @@ def cut_until(
             f"--until {until}: the database's snapshot already covers position "
             f"{base.position}, so the state cannot be rebuilt from before it"
         )
-    replayed = _core.replay(base.state, aof_dir, until=until)
+    replayed = _core.replay(base.state, aof_dir, until=until, max_payload=max_payload)
     removed = repair.cut(aof_dir, replayed["position"])
     log.warning(
         "cut %s at position %d (--until %d): %d part(s) moved to backups",

@@ -245,7 +245,7 @@ def _verify(
         )
     finally:
         progress.close()
-    _check_start(path, start, report)
+    _check_start(path, start, report, max_payload)
     return report
 
 
@@ -270,9 +270,12 @@ def _resolve(text: str) -> Path:
     return path
 
 
-def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolationError | None]:
-    """Replays what the scan accepted with the journal's rule: ``ok``, the
-    first operation that breaks an invariant, or why it was not checked."""
+def _invariants(
+    path: Path, report: _core.ScanReport, max_payload: int
+) -> tuple[str, LogViolationError | None]:
+    """Replays what the scan accepted (with its frame bound) with the
+    journal's rule: ``ok``, the first operation that breaks an invariant, or
+    why it was not checked."""
     if report.start != 0:
         return (
             f"not checked: the log starts at position {report.start}, after a snapshot "
@@ -280,7 +283,7 @@ def _invariants(path: Path, report: _core.ScanReport) -> tuple[str, LogViolation
             None,
         )
     try:
-        _core.replay(_core.State(track_changes=False), path)
+        _core.replay(_core.State(track_changes=False), path, max_payload=max_payload)
     except LogViolationError as e:
         return "violated", e
     return "ok", None
@@ -292,7 +295,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.frames_only or args.start is not None:
         invariants, violation = "not checked (--frames-only or --from)", None
     else:
-        invariants, violation = _invariants(path, report)
+        invariants, violation = _invariants(path, report, args.max_payload)
     if args.json:
         out = report.to_dict()
         out["invariants"] = invariants
@@ -341,13 +344,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return _exit_code(report)
 
 
-def _boundaries(path: Path, position: int) -> tuple[int | None, int | None]:
+def _boundaries(path: Path, position: int, max_payload: int) -> tuple[int | None, int | None]:
     """The frame boundaries nearest to ``position``: the last at or before
     it and the first after it (None where there is none). Scans the segment
     that holds ``position`` from its start."""
     segments = _core.list_segments(path) if path.is_dir() else []
     starts = [s for s, _, _ in segments if s <= position]
-    scanner = _core.scan(path, start=starts[-1] if starts else None)
+    scanner = _core.scan(path, start=starts[-1] if starts else None, max_payload=max_payload)
     before = starts[-1] if starts else 0
     while True:
         batch = scanner.read_batch(4096)
@@ -359,12 +362,12 @@ def _boundaries(path: Path, position: int) -> tuple[int | None, int | None]:
             before = end
 
 
-def _check_start(path: Path, start: int | None, report: _core.ScanReport) -> None:
+def _check_start(path: Path, start: int | None, report: _core.ScanReport, max_payload: int) -> None:
     """A scan that stopped at once at ``--from``: say whether that position
     is no frame boundary, naming the nearest, instead of a "corrupt frame"."""
     if not start or report.is_clean or report.frames or report.position != start:
         return
-    before, after = _boundaries(path, start)
+    before, after = _boundaries(path, start, max_payload)
     if before == start:
         return  # a real boundary; the damage is real too
     after_text = f"{after:,}" if after is not None else "none (the log ends before it)"
@@ -430,7 +433,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CLEAN
-    _check_start(path, args.start, report)
+    _check_start(path, args.start, report, args.max_payload)
     _say_outcome(report)
     return _exit_code(report)
 

@@ -246,7 +246,9 @@ def error_line(exc: BaseException, *, dsn: str | None = None) -> tuple[str, int]
         if "--max-payload" not in message:
             # The writer's words name its API; the operator's way is here.
             message += (
-                "; `aof verify --max-payload BYTES` shows what the frame is, and "
+                "; if frames that long are real, run the command again with "
+                "--max-payload BYTES (at least the length field); "
+                "`aof verify --max-payload BYTES` shows what the frame is, and "
                 "`aof repair --max-payload BYTES` repairs a damaged length"
             )
     elif isinstance(exc, OpenMatchPersistenceError):

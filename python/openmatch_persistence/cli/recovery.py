@@ -6,7 +6,11 @@ import argparse
 import json
 from typing import Any
 
-from openmatch_persistence.cli.common import add_database_url_argument, add_json_argument
+from openmatch_persistence.cli.common import (
+    add_database_url_argument,
+    add_json_argument,
+    add_max_payload_argument,
+)
 from openmatch_persistence.cli.db import add_schema_argument
 from openmatch_persistence.persistence import Persistence, cut_log_until
 
@@ -21,6 +25,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="take a database that holds a snapshot but no data directory identity as this "
         "data directory's (never one that belongs to another)",
     )
+    add_max_payload_argument(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -69,6 +74,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
             schema=args.schema,
             ignore_snapshot=args.ignore_snapshot,
             adopt=args.adopt,
+            max_payload=args.max_payload,
         )
         if not args.json:
             print(cut.describe())
@@ -121,6 +127,7 @@ def _open_existing(args: argparse.Namespace, **options: Any) -> Persistence:
         schema=args.schema,
         adopt=args.adopt,
         create=False,
+        max_payload=args.max_payload,
         **options,
     )
 

@@ -18,6 +18,7 @@ from openmatch_persistence.cli.common import (
     Stopped,
     add_database_url_argument,
     add_json_argument,
+    add_max_payload_argument,
     json_default,
     rfc3339,
 )
@@ -141,6 +142,7 @@ def register(subparsers: Any) -> None:
         help="at these operation counts, snapshot and print one JSON line (memory, state image "
         "size, snapshot time with its flush and image parts, flush lag p99, AOF held) on stderr",
     )
+    add_max_payload_argument(sim)
     add_json_argument(sim)
     sim.set_defaults(handler=cmd_simulate)
 
@@ -188,6 +190,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         compaction=policy,
         adopt=args.adopt,
+        max_payload=args.max_payload,
     )
     crashed = False
     metrics = None
@@ -275,7 +278,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     failing = _failures(stats)
     # The recovery check: reopen what was just closed and compare states.
     with Persistence.open(
-        args.data_dir, database_url=args.database_url, schema=args.schema
+        args.data_dir,
+        database_url=args.database_url,
+        schema=args.schema,
+        max_payload=args.max_payload,
     ) as again:
         recovered = again.digest()
         report = again.recovery

@@ -501,3 +501,49 @@ fn a_journal_replays_with_its_writers_frame_bound() {
         Ok(_) => panic!("a default bound read a frame past it"),
     }
 }
+
+/// A frame above the journal's bound in a segment before the last is the
+/// same typed refusal as one in the last (which the writer finds): an
+/// oversized frame naming its segment, offset, length and bound, never
+/// "cannot recover" (damage); the log opens whole with the bound raised.
+#[test]
+fn a_frame_past_the_bound_in_an_older_segment_is_refused_as_oversized() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path(), opts(FsyncPolicy::Always), State::new()).unwrap();
+    let long = Op::OrderReceived(order(1, "1", 0));
+    j.append(long.clone()).unwrap();
+    j.writer().rotate().unwrap();
+    let end = j
+        .append(Op::EpochAdvanced(EpochId(1), EpochPhase::Seal))
+        .unwrap();
+    j.close().unwrap();
+    let length = (codec::encode_frame(&long).unwrap().len() - codec::HEADER_LEN) as u32;
+    let low = WriterOptions {
+        max_payload: length - 1,
+        ..opts(FsyncPolicy::Always)
+    };
+    match Journal::open(dir.path(), low, State::new()) {
+        Err(JournalError::Writer(WriterError::Oversized {
+            path,
+            offset,
+            length: l,
+            limit,
+        })) => {
+            assert_eq!((offset, l, limit), (0, length, length - 1));
+            assert_eq!(path, list_segments(dir.path()).unwrap()[0].path);
+        }
+        Err(e) => panic!("not refused as oversized: {e}"),
+        Ok(_) => panic!("a bound below a frame read it"),
+    }
+    // `recover --until` past that frame says why it cannot get there.
+    match replay_with_limit(dir.path(), &mut State::new(), Some(end), length - 1) {
+        Err(JournalError::Writer(WriterError::Oversized { offset: 0, .. })) => {}
+        other => panic!("not refused as oversized: {other:?}"),
+    }
+    let exact = WriterOptions {
+        max_payload: length,
+        ..opts(FsyncPolicy::Always)
+    };
+    let (j, replayed) = Journal::open(dir.path(), exact, State::new()).unwrap();
+    assert_eq!((replayed.operations, j.position().unwrap()), (2, end));
+}

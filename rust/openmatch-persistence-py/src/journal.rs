@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::errors::invalid_value;
 use crate::model::Operation;
-use crate::scanner::scan_error;
+use crate::scanner::{max_payload_arg, scan_error};
 use crate::state::{refused_error, State, StateChanges, Violation};
 use crate::writer::{operation_handles, writer_error, WriterStats};
 
@@ -96,18 +96,24 @@ impl Journal {
     /// and what the replay did (a dict, see `replay`). Raises
     /// `LogViolationError` for an operation in the log that breaks an
     /// invariant, `RecoveryError` for a log that does not end where the
-    /// writer found its end.
+    /// writer found its end. `max_payload` bounds the frames replayed and
+    /// appended (as `AofWriter`'s): a log written with a higher bound is
+    /// refused with `OversizedFrameError` until it is raised to match.
     #[staticmethod]
-    #[pyo3(signature = (directory, fsync = "always", state = None))]
+    #[pyo3(signature = (
+        directory, fsync = "always", state = None, *, max_payload = DEFAULT_MAX_PAYLOAD_LEN as i128
+    ))]
     fn open<'py>(
         py: Python<'py>,
         directory: PathBuf,
         fsync: &str,
         state: Option<&Bound<'py, State>>,
+        max_payload: i128,
     ) -> PyResult<(Journal, Bound<'py, PyDict>)> {
         let policy: FsyncPolicy = fsync.parse().map_err(invalid_value)?;
         let opts = WriterOptions {
             fsync: policy,
+            max_payload: max_payload_arg(max_payload)?,
             ..WriterOptions::default()
         };
         let base = match state {
@@ -270,14 +276,15 @@ impl Journal {
 /// is reported there, for the caller to judge. `max_payload` is the
 /// reader's frame limit (raise it for a writer with a higher one).
 #[pyfunction]
-#[pyo3(signature = (state, path, *, until = None, max_payload = DEFAULT_MAX_PAYLOAD_LEN))]
+#[pyo3(signature = (state, path, *, until = None, max_payload = DEFAULT_MAX_PAYLOAD_LEN as i128))]
 fn replay<'py>(
     py: Python<'py>,
     state: &Bound<'py, State>,
     path: PathBuf,
     until: Option<u64>,
-    max_payload: u32,
+    max_payload: i128,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let max_payload = max_payload_arg(max_payload)?;
     let mut guard = state.borrow_mut();
     let target = guard.owned_mut()?;
     let replayed = py

@@ -56,10 +56,15 @@ fn position(value: Option<i128>, name: &str) -> PyResult<Option<u64>> {
     value.map(|v| bounded(v, name, 0, u64::MAX)).transpose()
 }
 
+/// A `max_payload` argument, for every reader and writer that takes one.
+pub(crate) fn max_payload_arg(value: i128) -> PyResult<u32> {
+    Ok(bounded(value, "max_payload", 1, u64::from(u32::MAX))? as u32)
+}
+
 /// `read_ahead` applies to files only: bytes in memory are not read.
 fn options(max_payload: i128, chunk_size: i128, read_ahead: bool) -> PyResult<ScanOptions> {
     Ok(ScanOptions {
-        max_payload: bounded(max_payload, "max_payload", 1, u64::from(u32::MAX))? as u32,
+        max_payload: max_payload_arg(max_payload)?,
         chunk_size: bounded(chunk_size, "chunk_size", 1, 1 << 30)? as usize,
         read_ahead,
     })

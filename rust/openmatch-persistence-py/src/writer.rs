@@ -18,6 +18,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::{frame_error, invalid_value, oversized_error, CorruptFrameError};
 use crate::model::Operation;
+use crate::scanner::max_payload_arg;
 
 pyo3::import_exception!(openmatch_persistence.errors, AofError);
 pyo3::import_exception!(openmatch_persistence.errors, WriterFailedError);
@@ -227,7 +228,7 @@ impl AofWriter {
         *,
         gather_window = None,
         max_batch_bytes = 4 << 20,
-        max_payload = DEFAULT_MAX_PAYLOAD_LEN,
+        max_payload = DEFAULT_MAX_PAYLOAD_LEN as i128,
     ))]
     fn new(
         py: Python<'_>,
@@ -235,7 +236,7 @@ impl AofWriter {
         fsync: &str,
         gather_window: Option<f64>,
         max_batch_bytes: usize,
-        max_payload: u32,
+        max_payload: i128,
     ) -> PyResult<Self> {
         let policy: FsyncPolicy = fsync.parse().map_err(invalid_value)?;
         let gather = match gather_window {
@@ -255,7 +256,7 @@ impl AofWriter {
             fsync: policy,
             gather,
             max_batch_bytes,
-            max_payload,
+            max_payload: max_payload_arg(max_payload)?,
             ..WriterOptions::default()
         };
         let inner = py

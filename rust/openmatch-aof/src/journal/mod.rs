@@ -212,6 +212,11 @@ impl Journal {
         }
         let mut state = base;
         let replayed = replay_with_limit(dir, &mut state, None, max_payload)?;
+        // Past the limit in an older segment is what the writer reports in
+        // the last one: a limit to raise, not damage.
+        if let Some(e) = replay::oversized_stop(&replayed.outcome) {
+            return Err(e);
+        }
         if replayed.outcome.kind != OutcomeKind::Clean {
             // The writer cut a torn tail at the end when it opened, so any
             // stop before the end is damage (or another process writing).

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::codec::DEFAULT_MAX_PAYLOAD_LEN;
 use crate::scanner::{OutcomeKind, ScanOptions, ScanOutcome, Scanner};
 use crate::state::{State, Violation};
+use crate::writer::WriterError;
 
 use super::JournalError;
 
@@ -42,6 +43,19 @@ pub struct LogViolation {
     pub violation: Violation,
     /// Where that operation's frame starts: the log would end here without it.
     pub frame_start: u64,
+}
+
+/// A scan's stop at a length field above the reader's limit, as the
+/// writer's own error for it (the one a writer opening the last segment
+/// gives): a limit to raise, which no caller may take for damage.
+pub(crate) fn oversized_stop(outcome: &ScanOutcome) -> Option<JournalError> {
+    let (length, limit) = outcome.oversized()?;
+    Some(JournalError::Writer(WriterError::Oversized {
+        path: outcome.segment.clone()?,
+        offset: outcome.offset,
+        length,
+        limit,
+    }))
 }
 
 /// Applies the log at `path` (an AOF directory or one segment) to `state`,
@@ -106,6 +120,11 @@ pub fn replay_with_limit(
         frame_start = end;
     }
     if let (Some(u), false) = (until, stopped_at_until) {
+        // Short of `until` at a frame past the limit: that is why, not a
+        // position that names no operation.
+        if let Some(e) = oversized_stop(&scanner.finished_report()?.outcome) {
+            return Err(e);
+        }
         return Err(JournalError::Unrecoverable {
             dir: path.to_owned(),
             detail: format!(

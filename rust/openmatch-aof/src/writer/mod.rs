@@ -95,7 +95,8 @@ pub enum WriterError {
         cause: StopCause,
     },
     /// A length field in the last segment is above
-    /// [`WriterOptions::max_payload`] ([`crate::tail::classify_stop`]): a
+    /// [`WriterOptions::max_payload`] ([`crate::tail::classify_stop`]), or
+    /// in an older one as [`crate::journal::Journal::open`] replays it: a
     /// frame longer than this writer accepts, or a damaged length. Nothing
     /// was cut; a writer opened with a higher limit reads on.
     #[error(
