@@ -9,7 +9,7 @@ use openmatch_aof::repair::{self as core, RepairError, RepairPlan};
 use pyo3::prelude::*;
 
 use crate::errors::{oversized_error, AofError};
-use crate::scanner::{bounded, scan_error, ScanReport};
+use crate::scanner::{bounded, max_payload_arg, scan_error, ScanReport};
 pyo3::import_exception!(openmatch_persistence.errors, WriterLockedError);
 
 /// `(segment, offset, bytes, removes_file)`.
@@ -71,8 +71,7 @@ fn options(checkpoint: Option<i128>, max_payload: i128) -> PyResult<(Option<u64>
     let checkpoint = checkpoint
         .map(|c| bounded(c, "checkpoint", 0, u64::MAX))
         .transpose()?;
-    let max_payload = bounded(max_payload, "max_payload", 1, u64::from(u32::MAX))? as u32;
-    Ok((checkpoint, max_payload))
+    Ok((checkpoint, max_payload_arg(max_payload)?))
 }
 
 /// What a repair of `path` (a segment file or an AOF directory) would
