@@ -1,5 +1,6 @@
 //! The journal as the engine would use it: open with recovery (a state
-//! image plus the AOF after it), append, read the state, snapshot, reopen.
+//! image plus the AOF after it), append, read the state, snapshot, reopen;
+//! and a repair, as `aof repair` makes it, of a log damaged on disk.
 //!
 //! ```sh
 //! cargo run -p openmatch-aof --example engine_journal
@@ -111,14 +112,42 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Recovery: the image, then the AOF after it, with the same rule.
     let base = State::from_snapshot(decode_image(&image)?)?;
-    let (journal, replayed) = Journal::open(&dir, opts, base)?;
+    let (journal, replayed) = Journal::open(&dir, opts.clone(), base)?;
     println!(
         "reopened from the image at {image_position}: replayed {} operation(s) to position {}",
         replayed.operations, replayed.position
     );
     assert_eq!(journal.read(State::digest)?, digest);
     journal.close()?;
-    std::fs::remove_dir_all(&dir)?;
     println!("same state after recovery");
+
+    // A bit flipped on disk in the last operation: the open refuses (it is
+    // damage, not an interrupted append), and a repair cuts the log before
+    // it, after copying every byte it removes to a backup.
+    let segment = openmatch_aof::segment::list_segments(&dir)?
+        .pop()
+        .ok_or("no segment")?;
+    let mut bytes = std::fs::read(&segment.path)?;
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    std::fs::write(&segment.path, &bytes)?;
+    let refused = Journal::open(&dir, opts.clone(), State::new());
+    println!("open after the flip: {}", refused.err().ok_or("opened")?);
+    let plan = repair::plan_repair(&dir, None, DEFAULT_MAX_PAYLOAD_LEN)?;
+    println!(
+        "repair plan: cut at {}, {} bytes, {} damaged frame(s)",
+        plan.report.outcome.position,
+        plan.bytes_removed(),
+        plan.damaged_frames
+    );
+    let repaired = repair::repair(&dir, None, DEFAULT_MAX_PAYLOAD_LEN, Some(&plan.parts))?;
+    println!("backed up to {}", repaired.backups[0].display());
+    let (journal, replayed) = Journal::open(&dir, opts, State::new())?;
+    println!(
+        "reopened after the repair: {} operations, to position {}",
+        replayed.operations, replayed.position
+    );
+    journal.close()?;
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
