@@ -10,6 +10,7 @@ pub mod backup;
 pub mod codec;
 pub mod cut;
 pub mod decimal_sign;
+pub mod dir_fsync;
 pub mod journal;
 mod read_ahead;
 pub mod rfc3339;
