@@ -25,7 +25,7 @@ pub mod writer;
 
 pub use codec::{
     decode_all, decode_frame, decode_one, encode_batch, encode_frame, encode_frame_into,
-    EncodeError, FrameError, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
+    EncodeError, FrameError, FrameErrorKind, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
 };
 pub use journal::{Journal, JournalError};
 pub use scanner::{ScanOptions, Scanner};
