@@ -28,8 +28,8 @@ RAISED = 2 * _core.DEFAULT_MAX_PAYLOAD_LEN
 
 def _long_frame(size: int) -> bytes:
     """The frame of a balance whose asset is ``size`` bytes long, built by
-    hand: this package's encoders stop at the default bound, an engine's
-    with a higher one does not."""
+    hand as an engine with a higher bound writes it (this package's
+    journal refuses such an asset as past the database's schema)."""
     short = om.encode(om.BalanceUpdated(uid(1), "Q", Decimal(1), Decimal(0)))[8:]
     asset = (1).to_bytes(8, "little") + b"Q"  # bincode: u64 length, bytes
     assert short.count(asset) == 1
@@ -164,3 +164,27 @@ def test_aof_verify_checks_the_invariants_past_a_long_frame(
     done = run_cli("aof", "verify", "--max-payload", str(RAISED), str(data_dir))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "invariants: violated" in done.stdout and "unknown_order" in done.stderr
+
+
+def test_a_writer_with_a_raised_bound_appends_what_the_default_refuses(tmp_path: Path) -> None:
+    """What a writer accepts is its own bound, on every append path: the
+    encoding of one operation, of a batch, and of an asynchronous append
+    keep it (they kept the default's before, refusing what the writer's
+    reopening reads)."""
+    long = om.BalanceUpdated(uid(1), "Q" * LONG, Decimal(1), Decimal(0))
+    with pytest.raises(InvalidValueError):
+        om.encode(long)
+    aof = tmp_path / "aof"
+    with _core.AofWriter(aof, max_payload=RAISED) as writer:
+        first = writer.append(long)
+        writer.append_many([long, om.EpochAdvanced(1, om.EpochPhase.COLLECT)])
+
+        async def one_more() -> int:
+            return await writer.append_async(long)
+
+        end = asyncio.run(one_more())
+    assert first == len(_long_frame(LONG))
+    assert _core.verify(aof, max_payload=RAISED).frames == 4
+    assert _core.verify(aof).is_oversized
+    with _core.AofWriter(aof, max_payload=RAISED) as writer:
+        assert writer.position == end

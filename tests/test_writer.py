@@ -4,6 +4,7 @@ asyncio, the directory lock, file modes, recovery and the failure model."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from openmatch_persistence import (
+    AofError,
     AofWriter,
     BufferSealed,
     ChecksumMismatchError,
@@ -29,6 +31,7 @@ from openmatch_persistence import (
     WriterClosedError,
     WriterFailedError,
     WriterLockedError,
+    _core,
     decode_all,
     encode,
 )
@@ -203,6 +206,16 @@ def test_files_are_owner_only(tmp_path: Path) -> None:
     assert names == [f"{0:020}.aof", f"{24:020}.aof", "writer.lock"]
     for p in directory.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+
+
+def test_a_directory_fsync_of_a_missing_directory_is_an_aof_error_with_its_errno(
+    tmp_path: Path,
+) -> None:
+    _core.fsync_directory(tmp_path)
+    missing = tmp_path / "missing"
+    with pytest.raises(AofError, match=r"fsync directory .*missing") as raised:
+        _core.fsync_directory(missing)
+    assert raised.value.errno == errno.ENOENT
 
 
 def test_injected_fsync_failure_is_never_acknowledged(tmp_path: Path) -> None:

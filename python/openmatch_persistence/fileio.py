@@ -12,15 +12,6 @@ from openmatch_persistence.errors import AofError
 StrPath = Union[str, "os.PathLike[str]"]
 
 
-def fsync_directory(directory: StrPath) -> None:
-    """Makes a directory entry (a new or renamed file) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def create_file_durably(path: StrPath) -> bool:
     """Creates ``path`` empty (0600) unless it exists, with its directory
     and any missing ancestors (0700, by ``_core.create_dir_durably``), and
@@ -41,7 +32,7 @@ def create_file_durably(path: StrPath) -> bool:
         os.fsync(fd)
     finally:
         os.close(fd)
-    fsync_directory(target.parent)
+    _core.fsync_directory(target.parent)
     return True
 
 
@@ -72,4 +63,4 @@ def write_file_atomically(path: StrPath, data: bytes, *, overwrite: bool = False
             os.link(tmp, target)  # fails if target appeared meanwhile
         finally:
             tmp.unlink()
-    fsync_directory(target.parent if str(target.parent) else ".")
+    _core.fsync_directory(target.parent)

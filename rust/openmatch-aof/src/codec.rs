@@ -13,6 +13,60 @@ use crate::types::AofOperation;
 /// Bytes of the frame header: length then checksum.
 pub const HEADER_LEN: usize = 8;
 
+/// Where the checksum field starts in the header (the length is at 0).
+const CRC_AT: usize = 4;
+
+/// A frame's header, `[length u32 LE][crc32 u32 LE]`: the one reading and
+/// writing of its layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The payload's length.
+    pub length: u32,
+    /// The CRC-32 of the payload.
+    pub crc: u32,
+}
+
+impl FrameHeader {
+    /// The header at the start of `buf`, or None when `buf` is shorter
+    /// than [`HEADER_LEN`].
+    #[inline]
+    pub fn read(buf: &[u8]) -> Option<Self> {
+        let header: &[u8; HEADER_LEN] = buf.first_chunk()?;
+        Some(Self {
+            length: u32_le_at(header, 0),
+            crc: u32_le_at(header, CRC_AT),
+        })
+    }
+
+    /// The length field at the start of `buf`, or None when `buf` is
+    /// shorter than it: for a walk over frames that needs no checksum.
+    #[inline]
+    pub fn read_length(buf: &[u8]) -> Option<u32> {
+        let field: &[u8; CRC_AT] = buf.first_chunk()?;
+        Some(u32::from_le_bytes(*field))
+    }
+
+    /// The header's bytes.
+    #[inline]
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[..CRC_AT].copy_from_slice(&self.length.to_le_bytes());
+        out[CRC_AT..].copy_from_slice(&self.crc.to_le_bytes());
+        out
+    }
+
+    /// Header plus payload.
+    #[inline]
+    pub fn frame_len(self) -> usize {
+        HEADER_LEN + self.length as usize
+    }
+}
+
+#[inline]
+fn u32_le_at(header: &[u8; HEADER_LEN], at: usize) -> u32 {
+    u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+}
+
 /// The default bound on a payload's length. An Order is about 400 bytes; a
 /// length far past this is corruption, and must not become an allocation.
 pub const DEFAULT_MAX_PAYLOAD_LEN: u32 = 16 * 1024 * 1024;
@@ -167,15 +221,28 @@ pub enum BatchError<E> {
 /// over the cores (scoped threads: a thread start costs microseconds,
 /// encoding 10,000 Orders milliseconds).
 pub fn encode_batch(ops: &[AofOperation]) -> Result<EncodedBatch, (usize, EncodeError)> {
-    encode_batch_checked(ops, |_| Ok::<(), EncodeError>(())).map_err(|(i, e)| match e {
-        BatchError::Check(e) | BatchError::Encode(e) => (i, e),
-    })
+    encode_batch_bounded(ops, DEFAULT_MAX_PAYLOAD_LEN)
 }
 
-/// As [`encode_batch`], running `check` on each operation first (on the
-/// same threads); the first operation refused by either fails the call.
+/// As [`encode_batch`], refusing payloads longer than `max_payload` (a
+/// writer's own bound).
+pub fn encode_batch_bounded(
+    ops: &[AofOperation],
+    max_payload: u32,
+) -> Result<EncodedBatch, (usize, EncodeError)> {
+    encode_batch_checked(ops, max_payload, |_| Ok::<(), EncodeError>(())).map_err(
+        |(i, e)| match e {
+            BatchError::Check(e) | BatchError::Encode(e) => (i, e),
+        },
+    )
+}
+
+/// As [`encode_batch_bounded`], running `check` on each operation first
+/// (on the same threads); the first operation refused by either fails the
+/// call.
 pub fn encode_batch_checked<E: Send>(
     ops: &[AofOperation],
+    max_payload: u32,
     check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
 ) -> Result<EncodedBatch, (usize, BatchError<E>)> {
     let encode_all = |ops: &[AofOperation], first: usize| {
@@ -183,8 +250,8 @@ pub fn encode_batch_checked<E: Send>(
         let mut lengths = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             check(op).map_err(|e| (first + i, BatchError::Check(e)))?;
-            let len =
-                encode_frame_into(op, &mut out).map_err(|e| (first + i, BatchError::Encode(e)))?;
+            let len = encode_frame_into_bounded(op, &mut out, max_payload)
+                .map_err(|e| (first + i, BatchError::Encode(e)))?;
             lengths.push(len);
         }
         Ok((out, lengths))
@@ -263,9 +330,11 @@ pub fn encode_frame_into_bounded<T: serde::Serialize + ?Sized>(
             max: max_payload,
         });
     }
-    let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
-    out[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let header = FrameHeader {
+        length: payload_len as u32,
+        crc: crc32fast::hash(&out[start + HEADER_LEN..]),
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok(HEADER_LEN + payload_len)
 }
 
@@ -321,14 +390,16 @@ pub struct RawFrame<'a> {
 /// decoding the payload. Errors carry offsets relative to `buf` plus `base`.
 pub fn check_frame(buf: &[u8], base: u64, max_payload: u32) -> Result<RawFrame<'_>, FrameError> {
     let err = |kind| FrameError { offset: base, kind };
-    if buf.len() < HEADER_LEN {
+    let Some(header) = FrameHeader::read(buf) else {
         return Err(err(FrameErrorKind::Torn {
             needed: HEADER_LEN as u64,
             available: buf.len() as u64,
         }));
-    }
-    let length = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes"));
-    let stored = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    };
+    let FrameHeader {
+        length,
+        crc: stored,
+    } = header;
     if length == 0 {
         return Err(err(FrameErrorKind::ZeroLength));
     }
@@ -338,7 +409,7 @@ pub fn check_frame(buf: &[u8], base: u64, max_payload: u32) -> Result<RawFrame<'
             max: max_payload,
         }));
     }
-    let frame_len = HEADER_LEN + length as usize;
+    let frame_len = header.frame_len();
     if buf.len() < frame_len {
         return Err(err(FrameErrorKind::Torn {
             needed: frame_len as u64,
@@ -408,6 +479,25 @@ mod tests {
         assert_eq!(&frame[4..8], &crc32fast::hash(&payload).to_le_bytes());
         assert_eq!(&frame[8..], &payload[..]);
         assert_eq!(decode_one(&frame, DEFAULT_MAX_PAYLOAD_LEN).unwrap(), op);
+    }
+
+    #[test]
+    fn a_header_reads_back_what_it_wrote_and_needs_its_bytes() {
+        let header = FrameHeader {
+            length: 0x0403_0201,
+            crc: 0x0807_0605,
+        };
+        let bytes = header.to_bytes();
+        assert_eq!(bytes, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(FrameHeader::read(&bytes), Some(header));
+        assert_eq!(
+            FrameHeader::read(&[bytes.as_slice(), b"payload"].concat()),
+            Some(header)
+        );
+        assert_eq!(FrameHeader::read(&bytes[..HEADER_LEN - 1]), None);
+        assert_eq!(FrameHeader::read_length(&bytes[..4]), Some(header.length));
+        assert_eq!(FrameHeader::read_length(&bytes[..3]), None);
+        assert_eq!(header.frame_len(), HEADER_LEN + 0x0403_0201);
     }
 
     #[test]
@@ -661,7 +751,7 @@ mod tests {
                 AofOperation::EpochAdvanced(EpochId(i), _) if *i as usize == bad => Err(*i),
                 _ => Ok(()),
             };
-            match encode_batch_checked(&ops, check) {
+            match encode_batch_checked(&ops, DEFAULT_MAX_PAYLOAD_LEN, check) {
                 Err((i, BatchError::Check(id))) => assert_eq!((i, id as usize), (bad, bad)),
                 other => panic!("operation {bad}: {:?}", other.map(|_| ())),
             }
@@ -690,7 +780,7 @@ mod tests {
                 assert!(*op != epoch_op(bad as u64), "a check that panics");
                 Ok(())
             };
-            match encode_batch_checked(&ops, check) {
+            match encode_batch_checked(&ops, DEFAULT_MAX_PAYLOAD_LEN, check) {
                 Err((i, BatchError::Encode(EncodeError::Serialize(why)))) => {
                     assert_eq!(i, bad / chunk * chunk, "{n} operations");
                     assert!(why.contains("panicked"), "{why}");

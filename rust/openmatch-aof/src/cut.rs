@@ -11,11 +11,12 @@
 //! `writer/recover.rs`.)
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::backup::{backup_path, backup_stamp, write_backup};
+use crate::dir_fsync::DirFsyncs;
 use crate::segment::{parse_segment_file_name, restart_segment_at};
 
 /// One part of the log that a cut removes: the bytes of `segment` from
@@ -60,7 +61,7 @@ pub fn cut_with_backups(
     restart_at: Option<u64>,
 ) -> io::Result<CutDone> {
     let stamp = backup_stamp();
-    let mut directory_fsyncs = 0;
+    let mut directory_fsyncs = DirFsyncs::default();
     let mut backups = Vec::with_capacity(parts.len());
     let mut dirs = BTreeSet::new();
     for part in parts {
@@ -71,7 +72,7 @@ pub fn cut_with_backups(
         backups.push(target);
     }
     for dir in &dirs {
-        fsync_directory(dir, &mut directory_fsyncs)?;
+        directory_fsyncs.fsync(dir)?;
     }
     if let Some(at) = restart_at {
         let last = parts
@@ -90,7 +91,7 @@ pub fn cut_with_backups(
     for part in parts.iter().rev() {
         if part.removes_file {
             std::fs::remove_file(&part.segment)?;
-            fsync_directory(&directory_of(&part.segment), &mut directory_fsyncs)?;
+            directory_fsyncs.fsync(&directory_of(&part.segment))?;
         } else {
             let file = OpenOptions::new().write(true).open(&part.segment)?;
             file.set_len(part.offset)?;
@@ -99,7 +100,7 @@ pub fn cut_with_backups(
     }
     Ok(CutDone {
         backups,
-        directory_fsyncs,
+        directory_fsyncs: directory_fsyncs.done(),
     })
 }
 
@@ -108,13 +109,6 @@ fn directory_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     }
-}
-
-/// Fsyncs `dir`, counting it in `done`.
-fn fsync_directory(dir: &Path, done: &mut usize) -> io::Result<()> {
-    File::open(dir)?.sync_all()?;
-    *done += 1;
-    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod codec;
 pub mod cut;
 pub mod decimal_sign;
+pub mod dir_fsync;
 pub mod journal;
 mod read_ahead;
 pub mod repair;
@@ -25,7 +26,7 @@ pub mod writer;
 
 pub use codec::{
     decode_all, decode_frame, decode_one, encode_batch, encode_frame, encode_frame_into,
-    EncodeError, FrameError, FrameErrorKind, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
+    EncodeError, FrameError, FrameErrorKind, FrameHeader, DEFAULT_MAX_PAYLOAD_LEN, HEADER_LEN,
 };
 pub use journal::{Journal, JournalError};
 pub use scanner::{ScanOptions, Scanner};

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::codec::{FrameErrorKind, HEADER_LEN};
+use crate::codec::{FrameErrorKind, FrameHeader, HEADER_LEN};
 use crate::cut::{cut_with_backups, CutPart};
 use crate::scanner::{verify_path, OutcomeKind, ScanError, ScanOptions, ScanReport, StopCause};
 use crate::segment::{list_segments, Segment};
@@ -207,8 +207,10 @@ fn intact_frames_after(
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
         Err(e) => return Err(RepairError::io(&seg.path, e)),
     }
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let skip = outcome.offset + HEADER_LEN as u64 + u64::from(length);
+    let Some(header) = FrameHeader::read(&header) else {
+        return Ok(0);
+    };
+    let skip = outcome.offset + header.frame_len() as u64;
     if skip >= seg.len {
         return Ok(0);
     }

@@ -11,6 +11,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::dir_fsync::fsync_directory;
+
 /// The suffix of a segment file.
 pub const SEGMENT_SUFFIX: &str = ".aof";
 
@@ -93,11 +95,8 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<bool> {
         .mode(0o700)
         .create(dir)?;
     for created in missing.iter().rev() {
-        let parent = created
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(parent)?.sync_all()?;
+        // Never the root: it exists.
+        fsync_directory(created.parent().unwrap_or(Path::new("")))?;
     }
     Ok(true)
 }
@@ -139,7 +138,7 @@ pub fn restart_segment_at(dir: &Path, start: u64, at: u64) -> io::Result<PathBuf
     let _ = std::fs::remove_file(&tmp);
     crate::backup::write_backup(&source, at - start, start + len - at, &tmp)?;
     std::fs::rename(&tmp, &target)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    fsync_directory(dir)?;
     Ok(target)
 }
 
@@ -162,7 +161,7 @@ pub fn delete_segment_durably(dir: &Path, start: u64) -> io::Result<u64> {
     let path = dir.join(segment_file_name(start));
     let len = std::fs::metadata(&path)?.len();
     std::fs::remove_file(&path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    fsync_directory(dir)?;
     Ok(len)
 }
 

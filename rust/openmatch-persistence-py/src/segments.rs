@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openmatch_aof::{backup, segment};
+use openmatch_aof::{backup, dir_fsync, segment};
 use pyo3::prelude::*;
 
 use crate::errors::AofError;
@@ -82,6 +82,15 @@ fn create_dir_durably(py: Python<'_>, path: PathBuf) -> PyResult<bool> {
         })
 }
 
+/// Fsyncs the directory `path`, making its new, renamed and removed names
+/// durable (`dir_fsync::fsync_directory`). The GIL is released while the
+/// disk works.
+#[pyfunction]
+fn fsync_directory(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| dir_fsync::fsync_directory(&path))
+        .map_err(|e| aof_io_error(&e, format!("fsync directory {}: {e}", path.display())))
+}
+
 /// Deletes the segments of `dir` that a snapshot at `covered` covers,
 /// oldest first, each deletion made durable before the next; never the last
 /// segment. For a directory another process writes (follow mode); a
@@ -121,6 +130,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(delete_covered_segments, m)?)?;
     m.add_function(wrap_pyfunction!(sync_segments, m)?)?;
     m.add_function(wrap_pyfunction!(create_dir_durably, m)?)?;
+    m.add_function(wrap_pyfunction!(fsync_directory, m)?)?;
     m.add_function(wrap_pyfunction!(restart_segment_at, m)?)?;
     m.add_function(wrap_pyfunction!(list_backups, m)?)?;
     m.add_function(wrap_pyfunction!(list_segments, m)?)?;

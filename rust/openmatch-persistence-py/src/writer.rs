@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openmatch_aof::codec::{encode_frame_into, DEFAULT_MAX_PAYLOAD_LEN};
+use openmatch_aof::codec::{encode_frame_into_bounded, DEFAULT_MAX_PAYLOAD_LEN};
 use openmatch_aof::scanner::StopCause;
 use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
 use openmatch_aof::{AofOperation, FrameError};
@@ -74,15 +74,20 @@ pub(crate) fn writer_error(py: Python<'_>, e: WriterError) -> PyErr {
     }
 }
 
-fn encode_op(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+fn encode_op(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, max_payload: u32) -> PyResult<()> {
     let op = Operation::from_py(obj)?;
-    encode_frame_into(&op, out).map_err(|e| invalid_value(e.to_string()))?;
+    encode_frame_into_bounded(&op, out, max_payload).map_err(|e| invalid_value(e.to_string()))?;
     Ok(())
 }
 
-/// The frames of `ops` and the length of each (`openmatch_aof::encode_batch`).
-fn encode_batch(ops: &[AofOperation]) -> Result<(Vec<u8>, Vec<usize>), WriterError> {
-    openmatch_aof::encode_batch(ops).map_err(|(_, e)| WriterError::Encode(e))
+/// The frames of `ops` and the length of each, bounded as the writer is
+/// (`openmatch_aof::codec::encode_batch_bounded`).
+fn encode_batch(
+    ops: &[AofOperation],
+    max_payload: u32,
+) -> Result<(Vec<u8>, Vec<usize>), WriterError> {
+    openmatch_aof::codec::encode_batch_bounded(ops, max_payload)
+        .map_err(|(_, e)| WriterError::Encode(e))
 }
 
 /// The operations out of their Python objects (this needs the GIL).
@@ -204,6 +209,11 @@ pub struct AofWriter {
 }
 
 impl AofWriter {
+    /// The writer's bound on a frame's payload, which its encoding keeps.
+    fn max_payload(&self) -> u32 {
+        self.inner.options().max_payload
+    }
+
     /// Appends `ops` as one contiguous batch; returns where it ends and the
     /// length of each record's frame. Only taking the operations out of
     /// their Python objects needs the GIL; encoding them (most of the CPU)
@@ -211,7 +221,7 @@ impl AofWriter {
     fn append_batch(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<(u64, Vec<usize>)> {
         let owned = take_ops(ops)?;
         py.detach(|| {
-            let (frames, lengths) = encode_batch(&owned)?;
+            let (frames, lengths) = encode_batch(&owned, self.max_payload())?;
             let end = self.inner.append_frames(&frames, owned.len() as u64)?;
             Ok((end, lengths))
         })
@@ -283,7 +293,7 @@ impl AofWriter {
     /// the fsync policy is satisfied.
     fn append(&self, py: Python<'_>, op: &Bound<'_, PyAny>) -> PyResult<u64> {
         let mut frame = Vec::with_capacity(512);
-        encode_op(op, &mut frame)?;
+        encode_op(op, &mut frame, self.max_payload())?;
         py.detach(|| self.inner.append_frames(&frame, 1))
             .map_err(|e| writer_error(py, e))
     }
@@ -323,7 +333,7 @@ impl AofWriter {
         let py = slf.py();
         let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
         let mut frame = Vec::with_capacity(512);
-        encode_op(op, &mut frame)?;
+        encode_op(op, &mut frame, slf.get().max_payload())?;
         let position = slf
             .get()
             .inner

@@ -305,7 +305,7 @@ impl Journal {
             let _state = self.lock(); // the end, with no append half done
             return Ok(self.writer.position());
         }
-        let encoded = encode_batch_checked(&ops, check_fits_store);
+        let encoded = encode_batch_checked(&ops, self.max_payload(), check_fits_store);
         self.admit(std::iter::once((ops, encoded)), total)
     }
 
@@ -320,12 +320,13 @@ impl Journal {
         chunks: impl Iterator<Item = Vec<AofOperation>> + Send,
     ) -> Result<u64, JournalError> {
         self.overlapped.fetch_add(1, Ordering::Relaxed);
+        let max_payload = self.max_payload();
         std::thread::scope(|scope| {
             // Bounded: the encoder runs at most a few chunks ahead.
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
             let encoder = scope.spawn(move || {
                 for chunk in chunks {
-                    let encoded = encode_batch_checked(&chunk, check_fits_store);
+                    let encoded = encode_batch_checked(&chunk, max_payload, check_fits_store);
                     if tx.send((chunk, encoded)).is_err() {
                         break; // refused: the rest is not needed
                     }
@@ -371,7 +372,8 @@ impl Journal {
                 // (Encoding is deterministic: the ones before encode again.)
                 Err((i, e)) => {
                     let (frames, lengths) =
-                        encode_batch_checked(&ops[..i], check_fits_store).unwrap_or_default();
+                        encode_batch_checked(&ops[..i], self.max_payload(), check_fits_store)
+                            .unwrap_or_default();
                     (frames, lengths, Some(unfit(index + i, e)))
                 }
             };
@@ -462,6 +464,12 @@ impl Journal {
     /// The writer: its positions, statistics, rotation and close.
     pub fn writer(&self) -> &AofWriter {
         &self.writer
+    }
+
+    /// The writer's bound on a frame's payload: what it accepts, its own
+    /// reopening reads.
+    fn max_payload(&self) -> u32 {
+        self.writer.options().max_payload
     }
 
     /// How many batches were encoded on a thread of their own while they

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::fault::{Fault, Faults, Gate};
 use super::stats::Counters;
 use super::{Gather, WriterError, WriterOptions, MAX_ADAPTIVE_WAIT};
-use crate::codec::{EncodeError, HEADER_LEN};
+use crate::codec::{EncodeError, FrameHeader, HEADER_LEN};
 
 /// The segment being appended to.
 #[derive(Debug)]
@@ -619,10 +619,7 @@ impl Shared {
 /// reopening reads (every append passes here, whoever encoded it).
 fn check_payloads(frames: &[u8], max: u32) -> Result<(), WriterError> {
     let mut at = 0usize;
-    while let Some(field) = frames.get(at..at + 4) {
-        let mut length = [0u8; 4];
-        length.copy_from_slice(field);
-        let length = u32::from_le_bytes(length);
+    while let Some(length) = frames.get(at..).and_then(FrameHeader::read_length) {
         if length > max {
             return Err(WriterError::Encode(EncodeError::TooLarge {
                 length: length as usize,

@@ -44,6 +44,7 @@ use serde::Serialize;
 use crate::codec::{
     encode_frame_into, encode_frame_into_bounded, EncodeError, DEFAULT_MAX_PAYLOAD_LEN,
 };
+use crate::dir_fsync::DirFsyncs;
 use crate::scanner::{ScanError, StopCause};
 use crate::segment::{
     covered_count, create_dir_durably, delete_segment_durably, list_segments, segment_file_name,
@@ -231,7 +232,7 @@ impl AofWriter {
         create_dir_durably(&dir).map_err(|e| WriterError::io("create directory", &dir, e))?;
         let dir_lock = DirLock::acquire(&dir)?;
         let segments = list_segments(&dir).map_err(|e| WriterError::io("list", &dir, e))?;
-        let mut dir_fsyncs = 0;
+        let mut dir_fsyncs = DirFsyncs::default();
         let (start, path, file, valid_len, truncated, backup) = match segments.last() {
             None => {
                 let path = dir.join(segment_file_name(0));
@@ -262,7 +263,7 @@ impl AofWriter {
         }
         let mut counters = Counters::default();
         counters.truncated_on_open = truncated;
-        counters.dir_fsyncs = dir_fsyncs;
+        counters.dir_fsyncs = dir_fsyncs.done() as u64;
         let report = OpenReport {
             segment: path.clone(),
             segment_start: start,
@@ -578,11 +579,11 @@ impl AofWriter {
         let new_start = st.written;
         drop(st);
         let path = shared.dir.join(segment_file_name(new_start));
-        let mut dir_fsyncs = 0;
+        let mut dir_fsyncs = DirFsyncs::default();
         let created = recover::create_segment(&shared.dir, &path, &mut dir_fsyncs);
         let mut st = shared.lock();
         st.leader = false;
-        st.counters.dir_fsyncs += dir_fsyncs;
+        st.counters.dir_fsyncs += dir_fsyncs.done() as u64;
         let result = match created {
             Ok(file) => {
                 st.current = Current {

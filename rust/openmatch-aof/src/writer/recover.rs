@@ -15,6 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::backup::{backup_path, backup_stamp, write_backup};
+use crate::dir_fsync::DirFsyncs;
 use crate::scanner::{OutcomeKind, ScanError, ScanOptions, Scanner};
 
 use super::WriterError;
@@ -77,7 +78,7 @@ pub(crate) fn open_last_segment(
     dir: &Path,
     path: &Path,
     max_payload: u32,
-    dir_fsyncs: &mut u64,
+    dir_fsyncs: &mut DirFsyncs,
 ) -> Result<(File, Tail), WriterError> {
     let file = OpenOptions::new()
         .read(true)
@@ -114,7 +115,7 @@ pub(crate) fn open_last_segment(
 pub(crate) fn create_segment(
     dir: &Path,
     path: &Path,
-    dir_fsyncs: &mut u64,
+    dir_fsyncs: &mut DirFsyncs,
 ) -> Result<File, WriterError> {
     let file = OpenOptions::new()
         .read(true)
@@ -129,14 +130,9 @@ pub(crate) fn create_segment(
     Ok(file)
 }
 
-/// Makes the directory's entries (new files, renames, truncations' names)
-/// durable; adds one to `done` once the fsync succeeded (the writer's
-/// [`super::WriterStats::dir_fsyncs`]: a test's only view of a directory
-/// fsync, which matters to a power loss, not to the process).
-pub(crate) fn fsync_dir(dir: &Path, done: &mut u64) -> Result<(), WriterError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| WriterError::io("fsync directory", dir, e))?;
-    *done += 1;
-    Ok(())
+/// Makes the directory's new entries durable, counted in `done` (the
+/// writer's [`super::WriterStats::dir_fsyncs`]).
+fn fsync_dir(dir: &Path, done: &mut DirFsyncs) -> Result<(), WriterError> {
+    done.fsync(dir)
+        .map_err(|e| WriterError::io("fsync directory", dir, e))
 }
