@@ -31,11 +31,16 @@ impl FrameHeader {
     /// than [`HEADER_LEN`].
     #[inline]
     pub fn read(buf: &[u8]) -> Option<Self> {
-        let header: &[u8; HEADER_LEN] = buf.first_chunk()?;
-        Some(Self {
+        buf.first_chunk().map(Self::from_bytes)
+    }
+
+    /// The header these bytes hold.
+    #[inline]
+    pub fn from_bytes(header: &[u8; HEADER_LEN]) -> Self {
+        Self {
             length: u32_le_at(header, 0),
             crc: u32_le_at(header, CRC_AT),
-        })
+        }
     }
 
     /// The length field at the start of `buf`, or None when `buf` is

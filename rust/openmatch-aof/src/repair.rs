@@ -196,20 +196,14 @@ fn intact_frames_after(
     if !length_trusted(&outcome.cause) {
         return Ok(0);
     }
+    // A trusted cause is a frame the scanner read whole, header and
+    // payload: a header cut short now is a file changed under the repair.
     let mut header = [0u8; HEADER_LEN];
     let mut file = File::open(&seg.path).map_err(|e| RepairError::io(&seg.path, e))?;
-    let read = file
-        .seek(SeekFrom::Start(outcome.offset))
-        .and_then(|_| file.read_exact(&mut header));
-    match read {
-        Ok(()) => {}
-        // A header cut short: nothing behind it to count.
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-        Err(e) => return Err(RepairError::io(&seg.path, e)),
-    }
-    let Some(header) = FrameHeader::read(&header) else {
-        return Ok(0);
-    };
+    file.seek(SeekFrom::Start(outcome.offset))
+        .and_then(|_| file.read_exact(&mut header))
+        .map_err(|e| RepairError::io(&seg.path, e))?;
+    let header = FrameHeader::from_bytes(&header);
     let skip = outcome.offset + header.frame_len() as u64;
     if skip >= seg.len {
         return Ok(0);
@@ -573,6 +567,25 @@ mod tests {
             bytes: std::fs::metadata(path).unwrap().len(),
             removes_file: true,
         }
+    }
+
+    #[test]
+    fn frames_behind_a_length_that_cannot_be_trusted_are_not_counted() {
+        // A zero length field with frames behind it: skipping the header
+        // would find them, but a zero length is no frame's, so there is no
+        // telling where the damage ends.
+        let dir = tempfile::tempdir().unwrap();
+        let (data, lens) = frames(3);
+        let first = lens[0] as usize;
+        let damaged = [&data[..first], &[0u8; HEADER_LEN][..], &data[first..]].concat();
+        segment(dir.path(), 0, &damaged);
+        let plan = plan_repair(dir.path(), None, MAX).unwrap();
+        assert_eq!(
+            plan.report.outcome.cause.as_ref().map(StopCause::name),
+            Some("zero_length")
+        );
+        assert_eq!((plan.parts[0].offset, plan.damaged_frames), (lens[0], 1));
+        assert_eq!(plan.intact_frames, 0);
     }
 
     #[test]
