@@ -615,6 +615,11 @@ mod tests {
         // older segment, which goes instead.
         let plan = plan_repair(dir.path(), Some(len + 5), MAX).unwrap();
         assert_eq!(plan.parts, vec![whole_of(&first)]);
+        assert_eq!((plan.damaged_frames, plan.intact_frames), (0, 4));
+        // A checkpoint inside the gap: no snapshot holds the later
+        // segment, and a restart at the checkpoint would leave the gap.
+        let err = plan_repair(dir.path(), Some(len + 2), MAX).unwrap_err();
+        assert!(err.to_string().contains("refusing to repair"), "{err}");
         // A checkpoint inside the older segment: the later one holds what
         // no snapshot holds, and is not deleted.
         let err = plan_repair(dir.path(), Some(3), MAX).unwrap_err();
@@ -640,6 +645,14 @@ mod tests {
         assert_eq!(plan.bytes_removed(), checkpoint);
         let err = plan_repair(dir.path(), Some(len + 1), MAX).unwrap_err();
         assert!(err.to_string().contains("past the AOF's end"), "{err}");
+        // Damage right at the checkpoint: the log is cut there, as without
+        // one (everything before it is whole).
+        let mut at = data.clone();
+        at[checkpoint as usize + 5] ^= 1;
+        std::fs::write(&seg, &at).unwrap();
+        let cut = plan_repair(dir.path(), Some(checkpoint), MAX).unwrap();
+        assert_eq!((cut.parts[0].offset, cut.restart_at), (checkpoint, None));
+        std::fs::write(&seg, &bad).unwrap();
         let done = repair(dir.path(), Some(checkpoint), MAX, Some(&plan.parts)).unwrap();
         assert_eq!(done.after.outcome.kind, OutcomeKind::Clean);
         let restarted = std::fs::read(dir.path().join(segment_file_name(checkpoint))).unwrap();
