@@ -104,7 +104,8 @@ pub fn cut_with_backups(
     })
 }
 
-fn directory_of(path: &Path) -> PathBuf {
+/// The directory holding `path` (`.` for a bare file name).
+pub(crate) fn directory_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),

@@ -21,7 +21,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{FrameErrorKind, FrameHeader, HEADER_LEN};
-use crate::cut::{cut_with_backups, CutPart};
+use crate::cut::{cut_with_backups, directory_of, CutPart};
 use crate::scanner::{verify_path, OutcomeKind, ScanError, ScanOptions, ScanReport, StopCause};
 use crate::segment::{list_segments, Segment};
 use crate::writer::{DirLock, WriterError};
@@ -385,13 +385,11 @@ fn plan_restart(
 /// The directory's writer lock, for a repair or cut of `path`.
 fn lock(path: &Path, why: &'static str) -> Result<DirLock, RepairError> {
     let dir = if path.is_dir() {
-        path
+        path.to_owned()
     } else {
-        path.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
+        directory_of(path)
     };
-    DirLock::acquire(dir).map_err(|source| RepairError::Locked {
+    DirLock::acquire(&dir).map_err(|source| RepairError::Locked {
         path: path.display().to_string(),
         why,
         source,
@@ -657,6 +655,19 @@ mod tests {
         assert_eq!(done.after.outcome.kind, OutcomeKind::Clean);
         let restarted = std::fs::read(dir.path().join(segment_file_name(checkpoint))).unwrap();
         assert_eq!(restarted, &data[checkpoint as usize..]);
+    }
+
+    #[test]
+    fn damage_below_the_checkpoint_needs_no_new_segment_when_a_later_one_starts_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second, len) = two_segments(dir.path());
+        let mut data = std::fs::read(&first).unwrap();
+        data[5] ^= 1;
+        std::fs::write(&first, &data).unwrap();
+        let plan = plan_repair(dir.path(), Some(len), MAX).unwrap();
+        assert_eq!(plan.parts, vec![whole_of(&first)]);
+        assert_eq!((plan.restart_at, plan.bytes_removed()), (None, len));
+        assert!(second.exists());
     }
 
     #[test]
