@@ -8,6 +8,14 @@ order id, a trade id, a (user, asset), an epoch id): during an outage it
 grows with the number of distinct rows changed, never with the number of
 operations, so its memory is bounded by the size of the state.
 
+No exception loses a take either, not even one a signal handler raises in
+the thread that collects (the follower's, a ``flush()`` interrupted by
+Ctrl-C): the engine's sources move their changes into the flusher's set in
+one native call (``take_changes_into``), and every later move of them (into
+the pending set, back from a failed batch) is one native call too, so the
+rows are always in one place or the other. A take lost on the way would let
+a later flush record a checkpoint past changes the database never got.
+
 A failed transaction loses nothing: the batch goes back into the pending set
 (where newer rows of the same keys win) and is retried with exponential
 backoff, while the AOF appends go on. The lag is in :meth:`Flusher.stats`
@@ -109,10 +117,28 @@ class _Pending:
             self.closed_epochs_through = getattr(changes, "closed_epochs_through", None)
         return count
 
+    def take_from(self, incoming: _core.StateChanges, now: float) -> None:
+        """Moves ``incoming`` (a source's takes) in: its rows first, in one
+        native call, then its position. An exception between the two leaves
+        rows ahead of the position noted, until the next take notes it
+        (a stop's final flush takes again): never a position ahead of rows
+        the database does not get."""
+        position = incoming.position
+        clock_ns = incoming.clock_ns
+        closed = incoming.closed_epochs_through
+        if len(incoming) and self.since is None:
+            self.since = now
+        incoming.drain_into(self.rows)
+        if not self.taken or position > self.position:
+            self.taken = True
+            self.position = position
+            self.clock_ns = clock_ns
+            self.closed_epochs_through = closed
+
     def restore(self, older: _Pending) -> None:
-        """Puts a failed batch back under the rows taken since (which win)."""
-        older.rows.absorb(self.rows)
-        self.rows = older.rows
+        """Puts a failed batch back under the rows taken since (which win),
+        in one native call (``absorb_older``)."""
+        self.rows.absorb_older(older.rows)
         if older.taken and (not self.taken or older.position > self.position):
             self.taken = True
             self.position = older.position
@@ -173,6 +199,8 @@ class Flusher:
         # when flush() runs beside the background cycle.
         self._collect_lock = threading.Lock()
         self._pending = _Pending()
+        # What the source hands over, until it is moved into _pending.
+        self._incoming = _core.StateChanges()
         self._inflight: _Pending | None = None  # the batch being written
         self._flushed_position: int | None = None
         self._flushes = 0
@@ -191,28 +219,46 @@ class Flusher:
         """Takes the source's changes into the pending set; returns the number
         of rows taken. Call it where touching the source is allowed."""
         with self._collect_lock:
-            changes = self._source.take_changes()
+            take_into = getattr(self._source, "take_changes_into", None)
+            if take_into is None:
+                # A source written in Python (a test's, a benchmark's): its
+                # take is as safe from signals as its own code.
+                changes = self._source.take_changes()
+                with self._lock:
+                    return self._pending.add(changes, self._clock())
+            # Outside the lock (the journal's take waits for the AOF to be
+            # durable), into a set only collect touches; then moved.
+            taken: int = take_into(self._incoming)
             with self._lock:
-                return self._pending.add(changes, self._clock())
+                self._pending.take_from(self._incoming, self._clock())
+            return taken
 
     def write_pending(self) -> WriteResult | None:
         """Writes the pending set in one transaction. On failure the rows go
         back to the pending set and :class:`StoreError` is raised. Returns
         None when there was nothing to write."""
         with self._write_lock:
-            with self._lock:
-                taken = self._pending
-                if not taken.taken or (not len(taken) and taken.position == self._flushed_position):
-                    return None
-                self._pending = _Pending()
-                self._inflight = taken
-            batch = taken.batch()
+            taken = self._pending
+            batch: ChangeBatch | None = None
             try:
+                with self._lock:
+                    if not taken.taken or (
+                        not len(taken) and taken.position == self._flushed_position
+                    ):
+                        return None
+                    self._pending = _Pending()
+                    self._inflight = taken
+                batch = taken.batch()
                 result = self._store.write_changes(batch)
             except BaseException as e:
                 with self._lock:
-                    self._pending.restore(taken)
+                    # Also for an exception (a signal's) before the batch
+                    # left: put back whatever was taken out.
+                    if self._pending is not taken:
+                        self._pending.restore(taken)
                     self._inflight = None
+                    if batch is None:
+                        raise
                     self._failures += 1
                     self._consecutive += 1
                     self._last_error = str(e)

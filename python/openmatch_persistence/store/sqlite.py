@@ -10,7 +10,6 @@ file, so a committed flush survives a power loss.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
 import logging
@@ -19,9 +18,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from openmatch_persistence import _core
 from openmatch_persistence.errors import StoreError
@@ -70,6 +69,8 @@ DEFAULT_SQLITE_PATH = Path("openmatch-data") / "state.sqlite3"
 
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def _json_rows(columns: tuple[str, ...], node: str | None) -> str:
@@ -256,8 +257,10 @@ class SqliteStore(ClosesOnExit):
     def claim(
         self, data_dir_id: uuid.UUID, data_dir_path: str, *, adopt: bool, claimed_as: str
     ) -> str:
-        with self._write_transaction("claiming the database") as c:
-            how = self._claim(c, data_dir_id, data_dir_path, adopt, claimed_as)
+        how = self._in_write_transaction(
+            "claiming the database",
+            lambda c: self._claim(c, data_dir_id, data_dir_path, adopt, claimed_as),
+        )
         self._data_dir_id, self._data_dir_path = data_dir_id, data_dir_path
         return how
 
@@ -303,10 +306,13 @@ class SqliteStore(ClosesOnExit):
         check_image_size(f"sqlite:{self._path}", len(data))
         written_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
         what = f"state image at position {position}"
-        with self._write_transaction(what) as c:
+        ours = None if self._data_dir_id is None else str(self._data_dir_id)
+
+        def write(c: sqlite3.Connection) -> None:
             self._check_identity(c, what)
-            ours = None if self._data_dir_id is None else str(self._data_dir_id)
             c.execute(_UPSERT_IMAGE, (position, epoch_id, data, written_at, ours))
+
+        self._in_write_transaction(what, write)
 
     def load_image(self) -> StateImage | None:
         try:
@@ -321,24 +327,38 @@ class SqliteStore(ClosesOnExit):
         return StateImage(position, epoch_id, data, _opt_uuid(data_dir_id))
 
     def write_changes(self, batch: ChangeBatch) -> WriteResult:
-        with self._write_transaction(f"flush to position {batch.position}") as c:
-            return self._write(c, batch)
+        return self._in_write_transaction(
+            f"flush to position {batch.position}", lambda c: self._write(c, batch)
+        )
 
-    @contextlib.contextmanager
-    def _write_transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction under the store's lock:
-        committed when the block ends, rolled back if it raises; SQLite's
-        errors become :class:`StoreError` naming ``what``."""
+    def _in_write_transaction(self, what: str, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``body`` in one ``BEGIN IMMEDIATE`` transaction under the store's
+        lock: committed when it returns, rolled back if it raises; SQLite's
+        errors become :class:`StoreError` naming ``what``.
+
+        Not a generator context manager: an exception a signal raises
+        between its ``__enter__`` taking the lock and the ``with`` that
+        would release it would leave the lock held by a suspended generator
+        (and the next write of this thread waiting for it forever). Here the
+        lock is a ``with`` of this frame. Whether a transaction is open is
+        asked of SQLite, not inferred from which statement ran: such an
+        exception between BEGIN and the body, or after COMMIT, must neither
+        leave one open (every later write would fail with "cannot start a
+        transaction within a transaction") nor roll back a committed one."""
         with self._lock:
             c = self._conn
             try:
-                c.execute(_BEGIN_WRITE)
-                try:
-                    yield c
-                except BaseException:
+                if c.in_transaction:
                     c.execute(_ROLLBACK)
+                try:
+                    c.execute(_BEGIN_WRITE)
+                    result = body(c)
+                    c.execute(_COMMIT)
+                    return result
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute(_ROLLBACK)
                     raise
-                c.execute(_COMMIT)
             except sqlite3.Error as e:
                 raise StoreError(f"{self._path}: {what}: {e}") from e
 

@@ -170,6 +170,24 @@ impl Journal {
         Ok(StateChanges::new(c))
     }
 
+    /// As `take_changes`, folded into `target` in the same call (see
+    /// `State.take_changes_into`); returns how many entities were taken.
+    fn take_changes_into(
+        &self,
+        py: Python<'_>,
+        target: &Bound<'_, StateChanges>,
+    ) -> PyResult<usize> {
+        let j = &self.inner;
+        let target = target.get();
+        py.detach(|| {
+            let c = j.take_changes()?;
+            let taken = c.len();
+            target.lock().absorb(c);
+            Ok(taken)
+        })
+        .map_err(|e| journal_error(py, e))
+    }
+
     /// `(position, image)`: the state's image once the log up to
     /// `position` is durable.
     fn image<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {

@@ -466,6 +466,36 @@ impl StateChanges {
         py.detach(|| self.lock().absorb(taken));
         Ok(())
     }
+    /// Moves every change of these into `target`, which takes them as
+    /// newer (see `absorb`); these are left empty, at position 0. One call,
+    /// so that no exception raised by a Python signal handler can land
+    /// between the two halves: the changes are here or there, never lost.
+    fn drain_into(&self, py: Python<'_>, target: &Bound<'_, StateChanges>) -> PyResult<()> {
+        let target = target.get();
+        if std::ptr::eq(target, self) {
+            return Err(invalid_value("a change set cannot drain into itself"));
+        }
+        let moved = std::mem::take(&mut *self.lock());
+        py.detach(|| target.lock().absorb(moved));
+        Ok(())
+    }
+    /// Folds in `older`, changes taken before these (a batch that failed
+    /// to write, put back): where both hold a row of one key, these win;
+    /// `older`'s trades come first; position, clock and closed epochs stay
+    /// the later side's. `older` is left empty. One call, as `drain_into`.
+    fn absorb_older(&self, py: Python<'_>, older: &Bound<'_, StateChanges>) -> PyResult<()> {
+        let older = older.get();
+        if std::ptr::eq(older, self) {
+            return Err(invalid_value("a change set cannot absorb itself"));
+        }
+        let mut merged = std::mem::take(&mut *older.lock());
+        py.detach(|| {
+            let mut mine = self.lock();
+            merged.absorb(std::mem::take(&mut *mine));
+            *mine = merged;
+        });
+        Ok(())
+    }
     /// How many entities changed.
     fn __len__(&self) -> usize {
         self.lock().len()
@@ -794,6 +824,17 @@ impl State {
     fn take_changes(&mut self) -> PyResult<StateChanges> {
         let c = self.owned_mut()?.take_changes();
         Ok(StateChanges::new(c))
+    }
+
+    /// As `take_changes`, folded into `target` as newer changes in the same
+    /// call (see `StateChanges.drain_into`): what a flusher takes is in
+    /// the state or in its set, whatever exception a signal raises.
+    /// Returns how many entities were taken.
+    fn take_changes_into(&mut self, target: &Bound<'_, StateChanges>) -> PyResult<usize> {
+        let c = self.owned_mut()?.take_changes();
+        let taken = c.len();
+        target.get().lock().absorb(c);
+        Ok(taken)
     }
 
     /// A state from entities: exported ones (`orders()`, `balances()`,
