@@ -296,7 +296,11 @@ def test_kill_9_either_side_at_random_points(
                 assert proc.returncode in (143, -signal.SIGTERM), err.decode()
             else:
                 proc.kill()
-                proc.communicate(timeout=30)
+                _, err = proc.communicate(timeout=30)
+                # Still following when killed: a follower that had stopped
+                # on its own (an error at its start, say) would otherwise
+                # pass unseen.
+                assert proc is writer or proc.returncode == -signal.SIGKILL, err.decode()
         if read_identity(data_dir) is not None and _has_checkpoint(data_dir, database):
             at, digest = database_state(data_dir, database)
             assert digest == replayed_digest(aof, at)
