@@ -109,12 +109,11 @@ class _Pending:
             self.rows = taken  # ours: the source hands each take over once
         else:
             self.rows.absorb(taken)
-        position = changes.position
-        if not self.taken or position > self.position:
-            self.taken = True
-            self.position = position
-            self.clock_ns = getattr(changes, "clock_ns", None)
-            self.closed_epochs_through = getattr(changes, "closed_epochs_through", None)
+        self._note(
+            changes.position,
+            getattr(changes, "clock_ns", None),
+            getattr(changes, "closed_epochs_through", None),
+        )
         return count
 
     def take_from(self, incoming: _core.StateChanges, now: float) -> None:
@@ -129,6 +128,11 @@ class _Pending:
         if len(incoming) and self.since is None:
             self.since = now
         incoming.drain_into(self.rows)
+        self._note(position, clock_ns, closed)
+
+    def _note(self, position: int, clock_ns: int | None, closed: int | None) -> None:
+        """Something was taken at ``position``: the batch's position (with
+        the state's clock and closed epochs there) moves to it, never back."""
         if not self.taken or position > self.position:
             self.taken = True
             self.position = position
@@ -139,11 +143,8 @@ class _Pending:
         """Puts a failed batch back under the rows taken since (which win),
         in one native call (``absorb_older``)."""
         self.rows.absorb_older(older.rows)
-        if older.taken and (not self.taken or older.position > self.position):
-            self.taken = True
-            self.position = older.position
-            self.clock_ns = older.clock_ns
-            self.closed_epochs_through = older.closed_epochs_through
+        if older.taken:
+            self._note(older.position, older.clock_ns, older.closed_epochs_through)
         if older.since is not None and (self.since is None or older.since < self.since):
             self.since = older.since
 

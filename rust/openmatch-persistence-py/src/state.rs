@@ -339,6 +339,15 @@ impl StateChanges {
     pub(crate) fn lock(&self) -> MutexGuard<'_, st::Changes> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// `other`, refused when it is this set: locking both would deadlock.
+    fn other<'a>(&self, other: &'a Bound<'_, StateChanges>, what: &str) -> PyResult<&'a Self> {
+        let other = other.get();
+        if std::ptr::eq(other, self) {
+            return Err(invalid_value(format!("a change set cannot {what}")));
+        }
+        Ok(other)
+    }
 }
 
 #[pymethods]
@@ -458,10 +467,7 @@ impl StateChanges {
     /// first; position, clock and closed epochs become the later side's.
     /// `newer` is left as it was.
     fn absorb(&self, py: Python<'_>, newer: &Bound<'_, StateChanges>) -> PyResult<()> {
-        let newer = newer.get();
-        if std::ptr::eq(newer, self) {
-            return Err(invalid_value("a change set cannot absorb itself"));
-        }
+        let newer = self.other(newer, "absorb itself")?;
         let taken = newer.lock().clone();
         py.detach(|| self.lock().absorb(taken));
         Ok(())
@@ -471,10 +477,7 @@ impl StateChanges {
     /// so that no exception raised by a Python signal handler can land
     /// between the two halves: the changes are here or there, never lost.
     fn drain_into(&self, py: Python<'_>, target: &Bound<'_, StateChanges>) -> PyResult<()> {
-        let target = target.get();
-        if std::ptr::eq(target, self) {
-            return Err(invalid_value("a change set cannot drain into itself"));
-        }
+        let target = self.other(target, "drain into itself")?;
         let moved = std::mem::take(&mut *self.lock());
         py.detach(|| target.lock().absorb(moved));
         Ok(())
@@ -484,10 +487,7 @@ impl StateChanges {
     /// `older`'s trades come first; position, clock and closed epochs stay
     /// the later side's. `older` is left empty. One call, as `drain_into`.
     fn absorb_older(&self, py: Python<'_>, older: &Bound<'_, StateChanges>) -> PyResult<()> {
-        let older = older.get();
-        if std::ptr::eq(older, self) {
-            return Err(invalid_value("a change set cannot absorb itself"));
-        }
+        let older = self.other(older, "absorb itself")?;
         let mut merged = std::mem::take(&mut *older.lock());
         py.detach(|| {
             let mut mine = self.lock();
