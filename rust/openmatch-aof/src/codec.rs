@@ -251,15 +251,10 @@ pub fn encode_batch_checked<E: Send>(
     check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
 ) -> Result<EncodedBatch, (usize, BatchError<E>)> {
     let encode_all = |ops: &[AofOperation], first: usize| {
-        let mut out = Vec::with_capacity(ops.len() * 300);
+        let mut out = BoundedFrames::in_buffer(Vec::with_capacity(ops.len() * 300), max_payload);
         let mut lengths = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            check(op).map_err(|e| (first + i, BatchError::Check(e)))?;
-            let len = encode_frame_into_bounded(op, &mut out, max_payload)
-                .map_err(|e| (first + i, BatchError::Encode(e)))?;
-            lengths.push(len);
-        }
-        Ok((out, lengths))
+        encode_run_into(ops, &check, &mut out, &mut lengths).map_err(|(i, e)| (first + i, e))?;
+        Ok((out.into_buffer(), lengths))
     };
     if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
         // Before asking for the cores: on Linux that reads cgroup files,
@@ -302,6 +297,87 @@ pub fn encode_batch_checked<E: Send>(
         lengths.extend(lens);
     }
     Ok((out, lengths))
+}
+
+/// Whole frames, one after the other, each with a payload of at most
+/// [`BoundedFrames::bound`] bytes. Only [`encode_run_into`] adds to them,
+/// so a writer whose own bound is at least that takes them without
+/// reading every frame's header again (10,000 headers spread over
+/// megabytes are 10,000 cache misses).
+#[derive(Debug, Default)]
+pub struct BoundedFrames {
+    bytes: Vec<u8>,
+    bound: u32,
+}
+
+impl BoundedFrames {
+    /// No frames yet, in `buf`'s memory (emptied), for payloads of at
+    /// most `bound` bytes.
+    pub fn in_buffer(mut buf: Vec<u8>, bound: u32) -> Self {
+        buf.clear();
+        BoundedFrames { bytes: buf, bound }
+    }
+
+    /// The bound every frame's payload is within.
+    pub fn bound(&self) -> u32 {
+        self.bound
+    }
+
+    /// The frames.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// How many bytes of frames.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Swaps the frames for `other`'s bytes, which must be empty (a
+    /// writer's queue taking them without a copy); returns whether it
+    /// did. Frames are never swapped for bytes that hold anything.
+    pub fn swap_out(&mut self, other: &mut Vec<u8>) -> bool {
+        if !other.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut self.bytes, other);
+        true
+    }
+
+    /// Drops the frames, keeping the memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    /// The memory, for reuse.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Encodes `ops`, in order, onto the end of `out`, within its bound,
+/// pushing each frame's length onto `lengths`, after `check` on each. The
+/// first operation refused by either stops it with its index in `ops`;
+/// `out` and `lengths` then hold the frames of the ones before it, and
+/// nothing of it.
+pub fn encode_run_into<E>(
+    ops: &[AofOperation],
+    check: impl Fn(&AofOperation) -> Result<(), E>,
+    out: &mut BoundedFrames,
+    lengths: &mut Vec<usize>,
+) -> Result<(), (usize, BatchError<E>)> {
+    for (i, op) in ops.iter().enumerate() {
+        check(op).map_err(|e| (i, BatchError::Check(e)))?;
+        let len = encode_frame_into_bounded(op, &mut out.bytes, out.bound)
+            .map_err(|e| (i, BatchError::Encode(e)))?;
+        lengths.push(len);
+    }
+    Ok(())
 }
 
 /// How many parts (threads, the calling one included) a batch of `len`

@@ -17,6 +17,7 @@ pub mod repair;
 pub mod rfc3339;
 pub mod scanner;
 pub mod segment;
+pub mod spare;
 pub mod state;
 pub mod state_image;
 pub mod store_fit;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openmatch_aof::codec::{EncodeError, HEADER_LEN};
+use openmatch_aof::codec::{encode_run_into, BoundedFrames, EncodeError, HEADER_LEN};
 use openmatch_aof::segment::{list_segments, segment_file_name};
 use openmatch_aof::writer::{
     AofWriter, Fault, FsyncPolicy, Gate, Gather, WriterError, WriterOptions,
@@ -1051,4 +1051,76 @@ fn a_frame_over_the_writers_own_bound_is_refused_and_the_log_reopens() {
     assert_eq!(w.position(), end);
     w.close().unwrap();
     assert_eq!(read_log(dir.path()), vec![small]);
+}
+
+/// Frames of `ops`, encoded within `bound`.
+fn bounded(ops: &[AofOperation], bound: u32) -> BoundedFrames {
+    let mut frames = BoundedFrames::in_buffer(Vec::new(), bound);
+    let mut lengths = Vec::new();
+    encode_run_into(ops, |_| Ok::<(), ()>(()), &mut frames, &mut lengths).unwrap();
+    frames
+}
+
+#[test]
+fn handed_over_frames_are_queued_in_order_and_an_empty_buffer_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = AofWriter::open(dir.path(), opts(FsyncPolicy::Always)).unwrap();
+    let frame_len = encode_frame(&op(0)).unwrap().len() as u64;
+    // The first is taken whole (nothing pending), the second is copied
+    // behind it (the first still pending): both paths, one log.
+    let mut first = bounded(&[op(1), op(2)], u32::MAX);
+    let mut second = bounded(&[op(3)], u32::MAX);
+    let end1 = w.submit_frames_owned(&mut first, 2).unwrap();
+    let end2 = w.submit_frames_owned(&mut second, 1).unwrap();
+    assert_eq!((end1, end2), (2 * frame_len, 3 * frame_len));
+    assert!(
+        first.is_empty() && second.is_empty(),
+        "both come back empty"
+    );
+    w.wait_appended(end2).unwrap();
+    assert_eq!(w.durable_position(), end2);
+    // Memory given back is reused, not holding old frames.
+    let mut again = BoundedFrames::in_buffer(first.into_buffer(), u32::MAX);
+    let mut lengths = Vec::new();
+    encode_run_into(&[op(4)], |_| Ok::<(), ()>(()), &mut again, &mut lengths).unwrap();
+    assert_eq!(again.as_bytes(), encode_frame(&op(4)).unwrap());
+    w.append_frames(again.as_bytes(), 1).unwrap();
+    w.close().unwrap();
+    assert_eq!(read_log(dir.path()), vec![op(1), op(2), op(3), op(4)]);
+}
+
+#[test]
+fn frames_bounded_past_the_writers_bound_are_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = WriterOptions {
+        max_payload: 8,
+        ..opts(FsyncPolicy::Always)
+    };
+    let w = AofWriter::open(dir.path(), small).unwrap();
+    // Encoded within a bound the writer does not share: each frame is
+    // checked against the writer's own.
+    let mut frames = bounded(&[op(1)], u32::MAX);
+    let err = w.submit_frames_owned(&mut frames, 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriterError::Encode(EncodeError::TooLarge { max: 8, .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(w.position(), 0, "nothing queued");
+    assert_eq!(frames.len(), encode_frame(&op(1)).unwrap().len(), "kept");
+    // Within the writer's bound: taken.
+    let payload = encode_frame(&op(1)).unwrap().len() - HEADER_LEN;
+    let fits = WriterOptions {
+        max_payload: payload as u32,
+        ..opts(FsyncPolicy::Always)
+    };
+    w.close().unwrap();
+    let w = AofWriter::open(dir.path(), fits).unwrap();
+    let mut frames = bounded(&[op(1)], payload as u32);
+    let end = w.submit_frames_owned(&mut frames, 1).unwrap();
+    w.wait_appended(end).unwrap();
+    w.close().unwrap();
+    assert_eq!(read_log(dir.path()), vec![op(1)]);
 }

@@ -69,8 +69,9 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use replay::{replay, replay_with_limit, LogViolation, Replayed};
 
-use crate::codec::{encode_batch_checked, BatchError, EncodeError, EncodedBatch};
+use crate::codec::{encode_run_into, BatchError, BoundedFrames, EncodeError};
 use crate::scanner::{OutcomeKind, ScanError};
+use crate::spare::Spares;
 use crate::state::{Changes, State, Violation};
 use crate::state_image::encode_image;
 use crate::store_fit::check_fits_store;
@@ -137,9 +138,15 @@ const OVERLAP_FROM: usize = 4096;
 /// hand-over costs nothing, small enough that judging starts early.
 const OVERLAP_CHUNK: usize = 1024;
 
-/// A chunk's frames and their lengths, or the first operation of the chunk
-/// that does not fit or cannot be encoded.
-type EncodedChunk = Result<EncodedBatch, (usize, BatchError<String>)>;
+/// A chunk of a batch as its judging gets it: its operations, the length
+/// of each one's frame (in the batch's frames), and the first operation of
+/// the chunk that does not fit or cannot be encoded (none has a length from
+/// it on).
+type EncodedChunk = (
+    Vec<AofOperation>,
+    Vec<usize>,
+    Option<(usize, BatchError<String>)>,
+);
 
 /// Whether a batch of `total` operations is encoded beside its judging:
 /// a large batch, and a core for the encoder beside the judge's. `cores`
@@ -152,18 +159,12 @@ fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `ops` split, in order, into vectors of `size` (the last may be shorter).
-fn into_chunks(ops: Vec<AofOperation>, size: usize) -> Vec<Vec<AofOperation>> {
-    let mut chunks = Vec::with_capacity(ops.len().div_ceil(size));
-    let mut ops = ops.into_iter();
-    loop {
-        let chunk: Vec<AofOperation> = ops.by_ref().take(size).collect();
-        if chunk.is_empty() {
-            return chunks;
-        }
-        chunks.push(chunk);
-    }
-}
+/// Frame buffers kept: enough for the batches of a few threads at once.
+const SPARE_FRAME_BUFFERS: usize = 4;
+
+/// Chunk buffers kept: those an overlapped batch has in flight (the
+/// encoder's, the channel's, the judge's).
+const SPARE_CHUNKS: usize = 8;
 
 /// The journal's error for an operation the encoding refused.
 fn unfit(index: usize, e: BatchError<String>) -> JournalError {
@@ -182,6 +183,10 @@ pub struct Journal {
     state: Mutex<State>,
     /// Batches encoded on a thread of their own beside their judging.
     overlapped: AtomicU64,
+    /// Buffers a batch's frames are encoded into, kept between batches.
+    frame_buffers: Spares<u8>,
+    /// Buffers the chunks of an overlapped batch are made in.
+    chunk_buffers: Spares<AofOperation>,
 }
 
 impl Journal {
@@ -239,6 +244,8 @@ impl Journal {
                 writer,
                 state: Mutex::new(state),
                 overlapped: AtomicU64::new(0),
+                frame_buffers: Spares::new(SPARE_FRAME_BUFFERS),
+                chunk_buffers: Spares::new(SPARE_CHUNKS),
             },
             replayed,
         ))
@@ -266,7 +273,10 @@ impl Journal {
     pub fn append_many(&self, ops: Vec<AofOperation>) -> Result<u64, JournalError> {
         let total = ops.len();
         let end = if overlaps(total, available_cores) {
-            self.submit_chunks(total, into_chunks(ops, OVERLAP_CHUNK).into_iter())?
+            let mut rest = ops.into_iter();
+            self.submit_chunks(total, move |chunk| {
+                chunk.extend(rest.by_ref().take(OVERLAP_CHUNK));
+            })?
         } else {
             self.submit(ops)?
         };
@@ -285,10 +295,13 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         let total = items.len();
         let end = if overlaps(total, available_cores) {
-            let chunks = items
-                .chunks(OVERLAP_CHUNK)
-                .map(|chunk| chunk.iter().map(&take).collect());
-            self.submit_chunks(total, chunks)?
+            let mut rest = items.chunks(OVERLAP_CHUNK);
+            let take = &take;
+            self.submit_chunks(total, move |chunk| {
+                if let Some(items) = rest.next() {
+                    chunk.extend(items.iter().map(take));
+                }
+            })?
         } else {
             self.submit(items.iter().map(&take).collect())?
         };
@@ -305,53 +318,85 @@ impl Journal {
             let _state = self.lock(); // the end, with no append half done
             return Ok(self.writer.position());
         }
-        let encoded = encode_batch_checked(&ops, self.max_payload(), check_fits_store);
-        self.admit(std::iter::once((ops, encoded)), total)
+        let mut frames = self.frames();
+        let mut lengths = Vec::with_capacity(total);
+        let refusal = encode_run_into(&ops, check_fits_store, &mut frames, &mut lengths).err();
+        let mut state = self.lock();
+        let judged = self.judge(&mut state, std::iter::once((ops, lengths, refusal)), total);
+        self.queue(state, judged, frames, total)
     }
 
-    /// As [`Journal::submit`] for a large batch, given as `chunks` of
-    /// `total` operations in all: the chunks are made and encoded on a
-    /// thread of their own while this thread judges and applies the ones
-    /// already encoded, so the two costs overlap instead of adding up. The
-    /// outcome is the same (the frames, the state, the first refusal).
+    /// As [`Journal::submit`] for a large batch of `total` operations,
+    /// made chunk by chunk by `fill` (which adds the next chunk's
+    /// operations to the empty vector it is given, or none once all are
+    /// made): the chunks are made and encoded on a thread of their own
+    /// while this thread judges and applies the ones already encoded, so
+    /// the two costs overlap instead of adding up. The outcome is the same
+    /// (the frames, the state, the first refusal).
     fn submit_chunks(
         &self,
         total: usize,
-        chunks: impl Iterator<Item = Vec<AofOperation>> + Send,
+        mut fill: impl FnMut(&mut Vec<AofOperation>) + Send,
     ) -> Result<u64, JournalError> {
         self.overlapped.fetch_add(1, Ordering::Relaxed);
-        let max_payload = self.max_payload();
         std::thread::scope(|scope| {
             // Bounded: the encoder runs at most a few chunks ahead.
-            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<EncodedChunk>(4);
             let encoder = scope.spawn(move || {
-                for chunk in chunks {
-                    let encoded = encode_batch_checked(&chunk, max_payload, check_fits_store);
-                    if tx.send((chunk, encoded)).is_err() {
-                        break; // refused: the rest is not needed
+                // The whole batch's frames, one after the other, in one
+                // buffer: the writer takes it as it is.
+                let mut frames = self.frames();
+                loop {
+                    let mut chunk = self.chunk_buffers.take();
+                    fill(&mut chunk);
+                    if chunk.is_empty() {
+                        self.chunk_buffers.give(chunk);
+                        break;
+                    }
+                    let mut lengths = Vec::with_capacity(chunk.len());
+                    let refusal =
+                        encode_run_into(&chunk, check_fits_store, &mut frames, &mut lengths).err();
+                    let refused = refusal.is_some();
+                    // A send fails once the judge has refused the batch.
+                    if tx.send((chunk, lengths, refusal)).is_err() || refused {
+                        break;
                     }
                 }
+                frames
             });
+            let mut state = self.lock();
+            let judged = self.judge(&mut state, rx.into_iter(), total);
             // A panicking encoder drops its sender: the chunks then end
-            // early, which `admit` refuses. Joined here, so its panic ends
+            // early, which `judge` refuses. Joined here, so its panic ends
             // with it rather than in the scope (and in the caller).
-            let admitted = self.admit(rx.into_iter(), total);
-            let _ = encoder.join();
-            admitted
+            let (judged, frames) = match encoder.join() {
+                Ok(frames) => (judged, frames),
+                Err(_) => {
+                    if judged.is_ok() {
+                        state.rollback();
+                    }
+                    let broken = "the encoding thread panicked after the last chunk";
+                    (
+                        Err(JournalError::Broken(broken.into())),
+                        BoundedFrames::default(),
+                    )
+                }
+            };
+            self.queue(state, judged, frames, total)
         })
     }
 
-    /// Judges and applies, under the state's lock, the chunks of one batch
-    /// in order, each with its encoding, then queues all their frames at
-    /// once. The first operation that does not fit, cannot be encoded or
-    /// would break an invariant fails the batch, and the state is rolled
-    /// back to before it.
-    fn admit(
+    /// Judges and applies to `state`, in order, the chunks of one batch of
+    /// `total` operations, each with the lengths of its frames; returns the
+    /// position after the last. The first operation that does not fit,
+    /// cannot be encoded or would break an invariant fails the batch, and
+    /// the state is rolled back to before it.
+    fn judge(
         &self,
-        chunks: impl Iterator<Item = (Vec<AofOperation>, EncodedChunk)>,
+        state: &mut State,
+        chunks: impl Iterator<Item = EncodedChunk>,
         total: usize,
     ) -> Result<u64, JournalError> {
-        let mut state = self.lock();
         let base = self.writer.position();
         if state.position() > base {
             return Err(JournalError::Broken(format!(
@@ -362,22 +407,12 @@ impl Journal {
         state.savepoint();
         let mut at = base;
         let mut index = 0;
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        for (ops, encoded) in chunks {
+        for (mut ops, lengths, refusal) in chunks {
             let count = ops.len();
-            let (frames, lengths, refusal) = match encoded {
-                Ok((frames, lengths)) => (frames, lengths, None),
-                // The operations before the refused one are judged first:
-                // the batch fails at its first refusal, whichever the rule.
-                // (Encoding is deterministic: the ones before encode again.)
-                Err((i, e)) => {
-                    let (frames, lengths) =
-                        encode_batch_checked(&ops[..i], self.max_payload(), check_fits_store)
-                            .unwrap_or_default();
-                    (frames, lengths, Some(unfit(index + i, e)))
-                }
-            };
-            for (i, (op, len)) in ops.into_iter().zip(&lengths).enumerate() {
+            // The operations before a refused one are judged first: the
+            // batch fails at its first refusal, whichever the rule. (They
+            // are the ones with a length.)
+            for (i, (op, len)) in ops.drain(..).zip(&lengths).enumerate() {
                 at += *len as u64;
                 if let Err(violation) = state.try_apply_owned(op, at) {
                     state.rollback();
@@ -387,12 +422,14 @@ impl Journal {
                     });
                 }
             }
-            if let Some(e) = refusal {
+            if ops.capacity() >= OVERLAP_CHUNK {
+                self.chunk_buffers.give(ops);
+            }
+            if let Some((i, e)) = refusal {
                 state.rollback();
-                return Err(e);
+                return Err(unfit(index + i, e));
             }
             index += count;
-            parts.push(frames);
         }
         if index != total {
             state.rollback();
@@ -400,25 +437,58 @@ impl Journal {
                 "the batch's encoding stopped after {index} of its {total} operations"
             )));
         }
-        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        match self.writer.submit_frame_parts(&slices, index as u64) {
-            Ok(end) if end == at => {
-                state.release();
-                Ok(end)
-            }
-            Ok(end) => {
-                // Queued, so it will be written: the state cannot be rolled
-                // back to match. Every later read fails on this.
-                state.release();
+        Ok(at)
+    }
+
+    /// Queues a judged batch's `frames` (`records` of them, ending at the
+    /// position `judged` gives), still under the state's lock so that the
+    /// log's order is the state's; releases the batch's savepoint, or rolls
+    /// it back if it cannot be queued. Gives the frame buffer back.
+    fn queue(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        judged: Result<u64, JournalError>,
+        mut frames: BoundedFrames,
+        records: usize,
+    ) -> Result<u64, JournalError> {
+        let base = self.writer.position();
+        let queued = match judged {
+            Err(e) => Err(e),
+            Ok(at) if base + frames.len() as u64 != at => {
+                state.rollback();
                 Err(JournalError::Broken(format!(
-                    "the writer queued the batch to end at {end}, the journal expected {at}"
+                    "the batch's frames end at {}, its operations at {at}",
+                    base + frames.len() as u64
                 )))
             }
-            Err(e) => {
-                state.rollback();
-                Err(e.into())
-            }
-        }
+            Ok(at) => match self.writer.submit_frames_owned(&mut frames, records as u64) {
+                Ok(end) if end == at => {
+                    state.release();
+                    Ok(end)
+                }
+                Ok(end) => {
+                    // Queued, so it will be written: the state cannot be
+                    // rolled back to match. Every later read fails on this.
+                    state.release();
+                    Err(JournalError::Broken(format!(
+                        "the writer queued the batch to end at {end}, the journal expected {at}"
+                    )))
+                }
+                Err(e) => {
+                    state.rollback();
+                    Err(e.into())
+                }
+            },
+        };
+        drop(state);
+        self.frame_buffers.give(frames.into_buffer());
+        queued
+    }
+
+    /// An empty frame buffer, a kept one if there is one, bounded by the
+    /// writer's own bound (what it accepts, its reopening reads).
+    fn frames(&self) -> BoundedFrames {
+        BoundedFrames::in_buffer(self.frame_buffers.take(), self.max_payload())
     }
 
     /// Runs `f` on the state once every operation in it is acknowledged

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use super::fault::{Fault, Faults, Gate};
 use super::stats::Counters;
 use super::{Gather, WriterError, WriterOptions, MAX_ADAPTIVE_WAIT};
-use crate::codec::{EncodeError, FrameHeader, HEADER_LEN};
+use crate::codec::{BoundedFrames, EncodeError, FrameHeader, HEADER_LEN};
+use crate::spare::trim_for_reuse;
 
 /// The segment being appended to.
 #[derive(Debug)]
@@ -264,23 +265,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Queues whole frames, given in one or more parts that follow each
-    /// other in the log; returns the position just past them.
-    pub fn enqueue(
+    /// Queues whole frames; returns the position just past them.
+    pub fn enqueue(&self, st: &mut State, frames: &[u8], records: u64) -> Result<u64, WriterError> {
+        self.check_usable(st)?;
+        check_payloads(frames, self.opts.max_payload)?;
+        st.pending.extend_from_slice(frames);
+        Ok(self.queued(st, frames.len(), records))
+    }
+
+    /// As [`Shared::enqueue`], for frames the caller hands over: when
+    /// nothing is pending, their buffer becomes the pending one (a batch of
+    /// megabytes is not copied), and `frames` is given the empty one it
+    /// replaces, to reuse. Either way `frames` returns empty. Frames
+    /// encoded within this writer's bound are not read again.
+    pub fn enqueue_owned(
         &self,
         st: &mut State,
-        parts: &[&[u8]],
+        frames: &mut BoundedFrames,
         records: u64,
     ) -> Result<u64, WriterError> {
         self.check_usable(st)?;
-        for part in parts {
-            check_payloads(part, self.opts.max_payload)?;
+        if frames.bound() > self.opts.max_payload {
+            check_payloads(frames.as_bytes(), self.opts.max_payload)?;
         }
-        let bytes: usize = parts.iter().map(|p| p.len()).sum();
-        st.pending.reserve(bytes);
-        for part in parts {
-            st.pending.extend_from_slice(part);
+        let bytes = frames.len();
+        if !frames.swap_out(&mut st.pending) {
+            st.pending.extend_from_slice(frames.as_bytes());
         }
+        frames.clear();
+        Ok(self.queued(st, bytes, records))
+    }
+
+    /// Counts `bytes` of `records` just added to `pending`; returns the
+    /// position past them.
+    fn queued(&self, st: &mut State, bytes: usize, records: u64) -> u64 {
         st.pending_records += records;
         st.end += bytes as u64;
         st.counters.appends += records;
@@ -288,7 +306,7 @@ impl Shared {
         if st.leader && st.has_full_batch(st.gather_want, self.opts.max_batch_bytes) {
             self.batch_full.notify_one();
         }
-        Ok(st.end)
+        st.end
     }
 
     /// Blocks until `target` is written (or durable), leading batches of
@@ -471,7 +489,7 @@ impl Shared {
             }
         };
         let mut buf = buf;
-        buf.clear();
+        trim_for_reuse(&mut buf);
         st.spare = buf;
         let wakes = self.publish(&mut st);
         match outcome {

@@ -42,7 +42,8 @@ pub use stats::{WriterStats, FSYNC_BUCKETS_US, LATENCY_WINDOW};
 use serde::Serialize;
 
 use crate::codec::{
-    encode_frame_into, encode_frame_into_bounded, EncodeError, DEFAULT_MAX_PAYLOAD_LEN,
+    encode_frame_into, encode_frame_into_bounded, BoundedFrames, EncodeError,
+    DEFAULT_MAX_PAYLOAD_LEN,
 };
 use crate::dir_fsync::DirFsyncs;
 use crate::scanner::{ScanError, StopCause};
@@ -403,7 +404,7 @@ impl AofWriter {
     /// [`encode_frame_into`]); an empty batch returns the current end.
     pub fn append_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
         let mut st = self.shared.lock();
-        let end = self.shared.enqueue(&mut st, &[frames], records)?;
+        let end = self.shared.enqueue(&mut st, frames, records)?;
         let goal = self.append_goal();
         self.shared.wait_for(st, end, goal)?;
         self.rotate_if_full()?;
@@ -414,15 +415,22 @@ impl AofWriter {
     /// returned position gives the policy's guarantee. For pipelining
     /// (asyncio): the order of positions is the order of `submit` calls.
     pub fn submit_frames(&self, frames: &[u8], records: u64) -> Result<u64, WriterError> {
-        self.submit_frame_parts(&[frames], records)
+        let mut st = self.shared.lock();
+        self.shared.enqueue(&mut st, frames, records)
     }
 
-    /// As [`AofWriter::submit_frames`], the frames given in parts that
-    /// follow each other in the log (a batch encoded in chunks), queued
-    /// together: no other append comes between them.
-    pub fn submit_frame_parts(&self, parts: &[&[u8]], records: u64) -> Result<u64, WriterError> {
+    /// As [`AofWriter::submit_frames`], for frames the caller hands over:
+    /// queued without a copy when nothing else is pending, and not read
+    /// again when their bound is within the writer's. `frames` comes back
+    /// empty, holding memory to reuse (the writer's, when it took the
+    /// caller's).
+    pub fn submit_frames_owned(
+        &self,
+        frames: &mut BoundedFrames,
+        records: u64,
+    ) -> Result<u64, WriterError> {
         let mut st = self.shared.lock();
-        self.shared.enqueue(&mut st, parts, records)
+        self.shared.enqueue_owned(&mut st, frames, records)
     }
 
     /// Waits until the record ending at `position` has what the policy
