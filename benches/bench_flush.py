@@ -31,7 +31,14 @@ from typing import Any
 
 import psycopg
 
-from openmatch_persistence import MarketPair, Order, OrderSide, OrderStatus, OrderType
+from openmatch_persistence import (
+    MarketPair,
+    Order,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    StateChanges,
+)
 from openmatch_persistence.flusher import Flusher
 from openmatch_persistence.store import ChangeBatch, WriteResult
 from openmatch_persistence.store.postgres import PostgresStore
@@ -103,10 +110,12 @@ class SteadySource:
             self.position += 1
             self.made.append((self.position, time.monotonic()))
 
-    def take_changes(self) -> Any:
+    def take_changes_into(self, target: StateChanges) -> int:
         with self.lock:
             rows, self.changed = list(self.changed.values()), {}
-            return ChangeBatch(orders=rows, position=self.position)
+            taken = StateChanges(rows, position=self.position)
+            target.absorb(taken)
+            return len(taken)
 
 
 class TimedStore:
@@ -131,7 +140,7 @@ def lag(url: str, schema: str, rate: int, seconds: float) -> tuple[float, float,
     store.migrate()
     timed = TimedStore(store)
     source = SteadySource()
-    flusher = Flusher(timed, source)  # type: ignore[arg-type]
+    flusher = Flusher(timed, source)
     total = int(rate * seconds)
     rng = random.Random(1)
     ops: list[Order] = []

@@ -273,27 +273,36 @@ def test_the_thread_survives_failures_and_catches_up(sqlite_store: Any) -> None:
     assert_store_holds(sqlite_store, state)
 
 
-class _Taken:
+def _taken(position: int, clock_ns: int, closed: int, rows: bool = False) -> _core.StateChanges:
     """One take of a change source: rows, and the state's clock and closed
-    epochs at its position."""
+    epochs at its position (a change set gets those from a state's take
+    only: here an empty state's, made at them)."""
+    taken = _core.StateChanges([make_order()] if rows else [])
+    state = _core.State.from_snapshot(
+        [], [], [], [], position, clock_ns=clock_ns, closed_epochs_through=closed
+    )
+    state.take_changes_into(taken)
+    return taken
 
-    def __init__(self, position: int, clock_ns: int | None, closed: int | None) -> None:
-        self.orders: list[Any] = []
-        self.trades: list[Any] = []
-        self.balances: list[Any] = []
-        self.epochs: list[Any] = []
-        self.position = position
-        self.clock_ns = clock_ns
-        self.closed_epochs_through = closed
+
+class _Takes:
+    """A change source that hands over the given takes, one per call."""
+
+    def __init__(self, *takes: _core.StateChanges) -> None:
+        self._takes = iter(takes)
+
+    def take_changes_into(self, target: _core.StateChanges) -> int:
+        taken = next(self._takes)
+        target.absorb(taken)
+        return len(taken)
 
 
 def test_a_failed_batch_goes_back_with_its_clock_and_closed_epochs(sqlite_store: Any) -> None:
     # The checkpoint's clock and closed epochs say where recovery's id
     # window and hot epochs start: a retried batch must carry those of its
     # position, not lose them to the failure.
-    takes = iter([_Taken(300, 7_000, 4), _Taken(300, 7_000, 4)])
     flaky = FlakyStore(sqlite_store, failures=1)
-    flusher = Flusher(flaky, type("Source", (), {"take_changes": lambda self: next(takes)})())
+    flusher = Flusher(flaky, _Takes(_taken(300, 7_000, 4), _taken(300, 7_000, 4)))
     flusher.collect()
     with pytest.raises(StoreError):
         flusher.write_pending()
@@ -312,10 +321,7 @@ def test_a_batch_put_back_never_moves_the_position_or_the_oldest_change_forward(
 
     def pending(position: int, clock: int, now: float, rows: bool = True) -> _Pending:
         p = _Pending()
-        taken = _Taken(position, clock, clock // 1000)
-        if rows:
-            taken.orders.append(make_order())
-        p.add(taken, now)
+        p.take_from(_taken(position, clock, clock // 1000, rows), now)
         return p
 
     newer = pending(500, 9_000, now=20.0)
@@ -515,7 +521,7 @@ def test_a_cycle_waits_at_most_an_interval_and_stops_only_for_a_failed_writer(
         def __init__(self, error: Exception) -> None:
             self.error = error
 
-        def take_changes(self) -> Any:
+        def take_changes_into(self, target: _core.StateChanges) -> int:
             raise self.error
 
     with caplog.at_level(logging.ERROR, "openmatch_persistence.flusher"):

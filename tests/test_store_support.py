@@ -7,7 +7,6 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -98,15 +97,6 @@ def make_epoch(**kw: Any) -> _core.Epoch:
     return _core.Epoch(**args)
 
 
-@dataclass
-class Changes:
-    orders: list[Any] = field(default_factory=list)
-    trades: list[Any] = field(default_factory=list)
-    balances: list[Any] = field(default_factory=list)
-    epochs: list[Any] = field(default_factory=list)
-    position: int = 0
-
-
 class FakeState:
     """A stand-in for the Rust ``State``: current rows, the keys changed
     since the last take, and an AOF position that grows with every put."""
@@ -138,18 +128,19 @@ class FakeState:
     def put_epoch(self, e: Any) -> None:
         self._put(self.epochs, "e", e.epoch_id, e)
 
-    def take_changes(self) -> Changes:
+    def take_changes_into(self, target: _core.StateChanges) -> int:
         with self.lock:
-            c = Changes(
-                orders=[self.orders[k] for k in self.changed["o"]],
-                trades=[self.trades[k] for k in self.changed["t"]],
-                balances=[self.balances[k] for k in self.changed["b"]],
-                epochs=[self.epochs[k] for k in self.changed["e"]],
-                position=self.position,
+            taken = _core.StateChanges(
+                [self.orders[k] for k in self.changed["o"]],
+                [self.trades[k] for k in self.changed["t"]],
+                [self.balances[k] for k in self.changed["b"]],
+                [self.epochs[k] for k in self.changed["e"]],
+                self.position,
             )
             for s in self.changed.values():
                 s.clear()
-            return c
+            target.absorb(taken)
+            return len(taken)
 
 
 def balance_key(b: Any) -> tuple[Any, ...]:

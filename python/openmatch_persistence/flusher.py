@@ -1,17 +1,21 @@
 """Writes the engine's state changes to the database in the background.
 
-Every ``interval`` (100 ms) the flusher drains ``source.take_changes()`` into
-its pending set and writes that set in ONE transaction that also records the
-AOF position it covers, so the database always holds the consistent state of
-a known position. The pending set keeps only the latest row per key (an
-order id, a trade id, a (user, asset), an epoch id): during an outage it
-grows with the number of distinct rows changed, never with the number of
-operations, so its memory is bounded by the size of the state.
+Every ``interval`` (100 ms) the flusher drains its source into its pending
+set and writes that set in ONE transaction that also records the AOF
+position it covers, so the database always holds the consistent state of a
+known position. The source is a
+:class:`~openmatch_persistence.store.base.ChangeSource` (the engine's
+``State`` or ``Journal``, a follower): ``take_changes_into(target)`` folds
+its changes since the previous take into the flusher's set. The pending set
+keeps only the latest row per key (an order id, a trade id, a (user,
+asset), an epoch id): during an outage it grows with the number of distinct
+rows changed, never with the number of operations, so its memory is
+bounded by the size of the state.
 
 No exception loses a take either, not even one a signal handler raises in
 the thread that collects (the follower's, a ``flush()`` interrupted by
-Ctrl-C): the engine's sources move their changes into the flusher's set in
-one native call (``take_changes_into``), and every later move of them (into
+Ctrl-C): the source moves its changes into the flusher's set itself (the
+engine's sources in one native call), and every later move of them (into
 the pending set, back from a failed batch) is one native call too, so the
 rows are always in one place or the other. A take lost on the way would let
 a later flush record a checkpoint past changes the database never got.
@@ -44,7 +48,6 @@ from openmatch_persistence.errors import StoreError, WriterFailedError
 from openmatch_persistence.store.base import (
     ChangeBatch,
     ChangeSource,
-    StateChangesLike,
     Store,
     WriteResult,
 )
@@ -98,24 +101,6 @@ class _Pending:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, changes: StateChangesLike, now: float) -> int:
-        """Newer rows replace older ones of the same key; returns how many
-        rows were taken."""
-        taken = _as_rust(changes)
-        count = len(taken)
-        if count and self.since is None:
-            self.since = now
-        if not len(self.rows):
-            self.rows = taken  # ours: the source hands each take over once
-        else:
-            self.rows.absorb(taken)
-        self._note(
-            changes.position,
-            getattr(changes, "clock_ns", None),
-            getattr(changes, "closed_epochs_through", None),
-        )
-        return count
-
     def take_from(self, incoming: _core.StateChanges, now: float) -> None:
         """Moves ``incoming`` (a source's takes) in: its rows first, in one
         native call, then its position. An exception between the two leaves
@@ -155,20 +140,6 @@ class _Pending:
             clock_ns=self.clock_ns,
             closed_epochs_through=self.closed_epochs_through,
         )
-
-
-def _as_rust(changes: StateChangesLike) -> _core.StateChanges:
-    """A take as Rust change rows: the journal's and the state's already
-    are; another source's lists (a test's, a benchmark's) are made into them."""
-    if isinstance(changes, _core.StateChanges):
-        return changes
-    return _core.StateChanges(
-        list(changes.orders),
-        list(changes.trades),
-        list(changes.balances),
-        list(changes.epochs),
-        changes.position,
-    )
 
 
 class Flusher:
@@ -220,16 +191,9 @@ class Flusher:
         """Takes the source's changes into the pending set; returns the number
         of rows taken. Call it where touching the source is allowed."""
         with self._collect_lock:
-            take_into = getattr(self._source, "take_changes_into", None)
-            if take_into is None:
-                # A source written in Python (a test's, a benchmark's): its
-                # take is as safe from signals as its own code.
-                changes = self._source.take_changes()
-                with self._lock:
-                    return self._pending.add(changes, self._clock())
             # Outside the lock (the journal's take waits for the AOF to be
             # durable), into a set only collect touches; then moved.
-            taken: int = take_into(self._incoming)
+            taken = self._source.take_changes_into(self._incoming)
             with self._lock:
                 self._pending.take_from(self._incoming, self._clock())
             return taken

@@ -55,7 +55,7 @@ from openmatch_persistence.identity import AOF_DIRNAME, create_identity, read_id
 from openmatch_persistence.persistence import _bound_store
 from openmatch_persistence.recovery import load_base
 from openmatch_persistence.store import store_schema
-from openmatch_persistence.store.base import StateChangesLike, Store
+from openmatch_persistence.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +167,13 @@ class Follower:
 
     # --- the flusher's source ----------------------------------------------------
 
-    def take_changes(self) -> StateChangesLike:
-        """The state's changes, once the AOF bytes they come from are durable.
-        Synced first: a failed fdatasync must leave the changes in the state
-        for the next flush (the state does not move in between: one thread
-        polls and flushes)."""
-        self._make_durable(self._state.position)
-        return self._state.take_changes()
-
     def take_changes_into(self, target: _core.StateChanges) -> int:
-        """As :meth:`take_changes`, into the flusher's set in one native
-        call (a SIGTERM lands in this thread: it must not lose a take)."""
+        """The state's changes, once the AOF bytes they come from are
+        durable, folded into the flusher's set in one native call (a
+        SIGTERM lands in this thread: it must not lose a take). Synced
+        first: a failed fdatasync must leave the changes in the state for
+        the next flush (the state does not move in between: one thread
+        polls and flushes)."""
         self._make_durable(self._state.position)
         return self._state.take_changes_into(target)
 

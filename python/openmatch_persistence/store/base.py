@@ -64,9 +64,21 @@ class StateChangesLike(Protocol):
 
 @runtime_checkable
 class ChangeSource(Protocol):
-    """What the flusher drains: the engine's in-memory ``State``."""
+    """What the flusher drains: the engine's ``State``, its ``Journal``
+    (which waits for the AOF behind the changes to be durable), a
+    ``Follower``.
 
-    def take_changes(self) -> StateChangesLike: ...
+    ``take_changes_into(target)`` takes the changes since the previous take
+    and folds them into ``target`` as newer changes (as
+    ``StateChanges.absorb`` does: their rows win, their position, clock and
+    closed epochs become ``target``'s), and returns how many rows it took.
+    The engine's sources do both in one native call, so no exception a
+    Python signal handler raises can fall between the take and the fold and
+    lose the take. A source written in Python (a test's, a benchmark's)
+    makes a ``StateChanges`` of its rows and folds it in with
+    ``target.absorb``."""
+
+    def take_changes_into(self, target: _core.StateChanges) -> int: ...
 
 
 class ChangeBatch:
