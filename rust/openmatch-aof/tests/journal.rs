@@ -552,3 +552,57 @@ fn a_frame_past_the_bound_in_an_older_segment_is_refused_as_oversized() {
     let (j, replayed) = Journal::open(dir.path(), exact, State::new()).unwrap();
     assert_eq!((replayed.operations, j.position().unwrap()), (2, end));
 }
+
+/// Threads appending large batches (encoded on a thread of their own, into
+/// kept buffers, handed to the writer whole when nothing is queued ahead)
+/// beside small ones (copied behind them), some refused halfway: the log
+/// holds every acknowledged batch whole, nothing of a refused one, and
+/// replays to the live state.
+#[test]
+fn large_and_small_batches_from_several_threads_share_the_queue_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(open(dir.path()));
+    let sizes = [5_000usize, 1, 4_500, 300, 4_096, 7, 6_000, 2];
+    let acked: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4u128)
+            .map(|t| {
+                let j = Arc::clone(&j);
+                scope.spawn(move || {
+                    let mut acked = 0;
+                    for (b, &n) in sizes.iter().enumerate() {
+                        let first = (t << 32) + ((b as u128) << 20);
+                        let mut ops = new_orders(first, n);
+                        // Every third batch of some size is refused at its
+                        // last operation, an order its own batch holds.
+                        let refused = n > 2 && (b + t as usize) % 3 == 0;
+                        if refused {
+                            ops[n - 1] = ops[0].clone();
+                        }
+                        let result = if b % 2 == 0 {
+                            j.append_many(ops)
+                        } else {
+                            j.append_many_with(&ops, Op::clone)
+                        };
+                        match (result, refused) {
+                            (Ok(_), false) => acked += n,
+                            (Err(JournalError::Refused { index, .. }), true) => {
+                                assert_eq!(index, n - 1)
+                            }
+                            (other, _) => panic!("batch {b} of thread {t}: {other:?}"),
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(j.read(State::order_count).unwrap(), acked);
+    let live = digest(&j);
+    j.close().unwrap();
+    drop(j);
+    let (again, replayed) =
+        Journal::open(dir.path(), opts(FsyncPolicy::Always), State::new()).unwrap();
+    assert_eq!(replayed.operations, acked as u64);
+    assert_eq!(digest(&again), live);
+}

@@ -458,6 +458,22 @@ impl Shared {
         let buf = std::mem::replace(&mut st.pending, spare);
         let records = std::mem::take(&mut st.pending_records);
         let batch_end = st.written + buf.len() as u64;
+        if batch_end != st.end {
+            // Everything queued is in the buffer taken: a queue that lost
+            // or gained bytes would leave its waiters waiting for a
+            // position no write reaches. A bug: fail loudly instead.
+            let reason = format!(
+                "group commit invariant broken (a bug, please report it): the queue ends at \
+                 {batch_end}, the appends at {}",
+                st.end
+            );
+            st.leader = false;
+            st.failed = Some(reason.clone());
+            let wakes = self.publish(&mut st);
+            drop(st);
+            wakes.now();
+            return Err(WriterError::Failed { reason });
+        }
         let sync = force_sync || st.sync_wanted > st.durable;
         let offset = st.written - st.current.start;
         let file = Arc::clone(&st.current.file);
