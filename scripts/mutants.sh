@@ -39,6 +39,7 @@ declare -A RUST_TESTS=(
     [rust/openmatch-aof/src/repair.rs]="--lib"
     [rust/openmatch-aof/src/journal/mod.rs]="--lib --test journal"
     [rust/openmatch-aof/src/journal/replay.rs]="--lib --test journal"
+    [rust/openmatch-aof/src/spare.rs]="--lib --test journal --test writer"
 )
 RUST_ORDER=(
     rust/openmatch-aof/src/codec.rs
@@ -54,6 +55,7 @@ RUST_ORDER=(
     rust/openmatch-aof/src/journal/replay.rs
     rust/openmatch-aof/src/cut.rs
     rust/openmatch-aof/src/repair.rs
+    rust/openmatch-aof/src/spare.rs
 )
 
 rust() {

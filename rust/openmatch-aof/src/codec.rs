@@ -791,6 +791,47 @@ mod tests {
         (out, lens)
     }
 
+    /// The writer takes a batch's frames by swapping buffers: only with
+    /// one that holds nothing (a pending buffer that holds frames is never
+    /// dropped), and the frames then keep the memory they were given.
+    #[test]
+    fn bounded_frames_are_swapped_only_for_an_empty_buffer() {
+        let mut frames = BoundedFrames::in_buffer(b"left over".to_vec(), 100);
+        assert!(frames.is_empty(), "a given buffer's bytes are dropped");
+        assert_eq!((frames.len(), frames.bound()), (0, 100));
+        let ops: Vec<_> = (0..3).map(epoch_op).collect();
+        let mut lengths = Vec::new();
+        encode_run_into(&ops, |_| Ok::<(), ()>(()), &mut frames, &mut lengths).unwrap();
+        let (bytes, lens) = one_by_one(&ops);
+        assert_eq!((frames.as_bytes(), &lengths), (bytes.as_slice(), &lens));
+        assert_eq!(frames.len(), bytes.len());
+        assert!(!frames.is_empty());
+
+        let mut busy = vec![7u8];
+        assert!(!frames.swap_out(&mut busy));
+        assert_eq!(busy, [7]);
+        assert_eq!(frames.as_bytes(), bytes.as_slice());
+
+        let mut empty = Vec::with_capacity(4096);
+        assert!(frames.swap_out(&mut empty));
+        assert_eq!(empty, bytes);
+        assert!(frames.is_empty());
+        let back = frames.into_buffer();
+        assert!(
+            back.is_empty() && back.capacity() >= 4096,
+            "the empty one's memory"
+        );
+
+        let mut frames = BoundedFrames::in_buffer(back, 100);
+        encode_run_into(&ops, |_| Ok::<(), ()>(()), &mut frames, &mut lengths).unwrap();
+        frames.clear();
+        assert!(frames.is_empty());
+        assert!(
+            frames.into_buffer().capacity() >= 4096,
+            "cleared, the memory kept"
+        );
+    }
+
     #[test]
     fn a_batch_is_its_frames_in_order_whatever_its_size() {
         for n in [

@@ -90,6 +90,7 @@ mod tests {
         buf.extend_from_slice(&[1u8; 10]);
         spares.give(buf);
         assert_eq!(spares.len(), 1);
+        assert!(!spares.is_empty());
         let again = spares.take();
         assert!(again.is_empty());
         assert!(again.capacity() >= 1000);

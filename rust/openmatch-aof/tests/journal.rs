@@ -3,6 +3,7 @@
 //! breaks the invariants anyway stops replay at its first violation.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openmatch_aof::journal::{replay, replay_with_limit, Journal, JournalError};
@@ -479,6 +480,38 @@ fn a_batch_fails_at_its_first_refusal_whichever_the_rule_and_leaves_nothing() {
     let live = digest(&j);
     j.close().unwrap();
     assert_eq!(digest(&open(dir.path())), live);
+}
+
+/// On the overlapped path the encoding stops at the operation the schema
+/// refuses: the chunks after it are not taken out of the caller's items,
+/// nor encoded.
+#[test]
+fn a_large_batch_stops_taking_operations_at_an_unfit_one() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return; // one core: a batch is taken whole before it is judged
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    let mut ops = new_orders(0, 10_000);
+    ops[10] = unfit_order(2_000_000);
+    let taken = AtomicUsize::new(0);
+    let result = j.append_many_with(&ops, |op| {
+        taken.fetch_add(1, Ordering::Relaxed);
+        op.clone()
+    });
+    assert!(
+        matches!(result, Err(JournalError::Unfit { index: 10, .. })),
+        "{result:?}"
+    );
+    assert_eq!(j.overlapped_batches(), 1);
+    // The first chunk (1,024 operations) holds the unfit one.
+    assert_eq!(
+        taken.load(Ordering::Relaxed),
+        1_024,
+        "only its chunk is taken"
+    );
+    assert_eq!(j.position().unwrap(), 0);
 }
 
 /// A journal replays with its writer's own frame bound: a log holding a
