@@ -388,7 +388,7 @@ impl Journal {
 
     /// Judges and applies to `state`, in order, the chunks of one batch of
     /// `total` operations, each with the lengths of its frames; returns the
-    /// position after the last. The first operation that does not fit,
+    /// log's end the batch starts at and the position after its last. The first operation that does not fit,
     /// cannot be encoded or would break an invariant fails the batch, and
     /// the state is rolled back to before it.
     fn judge(
@@ -396,7 +396,7 @@ impl Journal {
         state: &mut State,
         chunks: impl Iterator<Item = EncodedChunk>,
         total: usize,
-    ) -> Result<u64, JournalError> {
+    ) -> Result<(u64, u64), JournalError> {
         let base = self.writer.position();
         if state.position() > base {
             return Err(JournalError::Broken(format!(
@@ -437,31 +437,30 @@ impl Journal {
                 "the batch's encoding stopped after {index} of its {total} operations"
             )));
         }
-        Ok(at)
+        Ok((base, at))
     }
 
-    /// Queues a judged batch's `frames` (`records` of them, ending at the
-    /// position `judged` gives), still under the state's lock so that the
+    /// Queues a judged batch's `frames` (`records` of them, from and to the
+    /// positions `judged` gives), still under the state's lock so that the
     /// log's order is the state's; releases the batch's savepoint, or rolls
     /// it back if it cannot be queued. Gives the frame buffer back.
     fn queue(
         &self,
         mut state: MutexGuard<'_, State>,
-        judged: Result<u64, JournalError>,
+        judged: Result<(u64, u64), JournalError>,
         mut frames: BoundedFrames,
         records: usize,
     ) -> Result<u64, JournalError> {
-        let base = self.writer.position();
         let queued = match judged {
             Err(e) => Err(e),
-            Ok(at) if base + frames.len() as u64 != at => {
+            Ok((base, at)) if base + frames.len() as u64 != at => {
                 state.rollback();
                 Err(JournalError::Broken(format!(
                     "the batch's frames end at {}, its operations at {at}",
                     base + frames.len() as u64
                 )))
             }
-            Ok(at) => match self.writer.submit_frames_owned(&mut frames, records as u64) {
+            Ok((_, at)) => match self.writer.submit_frames_owned(&mut frames, records as u64) {
                 Ok(end) if end == at => {
                     state.release();
                     Ok(end)
