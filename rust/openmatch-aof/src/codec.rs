@@ -250,11 +250,23 @@ pub fn encode_batch_checked<E: Send>(
     max_payload: u32,
     check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
 ) -> Result<EncodedBatch, (usize, BatchError<E>)> {
+    let (frames, lengths) = encode_batch_frames(ops, max_payload, check)?;
+    Ok((frames.into_buffer(), lengths))
+}
+
+/// As [`encode_batch_checked`], keeping the frames' bound with them: a
+/// writer whose bound is at least `max_payload` takes them as they are
+/// ([`crate::writer::AofWriter::submit_frames_owned`]).
+pub fn encode_batch_frames<E: Send>(
+    ops: &[AofOperation],
+    max_payload: u32,
+    check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
+) -> Result<(BoundedFrames, Vec<usize>), (usize, BatchError<E>)> {
     let encode_all = |ops: &[AofOperation], first: usize| {
         let mut out = BoundedFrames::in_buffer(Vec::with_capacity(ops.len() * 300), max_payload);
         let mut lengths = Vec::with_capacity(ops.len());
         encode_run_into(ops, &check, &mut out, &mut lengths).map_err(|(i, e)| (first + i, e))?;
-        Ok((out.into_buffer(), lengths))
+        Ok((out, lengths))
     };
     if ops.len() < 2 * PARALLEL_ENCODE_CHUNK {
         // Before asking for the cores: on Linux that reads cgroup files,
@@ -268,7 +280,8 @@ pub fn encode_batch_checked<E: Send>(
     }
     let chunk = ops.len().div_ceil(parts);
     let encode_all = &encode_all;
-    let encoded: Vec<Result<EncodedBatch, (usize, BatchError<E>)>> = std::thread::scope(|scope| {
+    type Part<E> = Result<(BoundedFrames, Vec<usize>), (usize, BatchError<E>)>;
+    let encoded: Vec<Part<E>> = std::thread::scope(|scope| {
         let mut chunks = ops.chunks(chunk).enumerate();
         let first = chunks.next().map_or(&[][..], |(_, c)| c);
         let handles: Vec<_> = chunks
@@ -285,22 +298,19 @@ pub fn encode_batch_checked<E: Send>(
         }
         results
     });
-    let mut out = Vec::new();
+    let mut out = BoundedFrames::in_buffer(Vec::new(), max_payload);
     let mut lengths = Vec::with_capacity(ops.len());
     for part in encoded {
         let (frames, lens) = part?;
-        if out.is_empty() {
-            out = frames;
-        } else {
-            out.extend_from_slice(&frames);
-        }
+        out.append(frames);
         lengths.extend(lens);
     }
     Ok((out, lengths))
 }
 
 /// Whole frames, one after the other, each with a payload of at most
-/// [`BoundedFrames::bound`] bytes. Only [`encode_run_into`] adds to them,
+/// [`BoundedFrames::bound`] bytes. Only [`encode_run_into`] adds to them
+/// (and [`BoundedFrames::append`], frames within the same bound),
 /// so a writer whose own bound is at least that takes them without
 /// reading every frame's header again (10,000 headers spread over
 /// megabytes are 10,000 cache misses).
@@ -347,6 +357,17 @@ impl BoundedFrames {
         }
         std::mem::swap(&mut self.bytes, other);
         true
+    }
+
+    /// Adds `other`'s frames after these; the bound becomes the larger of
+    /// the two (which every frame is then within).
+    pub fn append(&mut self, other: BoundedFrames) {
+        self.bound = self.bound.max(other.bound);
+        if self.bytes.is_empty() {
+            self.bytes = other.bytes;
+        } else {
+            self.bytes.extend_from_slice(&other.bytes);
+        }
     }
 
     /// Drops the frames, keeping the memory.
@@ -830,6 +851,41 @@ mod tests {
             frames.into_buffer().capacity() >= 4096,
             "cleared, the memory kept"
         );
+    }
+
+    /// Frames appended to frames follow them, and the bound is the larger
+    /// of the two, so the writer reads frames again when one part was
+    /// bounded past its own bound.
+    #[test]
+    fn appended_frames_follow_and_keep_the_larger_bound() {
+        let ops: Vec<_> = (0..4).map(epoch_op).collect();
+        let (bytes, _) = one_by_one(&ops);
+        let mut lengths = Vec::new();
+        let mut first = BoundedFrames::in_buffer(Vec::new(), 100);
+        encode_run_into(&ops[..2], |_| Ok::<(), ()>(()), &mut first, &mut lengths).unwrap();
+        let mut second = BoundedFrames::in_buffer(Vec::new(), 200);
+        encode_run_into(&ops[2..], |_| Ok::<(), ()>(()), &mut second, &mut lengths).unwrap();
+        first.append(second);
+        assert_eq!((first.as_bytes(), first.bound()), (bytes.as_slice(), 200));
+
+        let mut lower = BoundedFrames::in_buffer(Vec::new(), 50);
+        encode_run_into(&ops, |_| Ok::<(), ()>(()), &mut lower, &mut lengths).unwrap();
+        let mut empty = BoundedFrames::in_buffer(Vec::new(), 100);
+        empty.append(lower);
+        assert_eq!((empty.as_bytes(), empty.bound()), (bytes.as_slice(), 100));
+    }
+
+    /// A batch's frames keep the bound they were encoded with, over the
+    /// threads of a large batch too.
+    #[test]
+    fn a_batch_of_frames_keeps_its_bound_whatever_its_size() {
+        for n in [3, 3 * PARALLEL_ENCODE_CHUNK + 5] {
+            let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
+            let (frames, lengths) = encode_batch_frames(&ops, 1000, |_| Ok::<(), ()>(())).unwrap();
+            assert_eq!(frames.bound(), 1000, "{n} operations");
+            let (bytes, lens) = one_by_one(&ops);
+            assert_eq!((frames.as_bytes(), lengths), (bytes.as_slice(), lens));
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openmatch_aof::codec::{encode_frame_into_bounded, DEFAULT_MAX_PAYLOAD_LEN};
+use openmatch_aof::codec::{
+    encode_batch_frames, encode_frame_into_bounded, BatchError, BoundedFrames, EncodeError,
+    DEFAULT_MAX_PAYLOAD_LEN,
+};
 use openmatch_aof::scanner::StopCause;
 use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
 use openmatch_aof::{AofOperation, FrameError};
@@ -81,13 +84,14 @@ fn encode_op(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, max_payload: u32) -> PyR
 }
 
 /// The frames of `ops` and the length of each, bounded as the writer is
-/// (`openmatch_aof::codec::encode_batch_bounded`).
+/// (`openmatch_aof::codec::encode_batch_frames`).
 fn encode_batch(
     ops: &[AofOperation],
     max_payload: u32,
-) -> Result<(Vec<u8>, Vec<usize>), WriterError> {
-    openmatch_aof::codec::encode_batch_bounded(ops, max_payload)
-        .map_err(|(_, e)| WriterError::Encode(e))
+) -> Result<(BoundedFrames, Vec<usize>), WriterError> {
+    encode_batch_frames(ops, max_payload, |_| Ok::<(), EncodeError>(())).map_err(|(_, e)| match e {
+        BatchError::Check(e) | BatchError::Encode(e) => WriterError::Encode(e),
+    })
 }
 
 /// The operations out of their Python objects (this needs the GIL).
@@ -221,8 +225,13 @@ impl AofWriter {
     fn append_batch(&self, py: Python<'_>, ops: &Bound<'_, PyAny>) -> PyResult<(u64, Vec<usize>)> {
         let owned = take_ops(ops)?;
         py.detach(|| {
-            let (frames, lengths) = encode_batch(&owned, self.max_payload())?;
-            let end = self.inner.append_frames(&frames, owned.len() as u64)?;
+            // Handed over, not copied, and not read again (within the
+            // writer's bound by construction).
+            let (mut frames, lengths) = encode_batch(&owned, self.max_payload())?;
+            let end = self
+                .inner
+                .submit_frames_owned(&mut frames, owned.len() as u64)?;
+            self.inner.wait_appended(end)?;
             Ok((end, lengths))
         })
         .map_err(|e| writer_error(py, e))
