@@ -235,11 +235,21 @@ pub fn encode_batch_bounded(
     ops: &[AofOperation],
     max_payload: u32,
 ) -> Result<EncodedBatch, (usize, EncodeError)> {
-    encode_batch_checked(ops, max_payload, |_| Ok::<(), EncodeError>(())).map_err(
-        |(i, e)| match e {
+    let (frames, lengths) = encode_batch_frames(ops, max_payload)?;
+    Ok((frames.into_buffer(), lengths))
+}
+
+/// As [`encode_batch_bounded`], keeping the frames' bound with them: a
+/// writer whose bound is at least `max_payload` takes them as they are
+/// ([`crate::writer::AofWriter::submit_frames_owned`]).
+pub fn encode_batch_frames(
+    ops: &[AofOperation],
+    max_payload: u32,
+) -> Result<(BoundedFrames, Vec<usize>), (usize, EncodeError)> {
+    encode_frames_checked(ops, max_payload, |_| Ok::<(), EncodeError>(()))
+        .map_err(|(i, e)| match e {
             BatchError::Check(e) | BatchError::Encode(e) => (i, e),
-        },
-    )
+        })
 }
 
 /// As [`encode_batch_bounded`], running `check` on each operation first
@@ -250,14 +260,13 @@ pub fn encode_batch_checked<E: Send>(
     max_payload: u32,
     check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
 ) -> Result<EncodedBatch, (usize, BatchError<E>)> {
-    let (frames, lengths) = encode_batch_frames(ops, max_payload, check)?;
+    let (frames, lengths) = encode_frames_checked(ops, max_payload, check)?;
     Ok((frames.into_buffer(), lengths))
 }
 
-/// As [`encode_batch_checked`], keeping the frames' bound with them: a
-/// writer whose bound is at least `max_payload` takes them as they are
-/// ([`crate::writer::AofWriter::submit_frames_owned`]).
-pub fn encode_batch_frames<E: Send>(
+/// The encoding of [`encode_batch_checked`] and [`encode_batch_frames`]:
+/// the frames with their bound.
+fn encode_frames_checked<E: Send>(
     ops: &[AofOperation],
     max_payload: u32,
     check: impl Fn(&AofOperation) -> Result<(), E> + Sync,
@@ -881,7 +890,7 @@ mod tests {
     fn a_batch_of_frames_keeps_its_bound_whatever_its_size() {
         for n in [3, 3 * PARALLEL_ENCODE_CHUNK + 5] {
             let ops: Vec<_> = (0..n as u64).map(epoch_op).collect();
-            let (frames, lengths) = encode_batch_frames(&ops, 1000, |_| Ok::<(), ()>(())).unwrap();
+            let (frames, lengths) = encode_batch_frames(&ops, 1000).unwrap();
             assert_eq!(frames.bound(), 1000, "{n} operations");
             let (bytes, lens) = one_by_one(&ops);
             assert_eq!((frames.as_bytes(), lengths), (bytes.as_slice(), lens));

@@ -10,8 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use openmatch_aof::codec::{
-    encode_batch_frames, encode_frame_into_bounded, BatchError, BoundedFrames, EncodeError,
-    DEFAULT_MAX_PAYLOAD_LEN,
+    encode_batch_frames, encode_frame_into_bounded, BoundedFrames, DEFAULT_MAX_PAYLOAD_LEN,
 };
 use openmatch_aof::scanner::StopCause;
 use openmatch_aof::writer::{self as core, Fault, FsyncPolicy, Gather, WriterError, WriterOptions};
@@ -89,9 +88,7 @@ fn encode_batch(
     ops: &[AofOperation],
     max_payload: u32,
 ) -> Result<(BoundedFrames, Vec<usize>), WriterError> {
-    encode_batch_frames(ops, max_payload, |_| Ok::<(), EncodeError>(())).map_err(|(_, e)| match e {
-        BatchError::Check(e) | BatchError::Encode(e) => WriterError::Encode(e),
-    })
+    encode_batch_frames(ops, max_payload).map_err(|(_, e)| WriterError::Encode(e))
 }
 
 /// The operations out of their Python objects (this needs the GIL).
